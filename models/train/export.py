@@ -1,0 +1,227 @@
+"""Export a trained run to the shipped ONNX file and measure it on the validation split.
+
+    python export.py --data ../../../shared/data/rsna-100px --run runs/lite0-128 \
+        --out ../boneage-lite0.onnx --version 1.0.0
+
+What it does, in order:
+1. Loads the EMA weights of `RUN/last.pt` into a fresh network.
+2. Exports ONNX (opset 17, fixed shapes: image [1,1,H,W], male [1,1] -> bone_age_months [1,1])
+   and writes the model contract (docs/model-contract.md) into `metadata_props`, so the Rust
+   preprocessing reads its parameters from the file instead of repeating them.
+3. Runs the exported file with ONNX Runtime over the validation split and compares it with
+   PyTorch; writes predictions, metrics (MAE with a 95% bootstrap interval, RMSE, bias, per
+   sex and age band) and the calibrated 95% interval half-widths it stores in the metadata.
+4. Copies a small set of validation images + their PyTorch predictions into
+   tests/fixtures/val/ for the Rust agreement test (the RSNA attribution goes with them).
+"""
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+AGE_BANDS_YEARS = [(0, 5), (5, 10), (10, 15), (15, 19)]
+# Bands of *predicted* age for the interval table; wide enough to hold >= ~100 val cases each.
+INTERVAL_BANDS_MONTHS = [0, 60, 96, 120, 144, 168, 192, 240]
+ATTRIBUTION = ("RSNA Pediatric Bone Age Machine Learning Challenge (2017) training images, "
+               "https://www.rsna.org/rsnai/ai-image-challenge/rsna-pediatric-bone-age-challenge-2017 ; "
+               "Halabi SS, Prevedello LM, Kalpathy-Cramer J, et al. The RSNA Pediatric Bone Age "
+               "Machine Learning Challenge. Radiology 2018; 290(2):498-503.")
+
+
+def metrics(pred, age, male, seed=0, n_boot=2000):
+    err = pred - age
+    rng = np.random.default_rng(seed)
+    boots = [np.abs(err[rng.integers(0, len(err), len(err))]).mean() for _ in range(n_boot)]
+    out = dict(n=int(len(err)), mae=float(np.abs(err).mean()),
+               mae_ci95=[float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+               rmse=float(np.sqrt((err ** 2).mean())), bias=float(err.mean()),
+               median_ae=float(np.median(np.abs(err))))
+    out["by_sex"] = {name: dict(n=int(sel.sum()), mae=float(np.abs(err[sel]).mean()))
+                     for name, sel in (("male", male == 1), ("female", male == 0))}
+    out["by_age_band_years"] = {}
+    for lo, hi in AGE_BANDS_YEARS:
+        sel = (age >= lo * 12) & (age < hi * 12)
+        if sel.any():
+            out["by_age_band_years"][f"{lo}-{hi}"] = dict(n=int(sel.sum()),
+                                                          mae=float(np.abs(err[sel]).mean()))
+    return out
+
+
+def interval_table(pred, age, min_n=40):
+    """95% absolute-error quantile per band of predicted age: a calibrated interval half-width.
+
+    Bands with fewer than `min_n` validation cases are merged into their neighbour so every
+    quantile rests on enough cases.
+    """
+    edges = list(INTERVAL_BANDS_MONTHS)
+    counts = lambda e: [int(((pred >= a) & (pred < b)).sum()) for a, b in zip(e[:-1], e[1:])]
+    while len(edges) > 2 and min(counts(edges)) < min_n:
+        i = int(np.argmin(counts(edges)))
+        del edges[i + 1 if i + 1 < len(edges) - 1 else i]
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (pred >= lo) & (pred < hi)
+        if hi == edges[-1]:
+            sel |= pred >= hi
+        if lo == edges[0]:
+            sel |= pred < lo
+        q = float(np.quantile(np.abs(pred[sel] - age[sel]), 0.95, method="higher"))
+        rows.append((lo, hi, round(q, 2), int(sel.sum())))
+    return rows
+
+
+def coverage(table, pred, age):
+    hw = np.array([r[2] for r in table])
+    edges = [r[0] for r in table]
+    idx = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, len(table) - 1)
+    return float((np.abs(pred - age) <= hw[idx]).mean())
+
+
+def cross_coverage(pred, age, seed=0):
+    """Coverage measured honestly: calibrate on one half of the split, test on the other."""
+    rng = np.random.default_rng(seed)
+    half = rng.permutation(len(pred)) < len(pred) // 2
+    a = coverage(interval_table(pred[half], age[half]), pred[~half], age[~half])
+    b = coverage(interval_table(pred[~half], age[~half]), pred[half], age[half])
+    return (a + b) / 2
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--out", required=True, help="ONNX file to write")
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--fixtures", type=int, default=120, help="validation images copied for tests")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    ck = torch.load(os.path.join(args.run, "last.pt"), weights_only=False, map_location="cpu")
+    stats = ck["stats"]
+    model = train.build_model(stats["age_mean"], stats["age_std"], pretrained=False)
+    model.load_state_dict(ck["ema"])
+    model.eval()
+    epochs_done = ck["epoch"] + 1
+
+    ids, images, male, age, is_val = train.load_dataset(args.data, os.path.join(HERE, "split.csv"),
+                                                        os.path.dirname(args.run.rstrip("/")))
+    val = np.flatnonzero(is_val)
+    pt = train.predict(model, images[val], male[val], stats["pix_mean"], stats["pix_std"])
+
+    size = stats["input_size"]
+    dummy = (torch.zeros(1, 1, size, size), torch.zeros(1, 1))
+    tmp = args.out + ".tmp"
+    torch.onnx.export(model, dummy, tmp, input_names=["image", "male"],
+                      output_names=["bone_age_months"], opset_version=17, dynamo=False,
+                      do_constant_folding=True)
+
+    import onnx
+    import onnxruntime as ort
+    sess = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+    ox = []
+    for i in val:
+        x = (images[i][None, None].astype(np.float32) / 255.0 - stats["pix_mean"]) / stats["pix_std"]
+        ox.append(sess.run(None, {"image": x.astype(np.float32),
+                                  "male": np.array([[male[i]]], np.float32)})[0].item())
+    ox = np.array(ox)
+    diff = float(np.abs(ox - pt).max())
+    print(f"onnxruntime vs pytorch: max |diff| = {diff:.5f} months", flush=True)
+    if diff > 0.05:
+        raise SystemExit("exported graph disagrees with PyTorch")
+
+    m = metrics(ox, age[val], male[val])
+    table = interval_table(ox, age[val])
+    m["interval95_coverage_in_sample"] = coverage(table, ox, age[val])
+    m["interval95_coverage_cross_validated"] = cross_coverage(ox, age[val])
+    n_params = sum(p.numel() for p in model.parameters())
+    m.update(epochs=epochs_done, params=int(n_params))
+    print(json.dumps(m, indent=1), flush=True)
+
+    props = {
+        "boneage.contract": "1",
+        "name": "boneage-lite0",
+        "version": args.version,
+        "preprocess.width": str(size),
+        "preprocess.height": str(size),
+        "preprocess.channels": "1",
+        "preprocess.fit": "squash",
+        "preprocess.resize_filter": "triangle",
+        "preprocess.pixel_scale": "full_range",
+        "preprocess.mean": repr(stats["pix_mean"]),
+        "preprocess.std": repr(stats["pix_std"]),
+        "output.units": "months",
+        "output.training_range_months": f"{int(age.min())}-{int(age.max())}",
+        "uncertainty.interval95_bands_months": ";".join(f"{a}-{b}:{q}" for a, b, q, _ in table),
+        "validation_mae": f"{m['mae']:.2f}",
+        "validation_mae_ci95": f"{m['mae_ci95'][0]:.2f}-{m['mae_ci95'][1]:.2f}",
+        "validation_n": str(m["n"]),
+        "training_data": ATTRIBUTION,
+        "license": "Apache-2.0 (code and weights); trained on RSNA 2017 data: non-commercial "
+                   "research and education use, keep the attribution in training_data",
+        "architecture": f"EfficientNet-Lite0 (1-channel stem, {train.NET_SIZE}px internal) "
+                        f"+ sex embedding MLP head, {n_params} parameters",
+    }
+    proto = onnx.load(tmp)
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    proto.producer_name = "boneage/models/train/export.py"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, args.out)
+    os.remove(tmp)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
+
+    vdir = os.path.join(REPO, "models", "validation")
+    os.makedirs(vdir, exist_ok=True)
+    with open(os.path.join(vdir, "labels.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "male", "boneage"])
+        for i in val:
+            w.writerow([ids[i], "true" if male[i] else "false", int(age[i])])
+    with open(os.path.join(vdir, "predictions.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "male", "boneage", "pred_pytorch", "pred_onnxruntime"])
+        for k, i in enumerate(val):
+            w.writerow([ids[i], "true" if male[i] else "false", int(age[i]),
+                        f"{pt[k]:.4f}", f"{ox[k]:.4f}"])
+    json.dump(dict(metrics=m, interval95_table=table, metadata=props),
+              open(os.path.join(vdir, "metrics.json"), "w"), indent=1)
+
+    # Fixtures: every k-th validation image (deterministic), with labels and PyTorch predictions.
+    fdir = os.path.join(REPO, "tests", "fixtures", "val")
+    if os.path.isdir(fdir):
+        shutil.rmtree(fdir)
+    os.makedirs(os.path.join(fdir, "images"))
+    pick = list(range(0, len(val), max(1, len(val) // args.fixtures)))[:args.fixtures]
+    with open(os.path.join(fdir, "labels.csv"), "w", newline="") as f, \
+            open(os.path.join(fdir, "expected.csv"), "w", newline="") as g:
+        w, e = csv.writer(f), csv.writer(g)
+        w.writerow(["id", "male", "boneage"])
+        e.writerow(["id", "male", "boneage", "pred_pytorch"])
+        for k in pick:
+            i = val[k]
+            shutil.copy(os.path.join(args.data, "images", f"{ids[i]}.png"),
+                        os.path.join(fdir, "images", f"{ids[i]}.png"))
+            w.writerow([ids[i], "true" if male[i] else "false", int(age[i])])
+            e.writerow([ids[i], "true" if male[i] else "false", int(age[i]), f"{pt[k]:.4f}"])
+    with open(os.path.join(fdir, "README.md"), "w") as f:
+        f.write(f"{len(pick)} validation radiographs (100x100) with labels and the PyTorch "
+                "predictions of the shipped model, for the Rust agreement test.\n\n"
+                f"Source and attribution: {ATTRIBUTION}\n\nNon-commercial research and "
+                "education use only, as the RSNA terms require.\n")
+    print(f"fixtures: {len(pick)} images in {fdir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds boneage and estimates bone age on the bundled sample radiographs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release --locked
+./target/release/boneage --version
+./target/release/boneage predict samples/1618.png --sex female --age 9y2m
+./target/release/boneage predict samples/1724.dcm

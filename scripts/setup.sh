@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what building and testing boneage needs on a fresh Debian/Ubuntu machine:
+# Rust components (rustfmt, clippy). Safe to run again; installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+for pkg in pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    echo "setup: installing ${need_apt[*]}" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "setup: Rust is not installed; get it from https://rustup.rs" >&2
+    exit 1
+fi
+if command -v rustup >/dev/null; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi

@@ -1,0 +1,104 @@
+//! `boneage bench`: what this machine does with this model. Numbers, not assertions:
+//! record them in docs/benchmarks.md with the command and the machine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use boneage::config::Config;
+use boneage::source;
+use boneage::Sex;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Folder of radiographs to cycle through (default: the bundled samples)
+    #[arg(long, value_name = "DIR", default_value = "samples")]
+    images: PathBuf,
+    /// Timed iterations (after warm-up)
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+    /// Untimed warm-up iterations
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// One JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.images)
+        .with_context(|| format!("cannot list {}; pass --images DIR", args.images.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    // Only files that decode: a README beside the samples is not an error here.
+    files.retain(|p| source::read_file(p).is_ok());
+    anyhow::ensure!(!files.is_empty(), "no readable radiograph in {}", args.images.display());
+
+    let mut model = super::load_model(config)?;
+    let load_ms = model.load_time.as_secs_f64() * 1e3;
+    let (mut pre, mut inf) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
+    let wall = Instant::now();
+    for i in 0..args.warmup + args.runs {
+        let path = &files[i % files.len()];
+        let t0 = Instant::now();
+        let radiograph = source::read_file(path)?;
+        let input = model.preprocess(&radiograph);
+        let t1 = Instant::now();
+        let sex = if i % 2 == 0 { Sex::Male } else { Sex::Female };
+        model.infer(&input, sex)?;
+        let t2 = Instant::now();
+        if i >= args.warmup {
+            pre.push(t1 - t0);
+            inf.push(t2 - t1);
+        }
+    }
+    let timed: Duration = pre.iter().chain(inf.iter()).sum();
+    let _ = wall;
+    let per_s = args.runs as f64 / timed.as_secs_f64();
+    let (pre50, pre95) = (percentile_ms(&mut pre, 0.50), percentile_ms(&mut pre, 0.95));
+    let (inf50, inf95) = (percentile_ms(&mut inf, 0.50), percentile_ms(&mut inf, 0.95));
+    let rss = peak_rss_kib();
+    if args.json {
+        let obj = serde_json::json!({
+            "model": model.contract.model_id(),
+            "backend": model.backend_name(),
+            "threads": config.model.threads,
+            "images": files.len(),
+            "runs": args.runs,
+            "load_ms": load_ms,
+            "preprocess_ms_p50": pre50, "preprocess_ms_p95": pre95,
+            "inference_ms_p50": inf50, "inference_ms_p95": inf95,
+            "images_per_s": per_s,
+            "peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+        });
+        println!("{obj}");
+    } else {
+        println!("model:       {} ({}, threads={})", model.contract.model_id(), model.backend_name(), config.model.threads);
+        println!("images:      {} files, {} timed runs after {} warm-up", files.len(), args.runs, args.warmup);
+        println!("load+optimize: {load_ms:.0} ms");
+        println!("decode+preprocess: p50 {pre50:.2} ms, p95 {pre95:.2} ms");
+        println!("inference:   p50 {inf50:.2} ms, p95 {inf95:.2} ms");
+        println!("throughput:  {per_s:.1} images/s");
+        match rss {
+            Some(k) => println!("peak RSS:    {:.1} MiB", k as f64 / 1024.0),
+            None => println!("peak RSS:    unavailable on this OS"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn percentile_ms(v: &mut [Duration], q: f64) -> f64 {
+    v.sort();
+    let idx = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(idx).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+/// Peak resident set size (VmHWM) from /proc; Linux only.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

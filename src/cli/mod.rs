@@ -1,0 +1,124 @@
+//! Command-line interface: clap definitions, config + flag merging, dispatch.
+//!
+//! Exit codes: 0 success; 1 some inputs failed (the others were still processed);
+//! 2 the command could not run at all (bad flag, config or model).
+
+mod bench;
+mod eval;
+mod predict;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use boneage::config::Config;
+use boneage::model::Model;
+use clap::{Parser, Subcommand};
+
+pub const EXIT_INPUT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "boneage",
+    about = "Estimate bone age from a left-hand radiograph and the child's sex",
+    long_about = "Estimate skeletal (bone) age in months from a left-hand radiograph \
+                  (PNG, JPEG, TIFF, BMP or DICOM) and the child's sex.\n\
+                  Decision support for a qualified clinician; not a certified medical device.",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Configuration file (default: the built-in firmware-config/default.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// ONNX model file (overrides [model] path)
+    #[arg(long, global = true, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Inference threads, 0 = one per core (overrides [model] threads)
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// Print the program and model versions
+    #[arg(short = 'V', long)]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Estimate bone age for one or more radiographs
+    Predict(predict::Args),
+    /// Measure accuracy on a labelled folder (id,male,boneage + <id>.png)
+    Eval(eval::Args),
+    /// Measure load time, latency and memory on this machine
+    Bench(bench::Args),
+    /// Show the model's contract and metadata
+    ModelInfo {
+        /// One JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::builtin()?,
+    };
+    if let Some(model) = &cli.model {
+        config.model.path = model.clone();
+    }
+    if let Some(threads) = cli.threads {
+        config.model.threads = threads;
+    }
+    env_logger::Builder::new()
+        .filter_level(config.log.level.as_filter())
+        .parse_env("RUST_LOG")
+        .init();
+
+    if cli.version {
+        // Cheap: reads only the model's metadata, never builds the plan.
+        let model = match Model::read_contract(&config.model.path) {
+            Ok(c) => format!("model {} ({})", c.model_id(), config.model.path.display()),
+            Err(e) => format!("model unavailable: {e}"),
+        };
+        println!("boneage {} ; {model} ; backend {:?}", env!("CARGO_PKG_VERSION"), config.model.backend);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given; try `boneage predict IMAGE --sex female` or `boneage --help`");
+    };
+    match command {
+        Command::ModelInfo { json } => model_info(&config, json),
+        Command::Predict(args) => predict::run(&config, args),
+        Command::Eval(args) => eval::run(&config, args),
+        Command::Bench(args) => bench::run(&config, args),
+    }
+}
+
+/// Loads the model named in the config, with the file in the error.
+fn load_model(config: &Config) -> anyhow::Result<Model> {
+    Model::load(&config.model).context("the model is needed for this command")
+}
+
+fn model_info(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let c = Model::read_contract(&config.model.path)?;
+    if json {
+        let meta: serde_json::Map<String, serde_json::Value> =
+            c.metadata.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        let obj = serde_json::json!({
+            "path": config.model.path.display().to_string(),
+            "name": c.name,
+            "version": c.version,
+            "metadata": meta,
+        });
+        println!("{obj}");
+    } else {
+        println!("model: {} ({})", c.model_id(), config.model.path.display());
+        for (k, v) in &c.metadata {
+            println!("  {k}: {v}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

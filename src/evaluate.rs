@@ -1,0 +1,166 @@
+//! Accuracy on a labelled folder: the format of RSNA-100px (`id,male,boneage` and
+//! `<id>.png` images), the same figures the model card reports.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::report::Sex;
+
+/// Age bands (years) for the per-band MAE, as in the model card.
+pub const AGE_BANDS_YEARS: [(u32, u32); 4] = [(0, 5), (5, 10), (10, 15), (15, 19)];
+
+/// One labelled case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub id: String,
+    pub sex: Sex,
+    pub bone_age_months: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabelsError {
+    #[error("cannot read labels {}: {source}", path.display())]
+    Read { path: PathBuf, source: csv::Error },
+    #[error("labels {} line {line}: {message} (expected columns id,male,boneage; male is true/false)", path.display())]
+    Row { path: PathBuf, line: u64, message: String },
+    #[error("labels {} has no rows", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// Reads `id,male,boneage` (header required, column order free).
+///
+/// # Errors
+/// [`LabelsError`] with the file and line of the first bad row.
+pub fn read_labels(path: &Path) -> Result<Vec<Case>, LabelsError> {
+    let read_err = |source| LabelsError::Read { path: path.to_path_buf(), source };
+    let mut reader = csv::Reader::from_path(path).map_err(read_err)?;
+    let headers = reader.headers().map_err(read_err)?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let (Some(ci), Some(cm), Some(ca)) = (col("id"), col("male"), col("boneage")) else {
+        return Err(LabelsError::Row {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("header is {:?}", headers.iter().collect::<Vec<_>>()),
+        });
+    };
+    let mut cases = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(read_err)?;
+        let line = record.position().map_or(0, |p| p.line());
+        let row_err = |message: String| LabelsError::Row { path: path.to_path_buf(), line, message };
+        let field = |i: usize| record.get(i).unwrap_or("").trim();
+        let sex = match field(cm).to_ascii_lowercase().as_str() {
+            "true" | "1" => Sex::Male,
+            "false" | "0" => Sex::Female,
+            other => return Err(row_err(format!("male is {other:?}"))),
+        };
+        let age: f64 = field(ca)
+            .parse()
+            .ok()
+            .filter(|a: &f64| a.is_finite() && *a >= 0.0)
+            .ok_or_else(|| row_err(format!("boneage is {:?}", field(ca))))?;
+        cases.push(Case { id: field(ci).to_string(), sex, bone_age_months: age });
+    }
+    if cases.is_empty() {
+        return Err(LabelsError::Empty { path: path.to_path_buf() });
+    }
+    Ok(cases)
+}
+
+/// Mean absolute error and count for a subgroup.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub n: usize,
+    pub mae: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Metrics {
+    pub n: usize,
+    pub mae: f64,
+    pub rmse: f64,
+    /// Mean of prediction minus truth: positive means the model reads ages too old.
+    pub bias: f64,
+    pub by_sex: Vec<Group>,
+    pub by_age_band_years: Vec<Group>,
+}
+
+impl Metrics {
+    /// From `(case, predicted months)` pairs; `None` when there are none.
+    pub fn compute(results: &[(Case, f64)]) -> Option<Metrics> {
+        if results.is_empty() {
+            return None;
+        }
+        let n = results.len() as f64;
+        let err = |(c, p): &(Case, f64)| p - c.bone_age_months;
+        let group = |name: String, pick: &dyn Fn(&Case) -> bool| {
+            let sel: Vec<f64> = results.iter().filter(|r| pick(&r.0)).map(|r| err(r).abs()).collect();
+            (!sel.is_empty()).then(|| Group {
+                name,
+                n: sel.len(),
+                mae: sel.iter().sum::<f64>() / sel.len() as f64,
+            })
+        };
+        let by_sex = [Sex::Male, Sex::Female]
+            .into_iter()
+            .filter_map(|s| group(s.to_string(), &move |c: &Case| c.sex == s))
+            .collect();
+        let by_age_band_years = AGE_BANDS_YEARS
+            .iter()
+            .filter_map(|&(lo, hi)| {
+                let (lo_m, hi_m) = (f64::from(lo * 12), f64::from(hi * 12));
+                group(format!("{lo}-{hi}"), &move |c: &Case| {
+                    c.bone_age_months >= lo_m && c.bone_age_months < hi_m
+                })
+            })
+            .collect();
+        Some(Metrics {
+            n: results.len(),
+            mae: results.iter().map(|r| err(r).abs()).sum::<f64>() / n,
+            rmse: (results.iter().map(|r| err(r).powi(2)).sum::<f64>() / n).sqrt(),
+            bias: results.iter().map(err).sum::<f64>() / n,
+            by_sex,
+            by_age_band_years,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(sex: Sex, age: f64) -> Case {
+        Case { id: "x".into(), sex, bone_age_months: age }
+    }
+
+    #[test]
+    fn metrics_by_hand() {
+        let r = vec![
+            (case(Sex::Male, 24.0), 30.0),    // +6, band 0-5
+            (case(Sex::Female, 130.0), 126.0), // -4, band 10-15
+        ];
+        let m = Metrics::compute(&r).unwrap();
+        assert_eq!(m.n, 2);
+        assert!((m.mae - 5.0).abs() < 1e-12);
+        assert!((m.bias - 1.0).abs() < 1e-12);
+        assert!((m.rmse - (26.0f64).sqrt()).abs() < 1e-12);
+        assert_eq!(m.by_sex[0], Group { name: "male".into(), n: 1, mae: 6.0 });
+        assert_eq!(m.by_age_band_years.len(), 2);
+        assert_eq!(m.by_age_band_years[1].name, "10-15");
+        assert!(Metrics::compute(&[]).is_none());
+    }
+
+    #[test]
+    fn labels_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.csv");
+        std::fs::write(&p, "id,male,boneage\n1,true,120\n2,maybe,100\n").unwrap();
+        let e = read_labels(&p).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("maybe"), "{e}");
+        std::fs::write(&p, "id,male,boneage\n1,true,120\n2,False,100\n").unwrap();
+        let cases = read_labels(&p).unwrap();
+        assert_eq!(cases[1].sex, Sex::Female);
+    }
+}

@@ -1,0 +1,27 @@
+//! boneage: estimate skeletal (bone) age from a left-hand radiograph and the child's sex.
+//!
+//! # Layout
+//! Data flows one way, in this order:
+//!
+//! - [`config`]: settings from `firmware-config/*.toml`, validated at start-up.
+//! - [`source`]: where radiographs come from (image files, DICOM) and what they carry
+//!   (pixels plus patient sex/age when the file has them).
+//! - [`preprocess`]: turns a radiograph into the model's input tensor, with parameters read
+//!   from the model's own metadata ([`model::Contract`]).
+//! - [`model`]: the trained network behind one [`model::Backend`] trait (tract today).
+//! - [`report`]: from a number of months to a reading: ages, differences, formatting.
+//! - [`evaluate`]: accuracy on a labelled folder (MAE, RMSE, bias, per sex and age band).
+//!
+//! The `boneage` binary (`src/main.rs`, `src/cli/`) is a thin layer over these modules.
+
+pub mod config;
+pub mod evaluate;
+pub mod model;
+pub mod preprocess;
+pub mod report;
+pub mod source;
+
+pub use config::Config;
+pub use model::{Contract, Model};
+pub use report::{Age, Sex};
+pub use source::Radiograph;

@@ -1,0 +1,239 @@
+//! The model contract, parsed from the ONNX file's `metadata_props`.
+//!
+//! The keys and their meaning are specified in docs/model-contract.md and written by
+//! models/train/export.py; this is the only Rust code that knows them.
+
+use std::collections::HashMap;
+
+/// Contract revision this program understands (`boneage.contract`).
+pub const CONTRACT_VERSION: &str = "1";
+
+/// How the image is fitted to the input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Resize to exactly width x height, aspect ratio not kept (how RSNA-100px was made).
+    Squash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeFilter {
+    Triangle,
+    CatmullRom,
+    Lanczos3,
+}
+
+/// Preprocessing parameters: everything between decoded pixels and the input tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub fit: Fit,
+    pub resize_filter: ResizeFilter,
+    /// Applied to pixels scaled to `[0, 1]` (`full_range`): `(x - mean) / std`.
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// Everything the program needs to know about a model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contract {
+    pub name: String,
+    pub version: String,
+    pub preprocess: Preprocess,
+    /// Bone ages the training labels covered (months), for out-of-range warnings.
+    pub training_range_months: (f64, f64),
+    /// Calibrated 95% interval half-widths by band of predicted age: (from, to, half-width).
+    pub interval95: Vec<(f64, f64, f64)>,
+    pub validation_mae: Option<f64>,
+    pub training_data: String,
+    pub license: String,
+    /// All metadata, for `model-info`.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ContractError {
+    #[error("metadata key `{0}` is missing")]
+    Missing(&'static str),
+    #[error("metadata key `{key}` has value {value:?}, expected {expected}")]
+    Invalid { key: &'static str, value: String, expected: &'static str },
+    #[error("input `{name}` has shape {found:?}, expected {expected:?}")]
+    Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("graph has inputs {found:?}, expected [\"image\", \"male\"]")]
+    Inputs { found: Vec<String> },
+    #[error("graph has outputs {found:?}, expected \"bone_age_months\" first")]
+    Outputs { found: Vec<String> },
+}
+
+impl Contract {
+    /// # Errors
+    /// [`ContractError`] for the first missing or malformed key.
+    pub fn from_metadata(meta: &HashMap<String, String>) -> Result<Contract, ContractError> {
+        let get = |key: &'static str| meta.get(key).map(String::as_str).ok_or(ContractError::Missing(key));
+        let invalid = |key: &'static str, value: &str, expected: &'static str| ContractError::Invalid {
+            key,
+            value: value.to_string(),
+            expected,
+        };
+        let contract = get("boneage.contract")?;
+        if contract != CONTRACT_VERSION {
+            return Err(invalid("boneage.contract", contract, "\"1\" (update boneage)"));
+        }
+        let size = |key: &'static str| -> Result<usize, ContractError> {
+            let v = get(key)?;
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| (8..=4096).contains(n))
+                .ok_or_else(|| invalid(key, v, "an integer from 8 to 4096"))
+        };
+        let positive = |key: &'static str, allow_zero: bool| -> Result<f32, ContractError> {
+            let v = get(key)?;
+            v.parse::<f32>()
+                .ok()
+                .filter(|x| x.is_finite() && (*x > 0.0 || (allow_zero && *x == 0.0)))
+                .ok_or_else(|| invalid(key, v, "a positive number"))
+        };
+        let channels = match get("preprocess.channels")? {
+            "1" => 1,
+            "3" => 3,
+            v => return Err(invalid("preprocess.channels", v, "1 or 3")),
+        };
+        let fit = match get("preprocess.fit")? {
+            "squash" => Fit::Squash,
+            v => return Err(invalid("preprocess.fit", v, "\"squash\"")),
+        };
+        let resize_filter = match get("preprocess.resize_filter")? {
+            "triangle" => ResizeFilter::Triangle,
+            "catmullrom" => ResizeFilter::CatmullRom,
+            "lanczos3" => ResizeFilter::Lanczos3,
+            v => return Err(invalid("preprocess.resize_filter", v, "triangle, catmullrom or lanczos3")),
+        };
+        match get("preprocess.pixel_scale")? {
+            "full_range" => {}
+            v => return Err(invalid("preprocess.pixel_scale", v, "\"full_range\"")),
+        }
+        let preprocess = Preprocess {
+            width: size("preprocess.width")?,
+            height: size("preprocess.height")?,
+            channels,
+            fit,
+            resize_filter,
+            mean: positive("preprocess.mean", true)?,
+            std: positive("preprocess.std", false)?,
+        };
+        let range = get("output.training_range_months")?;
+        let training_range_months = parse_range(range)
+            .ok_or_else(|| invalid("output.training_range_months", range, "\"FROM-TO\" in months"))?;
+        let interval95 = match meta.get("uncertainty.interval95_bands_months") {
+            None => Vec::new(),
+            Some(v) => parse_bands(v).ok_or_else(|| {
+                invalid("uncertainty.interval95_bands_months", v, "\"FROM-TO:HALFWIDTH;...\"")
+            })?,
+        };
+        let mut metadata: Vec<(String, String)> =
+            meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        metadata.sort();
+        Ok(Contract {
+            name: meta.get("name").cloned().unwrap_or_else(|| "unnamed".into()),
+            version: get("version")?.to_string(),
+            preprocess,
+            training_range_months,
+            interval95,
+            validation_mae: meta.get("validation_mae").and_then(|v| v.parse().ok()),
+            training_data: meta.get("training_data").cloned().unwrap_or_default(),
+            license: meta.get("license").cloned().unwrap_or_default(),
+            metadata,
+        })
+    }
+
+    /// `name vversion`, as shown in outputs and stored with results.
+    pub fn model_id(&self) -> String {
+        format!("{} v{}", self.name, self.version)
+    }
+
+    /// The 95% interval half-width for a predicted age, from the calibration table.
+    pub fn interval95_months(&self, predicted: f64) -> Option<f64> {
+        let first = self.interval95.first()?;
+        let last = self.interval95.last()?;
+        let band = self
+            .interval95
+            .iter()
+            .find(|(lo, hi, _)| predicted >= *lo && predicted < *hi)
+            .unwrap_or(if predicted < first.0 { first } else { last });
+        Some(band.2)
+    }
+}
+
+fn parse_range(s: &str) -> Option<(f64, f64)> {
+    let (a, b) = s.split_once('-')?;
+    let (a, b) = (a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?);
+    (a.is_finite() && b.is_finite() && a < b).then_some((a, b))
+}
+
+fn parse_bands(s: &str) -> Option<Vec<(f64, f64, f64)>> {
+    s.split(';')
+        .filter(|p| !p.trim().is_empty())
+        .map(|part| {
+            let (range, hw) = part.split_once(':')?;
+            let (lo, hi) = parse_range(range)?;
+            let hw = hw.trim().parse::<f64>().ok().filter(|h| h.is_finite() && *h > 0.0)?;
+            Some((lo, hi, hw))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> HashMap<String, String> {
+        [
+            ("boneage.contract", "1"),
+            ("name", "test"),
+            ("version", "0.1.0"),
+            ("preprocess.width", "100"),
+            ("preprocess.height", "100"),
+            ("preprocess.channels", "1"),
+            ("preprocess.fit", "squash"),
+            ("preprocess.resize_filter", "triangle"),
+            ("preprocess.pixel_scale", "full_range"),
+            ("preprocess.mean", "0.18"),
+            ("preprocess.std", "0.19"),
+            ("output.training_range_months", "1-228"),
+            ("uncertainty.interval95_bands_months", "0-60:10.5;60-240:15"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn parses_a_complete_contract() {
+        let c = Contract::from_metadata(&sample()).unwrap();
+        assert_eq!(c.preprocess.width, 100);
+        assert_eq!(c.preprocess.mean, 0.18);
+        assert_eq!(c.training_range_months, (1.0, 228.0));
+        assert_eq!(c.interval95_months(30.0), Some(10.5));
+        assert_eq!(c.interval95_months(100.0), Some(15.0));
+        assert_eq!(c.interval95_months(300.0), Some(15.0));
+        assert_eq!(c.model_id(), "test v0.1.0");
+    }
+
+    #[test]
+    fn names_the_missing_or_bad_key() {
+        let mut m = sample();
+        m.remove("preprocess.std");
+        assert_eq!(Contract::from_metadata(&m), Err(ContractError::Missing("preprocess.std")));
+        let mut m = sample();
+        m.insert("preprocess.width".into(), "wide".into());
+        let e = Contract::from_metadata(&m).unwrap_err().to_string();
+        assert!(e.contains("preprocess.width") && e.contains("wide"), "{e}");
+        let mut m = sample();
+        m.insert("preprocess.fit".into(), "pad".into());
+        assert!(Contract::from_metadata(&m).is_err());
+        let mut m = sample();
+        m.insert("boneage.contract".into(), "2".into());
+        assert!(Contract::from_metadata(&m).is_err());
+    }
+}

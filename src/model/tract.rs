@@ -1,0 +1,121 @@
+//! The tract backend: pure Rust, no system libraries, runs on every target we ship.
+//!
+//! The plan is built once for the contract's concrete input shape and optimized
+//! (`into_optimized`), which folds the network's constant subgraphs and picks kernels.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+use tract_onnx::prelude::multithread::Executor;
+use tract_onnx::tract_core::runtime::RunOptions;
+
+use super::{Backend, Contract, ContractError, ModelError};
+use crate::preprocess::Input;
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub(super) struct TractBackend {
+    plan: Plan,
+}
+
+fn load_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Load { path: path.to_path_buf(), message: format!("{e:#}") }
+}
+
+fn proto(path: &Path) -> Result<tract_onnx::pb::ModelProto, ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::Load {
+            path: path.to_path_buf(),
+            message: "no such file; set [model] path in the config or pass --model".into(),
+        });
+    }
+    tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .map_err(|e| load_err(path, format!("not a readable ONNX file: {e}")))
+}
+
+fn contract_of(path: &Path, proto: &tract_onnx::pb::ModelProto) -> Result<Contract, ModelError> {
+    let meta: HashMap<String, String> =
+        proto.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+    Contract::from_metadata(&meta)
+        .map_err(|source| ModelError::Contract { path: path.to_path_buf(), source })
+}
+
+pub(super) fn read_contract(path: &Path) -> Result<Contract, ModelError> {
+    let proto = proto(path)?;
+    contract_of(path, &proto)
+}
+
+impl TractBackend {
+    pub(super) fn load(path: &Path, threads: usize) -> Result<(Contract, TractBackend), ModelError> {
+        let proto = proto(path)?;
+        let contract = contract_of(path, &proto)?;
+        let p = &contract.preprocess;
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(|e| load_err(path, e))?;
+        let contract_err = |source| ModelError::Contract { path: path.to_path_buf(), source };
+        let names: Vec<String> =
+            model.input_outlets().map_err(|e| load_err(path, e))?.iter().map(|o| model.node(o.node).name.clone()).collect();
+        if names != ["image", "male"] {
+            return Err(contract_err(ContractError::Inputs { found: names }));
+        }
+        let outputs: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| load_err(path, e))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        if outputs.first().map(String::as_str) != Some("bone_age_months") {
+            return Err(contract_err(ContractError::Outputs { found: outputs }));
+        }
+        model = model
+            .with_input_fact(0, f32::fact([1, p.channels, p.height, p.width]).into())
+            .and_then(|m| m.with_input_fact(1, f32::fact([1, 1]).into()))
+            .map_err(|e| load_err(path, e))?;
+        let optimized = model
+            .into_optimized()
+            .map_err(|e| load_err(path, format!("tract cannot optimize it: {e:#}")))?;
+        let options = RunOptions { executor: Some(executor(threads)), ..RunOptions::default() };
+        let plan = optimized.into_runnable_with_options(&options).map_err(|e| load_err(path, e))?;
+        Ok((contract, TractBackend { plan }))
+    }
+}
+
+/// tract's matrix products on `threads` cores (0 = all); 1 runs inline, no pool.
+fn executor(threads: usize) -> Executor {
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        threads
+    };
+    if n <= 1 {
+        Executor::SingleThread
+    } else {
+        Executor::multithread(n)
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &'static str {
+        "tract"
+    }
+
+    fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
+        let err = |e: TractError| ModelError::Inference(format!("{e:#}"));
+        let image = Tensor::from_shape(&input.shape, &input.data).map_err(err)?;
+        let male = tensor2(&[[male]]);
+        let out = self.plan.run(tvec!(image.into(), male.into())).map_err(err)?;
+        let value = out
+            .first()
+            .ok_or_else(|| ModelError::Inference("model produced no output".into()))?
+            .to_plain_array_view::<f32>()
+            .map_err(err)?
+            .iter()
+            .next()
+            .copied()
+            .ok_or_else(|| ModelError::Inference("empty output tensor".into()))?;
+        Ok(value)
+    }
+}

@@ -1,0 +1,87 @@
+//! Radiograph -> model input, driven entirely by the model's [`Preprocess`] parameters.
+//!
+//! Nothing here knows the input size or the normalization constants: they come from the
+//! ONNX file's metadata (see docs/model-contract.md), so a retrained model with another
+//! recipe needs no code change, and the Rust path cannot drift from the training code.
+
+use image::imageops::{self, FilterType};
+
+use crate::model::{Fit, Preprocess, ResizeFilter};
+use crate::source::GrayImage;
+
+/// The model input: `channels * height * width` floats, row-major (NCHW with N = 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    pub data: Vec<f32>,
+    pub shape: [usize; 4],
+}
+
+/// Fits the image to the model's input size and normalizes it.
+pub fn to_input(pixels: &GrayImage, p: &Preprocess) -> Input {
+    let (w, h) = (p.width as u32, p.height as u32);
+    let fitted;
+    let img = if pixels.dimensions() == (w, h) {
+        pixels
+    } else {
+        let filter = match p.resize_filter {
+            ResizeFilter::Triangle => FilterType::Triangle,
+            ResizeFilter::CatmullRom => FilterType::CatmullRom,
+            ResizeFilter::Lanczos3 => FilterType::Lanczos3,
+        };
+        fitted = match p.fit {
+            // The training images were squashed to a square, aspect ratio not kept.
+            Fit::Squash => imageops::resize(pixels, w, h, filter),
+        };
+        &fitted
+    };
+    let plane = img.as_raw().iter().map(|&v| (v.clamp(0.0, 1.0) - p.mean) / p.std);
+    let data: Vec<f32> = match p.channels {
+        1 => plane.collect(),
+        c => {
+            let one: Vec<f32> = plane.collect();
+            one.iter().copied().cycle().take(one.len() * c).collect()
+        }
+    };
+    Input { data, shape: [1, p.channels, p.height, p.width] }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Preprocess {
+        Preprocess {
+            width: 4,
+            height: 4,
+            channels: 1,
+            fit: Fit::Squash,
+            resize_filter: ResizeFilter::Triangle,
+            mean: 0.5,
+            std: 0.25,
+        }
+    }
+
+    #[test]
+    fn same_size_is_exact_normalization() {
+        let img = GrayImage::from_fn(4, 4, |x, _| image::Luma([x as f32 / 4.0]));
+        let input = to_input(&img, &params());
+        assert_eq!(input.shape, [1, 1, 4, 4]);
+        assert_eq!(&input.data[..4], &[-2.0, -1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn squash_resizes_any_aspect_to_the_model_size() {
+        let img = GrayImage::from_pixel(40, 10, image::Luma([0.75]));
+        let input = to_input(&img, &params());
+        assert_eq!(input.data.len(), 16);
+        assert!(input.data.iter().all(|v| (v - 1.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn channels_are_replicated() {
+        let img = GrayImage::from_pixel(4, 4, image::Luma([0.5]));
+        let input = to_input(&img, &Preprocess { channels: 3, ..params() });
+        assert_eq!(input.shape, [1, 3, 4, 4]);
+        assert_eq!(input.data.len(), 48);
+    }
+}

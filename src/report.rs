@@ -1,0 +1,271 @@
+//! From a number of months to a reading a clinician can use.
+//!
+//! Ages are kept in months (`f64`) internally and shown as years + months, the way bone-age
+//! atlases state them. Parsing accepts what people type at a kiosk: `124`, `10y4m`, `10y`,
+//! `18m`, `10.5y`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+/// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
+pub const MAX_AGE_MONTHS: f64 = 252.0;
+
+/// Patient sex, the second model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sex {
+    Male,
+    Female,
+}
+
+impl Sex {
+    /// The model's `male` input: 1.0 male, 0.0 female (see docs/model-contract.md).
+    pub fn as_model_input(self) -> f32 {
+        match self {
+            Sex::Male => 1.0,
+            Sex::Female => 0.0,
+        }
+    }
+}
+
+impl fmt::Display for Sex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Sex::Male => "male",
+            Sex::Female => "female",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("invalid sex {0:?}: use male or female (m/f)")]
+    Sex(String),
+    #[error("invalid age {0:?}: give months (124) or years and months (10y4m, 10y, 18m)")]
+    AgeSyntax(String),
+    #[error("age {0:.1} months is out of range: expected 0 to {MAX_AGE_MONTHS} months")]
+    AgeRange(f64),
+}
+
+impl FromStr for Sex {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "male" | "m" => Ok(Sex::Male),
+            "female" | "f" => Ok(Sex::Female),
+            _ => Err(ParseError::Sex(s.to_string())),
+        }
+    }
+}
+
+/// An age (chronological or skeletal), in months.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Age(f64);
+
+impl Age {
+    /// # Errors
+    /// [`ParseError::AgeRange`] outside `0..=MAX_AGE_MONTHS` or not finite.
+    pub fn from_months(months: f64) -> Result<Age, ParseError> {
+        if months.is_finite() && (0.0..=MAX_AGE_MONTHS).contains(&months) {
+            Ok(Age(months))
+        } else {
+            Err(ParseError::AgeRange(months))
+        }
+    }
+
+    pub fn months(self) -> f64 {
+        self.0
+    }
+
+    /// Age at `exam` for someone born on `birth`, both DICOM dates (`YYYYMMDD`), counted in
+    /// whole days so leap years do not shift it. `None` for a malformed or reversed pair.
+    pub fn between_dates(birth: &str, exam: &str) -> Option<Age> {
+        let days = days_from_civil(birth)?;
+        let exam = days_from_civil(exam)?;
+        let months = (exam - days) as f64 / (365.25 / 12.0);
+        Age::from_months(months).ok()
+    }
+
+    /// Whole years and remaining whole months (rounded to the nearest month).
+    pub fn years_months(self) -> (u32, u32) {
+        let total = self.0.round() as u32;
+        (total / 12, total % 12)
+    }
+}
+
+impl fmt::Display for Age {
+    /// `10 y 4 m`: the atlas convention, rounded to whole months.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m) = self.years_months();
+        write!(f, "{y} y {m} m")
+    }
+}
+
+impl FromStr for Age {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase().replace(' ', "");
+        let bad = || ParseError::AgeSyntax(s.to_string());
+        if t.is_empty() {
+            return Err(bad());
+        }
+        if let Ok(m) = t.parse::<f64>() {
+            return Age::from_months(m);
+        }
+        let (years, rest) = match t.split_once('y') {
+            Some((y, rest)) => (y.parse::<f64>().map_err(|_| bad())?, rest),
+            None => (0.0, t.as_str()),
+        };
+        let months = match rest {
+            "" => 0.0,
+            r => r.strip_suffix('m').ok_or_else(bad)?.parse::<f64>().map_err(|_| bad())?,
+        };
+        if years < 0.0 || months < 0.0 {
+            return Err(bad());
+        }
+        Age::from_months(years * 12.0 + months)
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYYMMDD` date (H. Hinnant's civil-date algorithm).
+fn days_from_civil(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = s[0..4].parse().ok()?;
+    let m: i64 = s[4..6].parse().ok()?;
+    let d: i64 = s[6..8].parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// One analysed radiograph as reported to the user.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reading {
+    pub image: String,
+    pub sex: Sex,
+    pub bone_age_months: f64,
+    /// Half-width of the 95% interval (months), calibrated on the validation split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval95_months: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chronological_age_months: Option<f64>,
+    /// Bone age minus chronological age (months); positive = advanced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difference_months: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    pub model: String,
+}
+
+impl Reading {
+    pub fn new(
+        image: String,
+        sex: Sex,
+        bone_age_months: f64,
+        interval95_months: Option<f64>,
+        age: Option<Age>,
+        training_range_months: (f64, f64),
+        model: String,
+    ) -> Reading {
+        let mut warnings = Vec::new();
+        let (lo, hi) = training_range_months;
+        if bone_age_months < lo || bone_age_months > hi {
+            warnings.push(format!(
+                "bone age {bone_age_months:.1} months is outside the range the model was trained on \
+                 ({lo:.0}-{hi:.0} months): treat it as unreliable"
+            ));
+        }
+        Reading {
+            image,
+            sex,
+            bone_age_months,
+            interval95_months,
+            chronological_age_months: age.map(Age::months),
+            difference_months: age.map(|a| bone_age_months - a.months()),
+            warnings,
+            model,
+        }
+    }
+}
+
+impl fmt::Display for Reading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ba = Age(self.bone_age_months.max(0.0));
+        write!(f, "{}: bone age {:.1} months ({ba})", self.image, self.bone_age_months)?;
+        if let Some(hw) = self.interval95_months {
+            write!(f, " ±{hw:.1} (95%)")?;
+        }
+        write!(f, ", {}", self.sex)?;
+        if let (Some(ca), Some(d)) = (self.chronological_age_months, self.difference_months) {
+            write!(f, "; chronological {:.1} months ({}), difference {d:+.1} months", ca, Age(ca))?;
+        }
+        for w in &self.warnings {
+            write!(f, "\n  warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ages_people_type() {
+        let m = |s: &str| s.parse::<Age>().map(Age::months);
+        assert_eq!(m("124"), Ok(124.0));
+        assert_eq!(m("10y4m"), Ok(124.0));
+        assert_eq!(m("10Y 4M"), Ok(124.0));
+        assert_eq!(m("10y"), Ok(120.0));
+        assert_eq!(m("18m"), Ok(18.0));
+        assert_eq!(m("10.5y"), Ok(126.0));
+        assert!(matches!(m("ten"), Err(ParseError::AgeSyntax(_))));
+        assert!(matches!(m("10y4"), Err(ParseError::AgeSyntax(_))));
+        assert!(matches!(m("-3"), Err(ParseError::AgeRange(_))));
+        assert!(matches!(m("300"), Err(ParseError::AgeRange(_))));
+        assert!(matches!(m(""), Err(ParseError::AgeSyntax(_))));
+    }
+
+    #[test]
+    fn parses_sex() {
+        assert_eq!("M".parse::<Sex>(), Ok(Sex::Male));
+        assert_eq!("female".parse::<Sex>(), Ok(Sex::Female));
+        assert!("x".parse::<Sex>().is_err());
+    }
+
+    #[test]
+    fn formats_years_and_months() {
+        assert_eq!(Age(124.0).to_string(), "10 y 4 m");
+        assert_eq!(Age(11.6).to_string(), "1 y 0 m");
+    }
+
+    #[test]
+    fn dates() {
+        // Born 2014-03-01, exam 2024-07-01: 10 years 4 months.
+        let a = Age::between_dates("20140301", "20240701").unwrap();
+        assert!((a.months() - 124.0).abs() < 0.1, "{}", a.months());
+        assert_eq!(Age::between_dates("20240701", "20140301"), None);
+        assert_eq!(Age::between_dates("2014-03-01", "20240701"), None);
+    }
+
+    #[test]
+    fn reading_warns_outside_training_range() {
+        let r = Reading::new("x".into(), Sex::Male, 240.0, None, None, (1.0, 228.0), "m".into());
+        assert_eq!(r.warnings.len(), 1);
+        let r = Reading::new("x".into(), Sex::Male, 120.0, None, None, (1.0, 228.0), "m".into());
+        assert!(r.warnings.is_empty());
+    }
+}

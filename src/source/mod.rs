@@ -1,0 +1,117 @@
+//! Where radiographs come from: image files (PNG, JPEG, TIFF, BMP) and DICOM.
+//!
+//! Every source yields a [`Radiograph`]: a grayscale image scaled to `[0, 1]` (0 = black,
+//! bone is bright, as the model was trained) plus whatever the file says about the patient.
+//! Reading never guesses patient facts: a missing sex stays `None` and the caller decides.
+
+mod dicom;
+mod raster;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use image::{ImageBuffer, Luma};
+
+use crate::report::{Age, Sex};
+
+/// Grayscale pixels in `[0, 1]`, row-major; the one image type past this module.
+pub type GrayImage = ImageBuffer<Luma<f32>, Vec<f32>>;
+
+/// Files larger than this are refused before decoding: no radiograph is this big, and a
+/// field device with little RAM must not be taken down by a wrong file in the hot folder.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Smallest accepted side; smaller images cannot hold a readable hand.
+pub const MIN_SIDE_PX: u32 = 32;
+
+/// What the file says about the patient and exam (DICOM tags); all optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatientInfo {
+    pub sex: Option<Sex>,
+    pub age: Option<Age>,
+    pub patient_id: Option<String>,
+    pub accession: Option<String>,
+}
+
+/// A decoded radiograph ready for preprocessing.
+#[derive(Debug, Clone)]
+pub struct Radiograph {
+    /// Where it came from (a path, or a source description).
+    pub origin: String,
+    pub pixels: GrayImage,
+    /// Bits per sample of the stored image (8, 16, ...), for the record.
+    pub bit_depth: u8,
+    pub format: &'static str,
+    pub patient: PatientInfo,
+}
+
+/// Failure to read one radiograph; always names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {kind}", path.display())]
+pub struct SourceError {
+    pub path: PathBuf,
+    pub kind: SourceErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceErrorKind {
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("file is empty (0 bytes); was the copy interrupted?")]
+    Empty,
+    #[error("file is {0} bytes, over the {MAX_FILE_BYTES}-byte limit; is it really a radiograph?")]
+    TooLarge(u64),
+    #[error("not a supported image (expected PNG, JPEG, TIFF, BMP or DICOM){0}")]
+    UnknownFormat(String),
+    #[error("corrupt or truncated {format} image: {reason}")]
+    Decode { format: &'static str, reason: String },
+    #[error("DICOM file unusable: {0}")]
+    Dicom(String),
+    #[error("image is {width}x{height} px; at least {MIN_SIDE_PX}x{MIN_SIDE_PX} is needed")]
+    TooSmall { width: u32, height: u32 },
+}
+
+impl SourceError {
+    pub(crate) fn new(path: &Path, kind: impl Into<SourceErrorKind>) -> Self {
+        SourceError { path: path.to_path_buf(), kind: kind.into() }
+    }
+}
+
+/// Reads one radiograph file, choosing the decoder from the file's content (magic bytes),
+/// not its name, so a mislabelled `.png` that is really DICOM still works.
+///
+/// # Errors
+/// [`SourceError`] naming the file and why it cannot be used.
+pub fn read_file(path: &Path) -> Result<Radiograph, SourceError> {
+    let meta = std::fs::metadata(path).map_err(|e| SourceError::new(path, e))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(SourceError::new(path, SourceErrorKind::TooLarge(meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(|e| SourceError::new(path, e))?;
+    read_bytes(path, &bytes)
+}
+
+/// Like [`read_file`] for bytes already in memory; `path` is used for messages only.
+pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> {
+    if bytes.is_empty() {
+        return Err(SourceError::new(path, SourceErrorKind::Empty));
+    }
+    let radiograph = if dicom::is_dicom(bytes) {
+        dicom::decode(path, bytes)?
+    } else {
+        raster::decode(path, bytes)?
+    };
+    let (width, height) = radiograph.pixels.dimensions();
+    if width < MIN_SIDE_PX || height < MIN_SIDE_PX {
+        return Err(SourceError::new(path, SourceErrorKind::TooSmall { width, height }));
+    }
+    Ok(radiograph)
+}
+
+impl fmt::Display for Radiograph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (w, h) = self.pixels.dimensions();
+        write!(f, "{} ({}, {}x{}, {}-bit)", self.origin, self.format, w, h, self.bit_depth)
+    }
+}

@@ -1,0 +1,304 @@
+//! Durable record of every analysis, written before the result is shown or reported.
+//!
+//! SQLite in WAL mode with `synchronous = FULL`: once [`Store::insert`] returns, the row
+//! survives a power cut or a SIGKILL (the field clinic has unreliable power). One writer
+//! connection per process; readers may share it through a mutex.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("result store {}: {source}; check the path is writable and the disk not full", path.display())]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("result store {}: cannot create folder: {source}", path.display())]
+    Dir { path: PathBuf, source: std::io::Error },
+}
+
+/// One stored analysis (successful or failed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    /// Assigned by the store, increasing.
+    pub id: i64,
+    /// RFC 3339 UTC time the record was written.
+    pub created_at: String,
+    /// Where the image came from: a path, "camera", a hot-folder file.
+    pub source: String,
+    /// SHA-256 of the image file bytes (hex), empty when no bytes were read.
+    pub image_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exam_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_months: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bone_age_months: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval95_months: Option<f64>,
+    pub model: String,
+    /// "ok" or "error".
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A record before the store gives it an id and a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewRecord {
+    pub source: String,
+    pub image_sha256: String,
+    pub exam_id: Option<String>,
+    pub sex: Option<String>,
+    pub age_months: Option<f64>,
+    pub bone_age_months: Option<f64>,
+    pub interval95_months: Option<f64>,
+    pub model: String,
+    pub error: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    image_sha256 TEXT NOT NULL,
+    exam_id TEXT,
+    sex TEXT,
+    age_months REAL,
+    bone_age_months REAL,
+    interval95_months REAL,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+    error TEXT
+);";
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError`] naming the file when it cannot be created or is not a valid store.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+        }
+        let err = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(err)?;
+        if check != "ok" {
+            log::error!("store {} failed its integrity check: {check}", path.display());
+        }
+        Ok(Store { conn, path: path.to_path_buf() })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Writes a record durably and returns it with its id.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the write did not reach the disk; the result must then not be reported.
+    pub fn insert(&self, r: &NewRecord) -> Result<Record, StoreError> {
+        let created_at = now_rfc3339();
+        let status = if r.error.is_some() { "error" } else { "ok" };
+        self.conn
+            .execute(
+                "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
+                 bone_age_months, interval95_months, model, status, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    created_at,
+                    r.source,
+                    r.image_sha256,
+                    r.exam_id,
+                    r.sex,
+                    r.age_months,
+                    r.bone_age_months,
+                    r.interval95_months,
+                    r.model,
+                    status,
+                    r.error
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        let id = self.conn.last_insert_rowid();
+        Ok(Record {
+            id,
+            created_at,
+            source: r.source.clone(),
+            image_sha256: r.image_sha256.clone(),
+            exam_id: r.exam_id.clone(),
+            sex: r.sex.clone(),
+            age_months: r.age_months,
+            bone_age_months: r.bone_age_months,
+            interval95_months: r.interval95_months,
+            model: r.model.clone(),
+            status: status.to_string(),
+            error: r.error.clone(),
+        })
+    }
+
+    /// # Errors
+    /// [`StoreError`] on a read failure; a missing id is `Ok(None)`.
+    pub fn get(&self, id: i64) -> Result<Option<Record>, StoreError> {
+        self.conn
+            .query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_record)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest `limit` records, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn history(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT} ORDER BY id DESC LIMIT ?1"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit as i64], row_to_record)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Id of the newest record, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn last_id(&self) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row("SELECT MAX(id) FROM results", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Number of records.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM results", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// SQLite's full integrity check: "ok" when the file is sound.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the check cannot run.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(|e| self.err(e))
+    }
+}
+
+const SELECT: &str = "SELECT id, created_at, source, image_sha256, exam_id, sex, age_months,
+    bone_age_months, interval95_months, model, status, error FROM results";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        id: row.get(0)?,
+        created_at: row.get(1)?,
+        source: row.get(2)?,
+        image_sha256: row.get(3)?,
+        exam_id: row.get(4)?,
+        sex: row.get(5)?,
+        age_months: row.get(6)?,
+        bone_age_months: row.get(7)?,
+        interval95_months: row.get(8)?,
+        model: row.get(9)?,
+        status: row.get(10)?,
+        error: row.get(11)?,
+    })
+}
+
+/// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate.
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Inverse of days-from-civil (H. Hinnant): days since 1970-01-01 to (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_history_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/results.db");
+        {
+            let s = Store::open(&path).unwrap();
+            let a = s
+                .insert(&NewRecord {
+                    source: "a.png".into(),
+                    bone_age_months: Some(120.5),
+                    sex: Some("male".into()),
+                    model: "m v1".into(),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(a.status, "ok");
+            let b = s
+                .insert(&NewRecord { source: "b.png".into(), error: Some("bad".into()), ..Default::default() })
+                .unwrap();
+            assert_eq!(b.id, a.id + 1);
+            assert_eq!(b.status, "error");
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.count().unwrap(), 2);
+        assert_eq!(s.get(1).unwrap().unwrap().bone_age_months, Some(120.5));
+        assert!(s.get(99).unwrap().is_none());
+        let h = s.history(10).unwrap();
+        assert_eq!(h[0].source, "b.png");
+        assert_eq!(s.last_id().unwrap(), Some(2));
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert!(now_rfc3339().ends_with('Z'));
+    }
+}

@@ -1,0 +1,293 @@
+//! `boneage predict`, `eval`, `model-info` and config handling, end to end on the binary.
+
+mod common;
+
+use common::*;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use std::path::Path;
+
+/// The first fixture: (id, male, label, PyTorch prediction).
+fn first() -> (String, bool, f64, f64) {
+    expected().into_iter().next().unwrap()
+}
+
+fn predict_json(args: &[&str]) -> (std::process::Output, Vec<serde_json::Value>) {
+    let mut all = vec!["predict", "--json"];
+    all.extend_from_slice(args);
+    let out = boneage(&all);
+    let lines = json_lines(&out);
+    (out, lines)
+}
+
+fn months(v: &serde_json::Value) -> f64 {
+    v["bone_age_months"].as_f64().unwrap_or_else(|| panic!("no bone_age_months in {v}"))
+}
+
+#[test]
+fn predict_png_text_and_json() {
+    let (id, male, _, torch) = first();
+    let sex = if male { "male" } else { "female" };
+    let img = val_image(&id);
+    let out = boneage(&["predict", path_str(&img), "--sex", sex, "--age", "10y4m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("bone age") && text.contains(" y ") && text.contains("chronological 124.0"), "{text}");
+
+    let (out, lines) = predict_json(&[path_str(&img), "--sex", sex, "--age", "124"]);
+    assert!(out.status.success());
+    let v = &lines[0];
+    assert!((months(v) - torch).abs() < 0.1, "{v}");
+    assert_eq!(v["sex"], sex);
+    assert_eq!(v["image"], path_str(&img));
+    assert!(v["model"].as_str().unwrap().starts_with("boneage-lite0 v"));
+    assert!((v["difference_months"].as_f64().unwrap() - (torch - 124.0)).abs() < 0.1);
+    assert!(v["interval95_months"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn missing_sex_is_an_error_not_a_default() {
+    let (id, ..) = first();
+    let out = boneage(&["predict", path_str(&val_image(&id))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("sex unknown") && err.contains("--sex"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn bad_flag_values_are_explained() {
+    let (id, ..) = first();
+    let out = boneage(&["predict", path_str(&val_image(&id)), "--sex", "yes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("use male or female"), "{}", stderr(&out));
+    let out = boneage(&["predict", path_str(&val_image(&id)), "--sex", "f", "--age", "ten"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("10y4m"), "{}", stderr(&out));
+}
+
+#[test]
+fn sixteen_bit_and_jpeg_give_the_same_reading() {
+    let (id, male, _, torch) = first();
+    let sex = if male { "male" } else { "female" };
+    let dir = tempfile::tempdir().unwrap();
+    let gray = image::open(val_image(&id)).unwrap().to_luma8();
+    let wide = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(gray.width(), gray.height(), |x, y| {
+        image::Luma([u16::from(gray.get_pixel(x, y)[0]) * 257])
+    });
+    let p16 = dir.path().join("wide.png");
+    wide.save(&p16).unwrap();
+    let rgb = image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8();
+    let pjpg = dir.path().join("color.jpg");
+    let mut f = std::fs::File::create(&pjpg).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 95).encode_image(&rgb).unwrap();
+    let pbig = dir.path().join("big.tif");
+    image::imageops::resize(&gray, 400, 500, image::imageops::FilterType::CatmullRom).save(&pbig).unwrap();
+
+    let (out, lines) = predict_json(&[path_str(&p16), path_str(&pjpg), path_str(&pbig), "--sex", sex]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!((months(&lines[0]) - torch).abs() < 0.1, "16-bit: {}", lines[0]);
+    assert!((months(&lines[1]) - torch).abs() < 3.0, "JPEG q95: {}", lines[1]);
+    assert!((months(&lines[2]) - torch).abs() < 5.0, "upscaled TIFF: {}", lines[2]);
+}
+
+#[test]
+fn corrupt_inputs_fail_alone_and_are_named() {
+    let (id, ..) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let good = val_image(&id);
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.path().join("truncated.png");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let empty = dir.path().join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, b"this is not an image at all").unwrap();
+    let missing = dir.path().join("missing.png");
+    let tiny = dir.path().join("tiny.png");
+    image::GrayImage::new(8, 8).save(&tiny).unwrap();
+
+    let paths = [&truncated, &empty, &text, &missing, &tiny, &good];
+    let mut args: Vec<&str> = vec!["predict", "--json", "--sex", "female"];
+    args.extend(paths.iter().map(|p| path_str(p)));
+    let out = boneage(&args);
+    assert_eq!(out.status.code(), Some(1), "some inputs failed");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 6);
+    let err = stderr(&out);
+    for (p, why) in [
+        (&truncated, "corrupt or truncated PNG"),
+        (&empty, "file is empty"),
+        (&text, "not a supported image"),
+        (&missing, "cannot read file"),
+        (&tiny, "8x8 px"),
+    ] {
+        assert!(err.contains(&format!("{}: {why}", p.display())), "{why}: {err}");
+    }
+    assert!(lines[5]["bone_age_months"].is_number(), "the good image is still analysed");
+    assert!(err.contains("5 of 6 images failed"));
+}
+
+/// A 16-bit DICOM of a fixture image, with optional inversion, rescale and patient tags.
+fn write_dicom(path: &Path, id: &str, monochrome1: bool, slope: f64, tags_: &[(dicom_core::Tag, &str)]) {
+    let gray = image::open(val_image(id)).unwrap().to_luma8();
+    let (w, h) = gray.dimensions();
+    // Stored values chosen so that after slope, the display range is 0..65535 * (v / 255).
+    let pixels: Vec<u16> = gray
+        .pixels()
+        .map(|p| {
+            let v = f64::from(p[0]) * 257.0;
+            let v = if monochrome1 { 65535.0 - v } else { v };
+            (v / slope).round() as u16
+        })
+        .collect();
+    let mut obj = InMemDicomObject::new_empty();
+    let put = |obj: &mut InMemDicomObject, tag, vr, value: PrimitiveValue| {
+        obj.put(DataElement::new(tag, vr, value));
+    };
+    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION));
+    put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.1234"));
+    put(&mut obj, tags::MODALITY, VR::CS, PrimitiveValue::from("DX"));
+    put(&mut obj, tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
+    let pi = if monochrome1 { "MONOCHROME1" } else { "MONOCHROME2" };
+    put(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(pi));
+    put(&mut obj, tags::ROWS, VR::US, PrimitiveValue::from(h as u16));
+    put(&mut obj, tags::COLUMNS, VR::US, PrimitiveValue::from(w as u16));
+    put(&mut obj, tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+    put(&mut obj, tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16));
+    put(&mut obj, tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16));
+    put(&mut obj, tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16));
+    put(&mut obj, tags::RESCALE_SLOPE, VR::DS, PrimitiveValue::from(format!("{slope}")));
+    put(&mut obj, tags::RESCALE_INTERCEPT, VR::DS, PrimitiveValue::from("0"));
+    put(&mut obj, tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("32768"));
+    put(&mut obj, tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("65536"));
+    for (tag, value) in tags_ {
+        let vr = if *tag == tags::PATIENT_SEX { VR::CS } else if *tag == tags::PATIENT_AGE { VR::AS } else { VR::DA };
+        put(&mut obj, *tag, vr, PrimitiveValue::from(*value));
+    }
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+                .media_storage_sop_class_uid(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION)
+                .media_storage_sop_instance_uid("2.25.1234"),
+        )
+        .unwrap();
+    file.write_to_file(path).unwrap();
+}
+
+#[test]
+fn dicom_tags_pixels_inversion_and_rescale() {
+    let (id, male, _, torch) = first();
+    let sex_tag = if male { "M" } else { "F" };
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.dcm");
+    write_dicom(&plain, &id, false, 1.0, &[(tags::PATIENT_SEX, sex_tag), (tags::PATIENT_AGE, "010Y")]);
+    let inverted = dir.path().join("inverted.dcm");
+    write_dicom(&inverted, &id, true, 1.0, &[(tags::PATIENT_SEX, sex_tag)]);
+    let rescaled = dir.path().join("rescaled.dcm");
+    write_dicom(
+        &rescaled,
+        &id,
+        false,
+        2.0,
+        &[(tags::PATIENT_SEX, sex_tag), (tags::PATIENT_BIRTH_DATE, "20140301"), (tags::STUDY_DATE, "20240701")],
+    );
+    let nosex = dir.path().join("nosex.dcm");
+    write_dicom(&nosex, &id, false, 1.0, &[]);
+
+    let (out, lines) =
+        predict_json(&[path_str(&plain), path_str(&inverted), path_str(&rescaled), path_str(&nosex)]);
+    assert_eq!(out.status.code(), Some(1), "nosex.dcm must fail: {}", stderr(&out));
+    for v in &lines[..3] {
+        assert!((months(v) - torch).abs() < 0.5, "{v} vs {torch}");
+        assert_eq!(v["sex"], if male { "male" } else { "female" });
+    }
+    assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(120.0));
+    assert!((lines[2]["chronological_age_months"].as_f64().unwrap() - 124.0).abs() < 0.1);
+    assert!(stderr(&out).contains("nosex.dcm: patient sex unknown"), "{}", stderr(&out));
+
+    // The flag overrides the tag.
+    let other = if male { "female" } else { "male" };
+    let (_, lines) = predict_json(&[path_str(&plain), "--sex", other, "--age", "60"]);
+    assert_eq!(lines[0]["sex"], other);
+    assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(60.0));
+}
+
+#[test]
+fn eval_reproduces_the_known_mae() {
+    let exp = expected();
+    let known: f64 = exp.iter().map(|e| (e.3 - e.2).abs()).sum::<f64>() / exp.len() as f64;
+    let dir = tempfile::tempdir().unwrap();
+    let preds = dir.path().join("p.csv");
+    let labels = fixtures().join("val/labels.csv");
+    let images = fixtures().join("val/images");
+    let out = boneage(&[
+        "eval", "--labels", path_str(&labels), "--images", path_str(&images), "--json", "--out", path_str(&preds),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["n"].as_u64(), Some(exp.len() as u64));
+    assert!((last["mae"].as_f64().unwrap() - known).abs() < 0.02, "{last} vs {known}");
+    for key in ["rmse", "bias"] {
+        assert!(last[key].is_number(), "{key}");
+    }
+    assert!(text.contains("MAE:") && text.contains("0-5 years") || text.contains("5-10 years"));
+    assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), exp.len() + 1);
+}
+
+#[test]
+fn eval_counts_and_lists_missing_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, ..) = first();
+    std::fs::copy(val_image(&id), dir.path().join(format!("{id}.png"))).unwrap();
+    let labels = dir.path().join("labels.csv");
+    std::fs::write(&labels, format!("id,male,boneage\n{id},true,100\n999999,false,50\n")).unwrap();
+    let out = boneage(&["eval", "--labels", path_str(&labels), "--images", path_str(dir.path()), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(last["n"].as_u64(), Some(1));
+    assert_eq!(last["failed"].as_u64(), Some(1));
+    assert!(last["failures"][0].as_str().unwrap().contains("999999.png"));
+}
+
+#[test]
+fn config_errors_name_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[model]\nthreads = 2\nbackend = \"gpu\"\n").unwrap();
+    let out = boneage(&["--config", path_str(&cfg), "model-info"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml") && err.contains("gpu"), "{err}");
+
+    std::fs::write(&cfg, "[modle]\npath = \"x.onnx\"\n").unwrap();
+    let err = stderr(&boneage(&["--config", path_str(&cfg), "model-info"]));
+    assert!(err.contains("bad.toml") && err.contains("modle"), "{err}");
+
+    // A good file with a relative model path resolves against the file's folder.
+    std::fs::copy(model_path(), dir.path().join("m.onnx")).unwrap();
+    std::fs::write(&cfg, "[model]\npath = \"m.onnx\"\n").unwrap();
+    let out = boneage(&["--config", path_str(&cfg), "model-info", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0]["name"], "boneage-lite0");
+}
+
+#[test]
+fn missing_model_says_how_to_fix_it() {
+    let out = boneage(&["--model", "/nonexistent/m.onnx", "predict", "x.png", "--sex", "m"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("/nonexistent/m.onnx") && err.contains("--model"), "{err}");
+}
+
+#[test]
+fn version_names_crate_and_model() {
+    let out = boneage(&["--version"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("boneage-lite0 v"), "{text}");
+}

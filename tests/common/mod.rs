@@ -1,0 +1,60 @@
+//! Shared helpers for the end-to-end tests: the built binary, the shipped model, fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped model, the one `predict` uses by default.
+pub fn model_path() -> PathBuf {
+    root().join("models/boneage-lite0.onnx")
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+/// (id, male, label, PyTorch prediction) of the committed validation fixtures.
+pub fn expected() -> Vec<(String, bool, f64, f64)> {
+    let text = std::fs::read_to_string(fixtures().join("val/expected.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[1] == "true", f[2].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+pub fn val_image(id: &str) -> PathBuf {
+    fixtures().join("val/images").join(format!("{id}.png"))
+}
+
+/// Runs the boneage binary from the repository root (where the default config finds the model).
+pub fn boneage(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_boneage"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
