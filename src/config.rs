@@ -19,6 +19,68 @@ pub const MAX_THREADS: usize = 256;
 pub struct Config {
     pub model: ModelConfig,
     pub log: LogConfig,
+    pub device: DeviceConfig,
+    pub store: StoreConfig,
+    pub hot_folder: HotFolderConfig,
+    pub tcp: TcpConfig,
+    pub serial: SerialConfig,
+    pub protocol: ProtocolConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub name: String,
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotFolderConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub stable_ms: u64,
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
+    pub token: String,
+    pub max_connections: usize,
+    pub max_line_bytes: usize,
+    pub idle_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    pub enabled: bool,
+    pub device: PathBuf,
+    pub baud: u32,
+    pub parity: Parity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolConfig {
+    pub allowed_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,14 +164,22 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        check_keys(&merged, &user, "")
+            .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
         merge(&mut merged, user);
         let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| {
             ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        if config.model.path.is_relative() {
-            config.model.path = base.join(&config.model.path);
-        }
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.model.path);
+        resolve(&mut config.store.path);
+        resolve(&mut config.hot_folder.path);
+        config.protocol.allowed_dirs.iter_mut().for_each(resolve);
         config.validate(path)?;
         Ok(config)
     }
@@ -123,6 +193,58 @@ impl Config {
                 expected: format!("0 (one per core) to {MAX_THREADS}"),
             });
         }
+        let value_err = |key: &'static str, value: String, expected: &str| ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            value,
+            expected: expected.to_string(),
+        };
+        let t = &self.tcp;
+        if t.enabled && !t.bind.ip().is_loopback() && t.token.len() < 8 {
+            return Err(value_err(
+                "tcp.token",
+                format!("{:?}", t.token),
+                "a token of at least 8 characters, because tcp.bind is not a loopback address",
+            ));
+        }
+        if !(1..=1024).contains(&t.max_connections) {
+            return Err(value_err(
+                "tcp.max_connections",
+                t.max_connections.to_string(),
+                "1 to 1024",
+            ));
+        }
+        if !(64..=1_048_576).contains(&t.max_line_bytes) {
+            return Err(value_err(
+                "tcp.max_line_bytes",
+                t.max_line_bytes.to_string(),
+                "64 to 1048576",
+            ));
+        }
+        if !(1..=86_400).contains(&t.idle_timeout_s) {
+            return Err(value_err(
+                "tcp.idle_timeout_s",
+                t.idle_timeout_s.to_string(),
+                "1 to 86400 seconds",
+            ));
+        }
+        if !(10..=60_000).contains(&self.hot_folder.poll_ms) {
+            return Err(value_err(
+                "hot_folder.poll_ms",
+                self.hot_folder.poll_ms.to_string(),
+                "10 to 60000",
+            ));
+        }
+        if self.hot_folder.stable_ms > 600_000 {
+            return Err(value_err(
+                "hot_folder.stable_ms",
+                self.hot_folder.stable_ms.to_string(),
+                "0 to 600000",
+            ));
+        }
+        if !(300..=4_000_000).contains(&self.serial.baud) {
+            return Err(value_err("serial.baud", self.serial.baud.to_string(), "300 to 4000000"));
+        }
         if self.model.path.as_os_str().is_empty() {
             return Err(ConfigError::Value {
                 path: path.to_path_buf(),
@@ -133,6 +255,35 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Every key of `user` must exist in the defaults with a value of the same TOML type, so
+/// errors name the full key (`model.threads`) and what is expected.
+fn check_keys(defaults: &toml::Table, user: &toml::Table, prefix: &str) -> Result<(), String> {
+    for (key, value) in user {
+        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let Some(default) = defaults.get(key) else {
+            let known: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            let place = if prefix.is_empty() {
+                "sections".to_string()
+            } else {
+                format!("keys in [{prefix}]")
+            };
+            return Err(format!("unknown key `{full}`; known {place}: {}", known.join(", ")));
+        };
+        match (default, value) {
+            (toml::Value::Table(d), toml::Value::Table(u)) => check_keys(d, u, &full)?,
+            (d, u) if d.type_str() != u.type_str() => {
+                return Err(format!(
+                    "key `{full}` = {u}: expected {} {} (default: {d})",
+                    if d.type_str().starts_with(['a', 'i']) { "an" } else { "a" },
+                    d.type_str()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Overlays `user` on `base` key by key, so a file may set only what it changes.
@@ -162,8 +313,9 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults_and_resolves_paths() {
-        let c = Config::parse("[model]\nthreads = 2\npath = \"m.onnx\"\n", Path::new("/etc/b/x.toml"))
-            .unwrap();
+        let c =
+            Config::parse("[model]\nthreads = 2\npath = \"m.onnx\"\n", Path::new("/etc/b/x.toml"))
+                .unwrap();
         assert_eq!(c.model.threads, 2);
         assert_eq!(c.model.path, Path::new("/etc/b/m.onnx"));
         assert_eq!(c.log.level, LogLevel::Warn);
@@ -173,20 +325,36 @@ mod tests {
     fn unknown_key_is_named() {
         let e = Config::parse("[model]\nthread = 2\n", Path::new("x.toml")).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("x.toml") && msg.contains("thread"), "{msg}");
+        assert!(msg.contains("x.toml") && msg.contains("unknown key `model.thread`"), "{msg}");
+        assert!(msg.contains("threads"), "lists the known keys: {msg}");
     }
 
     #[test]
     fn wrong_type_and_variant_are_named() {
         let e = Config::parse("[model]\nthreads = \"two\"\n", Path::new("x.toml")).unwrap_err();
-        assert!(e.to_string().contains("threads"), "{e}");
+        assert!(e.to_string().contains("`model.threads` = \"two\": expected an integer"), "{e}");
         let e = Config::parse("[model]\nbackend = \"gpu\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("gpu") && e.to_string().contains("tract"), "{e}");
     }
 
     #[test]
+    fn public_tcp_needs_a_token() {
+        let e =
+            Config::parse("[tcp]\nenabled = true\nbind = \"0.0.0.0:5025\"\n", Path::new("x.toml"))
+                .unwrap_err();
+        assert!(e.to_string().contains("tcp.token"), "{e}");
+        let c = Config::parse(
+            "[tcp]\nenabled = true\nbind = \"0.0.0.0:5025\"\ntoken = \"s3cret-token\"\n",
+            Path::new("x.toml"),
+        );
+        assert!(c.is_ok());
+        let e = Config::parse("[tcp]\nbind = \"localhost\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("bind") || e.to_string().contains("socket"), "{e}");
+    }
+
+    #[test]
     fn out_of_range_is_named() {
         let e = Config::parse("[model]\nthreads = 1000\n", Path::new("x.toml")).unwrap_err();
-        assert!(e.to_string().contains("model.threads = 1000"), "{e}");
+        assert!(e.to_string().contains("`model.threads` = 1000"), "{e}");
     }
 }

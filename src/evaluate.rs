@@ -48,7 +48,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<Case>, LabelsError> {
     for record in reader.records() {
         let record = record.map_err(read_err)?;
         let line = record.position().map_or(0, |p| p.line());
-        let row_err = |message: String| LabelsError::Row { path: path.to_path_buf(), line, message };
+        let row_err =
+            |message: String| LabelsError::Row { path: path.to_path_buf(), line, message };
         let field = |i: usize| record.get(i).unwrap_or("").trim();
         let sex = match field(cm).to_ascii_lowercase().as_str() {
             "true" | "1" => Sex::Male,
@@ -96,7 +97,8 @@ impl Metrics {
         let n = results.len() as f64;
         let err = |(c, p): &(Case, f64)| p - c.bone_age_months;
         let group = |name: String, pick: &dyn Fn(&Case) -> bool| {
-            let sel: Vec<f64> = results.iter().filter(|r| pick(&r.0)).map(|r| err(r).abs()).collect();
+            let sel: Vec<f64> =
+                results.iter().filter(|r| pick(&r.0)).map(|r| err(r).abs()).collect();
             (!sel.is_empty()).then(|| Group {
                 name,
                 n: sel.len(),
@@ -138,7 +140,7 @@ mod tests {
     #[test]
     fn metrics_by_hand() {
         let r = vec![
-            (case(Sex::Male, 24.0), 30.0),    // +6, band 0-5
+            (case(Sex::Male, 24.0), 30.0),     // +6, band 0-5
             (case(Sex::Female, 130.0), 126.0), // -4, band 10-15
         ];
         let m = Metrics::compute(&r).unwrap();

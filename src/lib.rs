@@ -10,6 +10,10 @@
 //!   from the model's own metadata ([`model::Contract`]).
 //! - [`model`]: the trained network behind one [`model::Backend`] trait (tract today).
 //! - [`report`]: from a number of months to a reading: ages, differences, formatting.
+//! - [`store`]: every analysis stored durably (SQLite, WAL, synchronous=FULL) before it is shown.
+//! - [`service`]: the running appliance: one model + one store shared by every input.
+//! - [`protocol`]: the line protocol (TCP and serial): parse, execute, framing.
+//! - [`serve`]: the appliance loop: hot folder, TCP listener, serial line.
 //! - [`evaluate`]: accuracy on a labelled folder (MAE, RMSE, bias, per sex and age band).
 //!
 //! The `boneage` binary (`src/main.rs`, `src/cli/`) is a thin layer over these modules.
@@ -18,8 +22,12 @@ pub mod config;
 pub mod evaluate;
 pub mod model;
 pub mod preprocess;
+pub mod protocol;
 pub mod report;
+pub mod serve;
+pub mod service;
 pub mod source;
+pub mod store;
 
 pub use config::Config;
 pub use model::{Contract, Model};

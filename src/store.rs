@@ -160,6 +160,23 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The newest record for this source and image hash, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn find(&self, source: &str, image_sha256: &str) -> Result<Option<Record>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "{SELECT} WHERE source = ?1 AND image_sha256 = ?2 ORDER BY id DESC LIMIT 1"
+                ),
+                [source, image_sha256],
+                row_to_record,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest `limit` records, newest first.
     ///
     /// # Errors
@@ -229,9 +246,8 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate.
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
@@ -279,7 +295,11 @@ mod tests {
                 .unwrap();
             assert_eq!(a.status, "ok");
             let b = s
-                .insert(&NewRecord { source: "b.png".into(), error: Some("bad".into()), ..Default::default() })
+                .insert(&NewRecord {
+                    source: "b.png".into(),
+                    error: Some("bad".into()),
+                    ..Default::default()
+                })
                 .unwrap();
             assert_eq!(b.id, a.id + 1);
             assert_eq!(b.status, "error");

@@ -28,6 +28,12 @@ fn rust_matches_pytorch_on_validation_fixtures() {
     }
     let n = expected.len() as f64;
     let (mae_rust, mae_torch) = (mae_rust / n, mae_torch / n);
-    assert!((mae_rust - mae_torch).abs() <= 0.2, "MAE rust {mae_rust:.3} vs pytorch {mae_torch:.3}");
-    eprintln!("{} images: worst |rust - pytorch| = {worst:.4} months, MAE {mae_rust:.3}", expected.len());
+    assert!(
+        (mae_rust - mae_torch).abs() <= 0.2,
+        "MAE rust {mae_rust:.3} vs pytorch {mae_torch:.3}"
+    );
+    eprintln!(
+        "{} images: worst |rust - pytorch| = {worst:.4} months, MAE {mae_rust:.3}",
+        expected.len()
+    );
 }

@@ -33,7 +33,10 @@ fn predict_png_text_and_json() {
     let out = boneage(&["predict", path_str(&img), "--sex", sex, "--age", "10y4m"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("bone age") && text.contains(" y ") && text.contains("chronological 124.0"), "{text}");
+    assert!(
+        text.contains("bone age") && text.contains(" y ") && text.contains("chronological 124.0"),
+        "{text}"
+    );
 
     let (out, lines) = predict_json(&[path_str(&img), "--sex", sex, "--age", "124"]);
     assert!(out.status.success());
@@ -73,9 +76,11 @@ fn sixteen_bit_and_jpeg_give_the_same_reading() {
     let sex = if male { "male" } else { "female" };
     let dir = tempfile::tempdir().unwrap();
     let gray = image::open(val_image(&id)).unwrap().to_luma8();
-    let wide = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(gray.width(), gray.height(), |x, y| {
-        image::Luma([u16::from(gray.get_pixel(x, y)[0]) * 257])
-    });
+    let wide = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(
+        gray.width(),
+        gray.height(),
+        |x, y| image::Luma([u16::from(gray.get_pixel(x, y)[0]) * 257]),
+    );
     let p16 = dir.path().join("wide.png");
     wide.save(&p16).unwrap();
     let rgb = image::DynamicImage::ImageLuma8(gray.clone()).to_rgb8();
@@ -83,9 +88,12 @@ fn sixteen_bit_and_jpeg_give_the_same_reading() {
     let mut f = std::fs::File::create(&pjpg).unwrap();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 95).encode_image(&rgb).unwrap();
     let pbig = dir.path().join("big.tif");
-    image::imageops::resize(&gray, 400, 500, image::imageops::FilterType::CatmullRom).save(&pbig).unwrap();
+    image::imageops::resize(&gray, 400, 500, image::imageops::FilterType::CatmullRom)
+        .save(&pbig)
+        .unwrap();
 
-    let (out, lines) = predict_json(&[path_str(&p16), path_str(&pjpg), path_str(&pbig), "--sex", sex]);
+    let (out, lines) =
+        predict_json(&[path_str(&p16), path_str(&pjpg), path_str(&pbig), "--sex", sex]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!((months(&lines[0]) - torch).abs() < 0.1, "16-bit: {}", lines[0]);
     assert!((months(&lines[1]) - torch).abs() < 3.0, "JPEG q95: {}", lines[1]);
@@ -121,7 +129,7 @@ fn corrupt_inputs_fail_alone_and_are_named() {
         (&empty, "file is empty"),
         (&text, "not a supported image"),
         (&missing, "cannot read file"),
-        (&tiny, "8x8 px"),
+        (&tiny, "image is 8x8 px"),
     ] {
         assert!(err.contains(&format!("{}: {why}", p.display())), "{why}: {err}");
     }
@@ -130,7 +138,13 @@ fn corrupt_inputs_fail_alone_and_are_named() {
 }
 
 /// A 16-bit DICOM of a fixture image, with optional inversion, rescale and patient tags.
-fn write_dicom(path: &Path, id: &str, monochrome1: bool, slope: f64, tags_: &[(dicom_core::Tag, &str)]) {
+fn write_dicom(
+    path: &Path,
+    id: &str,
+    monochrome1: bool,
+    slope: f64,
+    tags_: &[(dicom_core::Tag, &str)],
+) {
     let gray = image::open(val_image(id)).unwrap().to_luma8();
     let (w, h) = gray.dimensions();
     // Stored values chosen so that after slope, the display range is 0..65535 * (v / 255).
@@ -146,7 +160,12 @@ fn write_dicom(path: &Path, id: &str, monochrome1: bool, slope: f64, tags_: &[(d
     let put = |obj: &mut InMemDicomObject, tag, vr, value: PrimitiveValue| {
         obj.put(DataElement::new(tag, vr, value));
     };
-    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION));
+    put(
+        &mut obj,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION),
+    );
     put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.1234"));
     put(&mut obj, tags::MODALITY, VR::CS, PrimitiveValue::from("DX"));
     put(&mut obj, tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
@@ -163,7 +182,13 @@ fn write_dicom(path: &Path, id: &str, monochrome1: bool, slope: f64, tags_: &[(d
     put(&mut obj, tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("32768"));
     put(&mut obj, tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("65536"));
     for (tag, value) in tags_ {
-        let vr = if *tag == tags::PATIENT_SEX { VR::CS } else if *tag == tags::PATIENT_AGE { VR::AS } else { VR::DA };
+        let vr = if *tag == tags::PATIENT_SEX {
+            VR::CS
+        } else if *tag == tags::PATIENT_AGE {
+            VR::AS
+        } else {
+            VR::DA
+        };
         put(&mut obj, *tag, vr, PrimitiveValue::from(*value));
     }
     obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
@@ -184,7 +209,13 @@ fn dicom_tags_pixels_inversion_and_rescale() {
     let sex_tag = if male { "M" } else { "F" };
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain.dcm");
-    write_dicom(&plain, &id, false, 1.0, &[(tags::PATIENT_SEX, sex_tag), (tags::PATIENT_AGE, "010Y")]);
+    write_dicom(
+        &plain,
+        &id,
+        false,
+        1.0,
+        &[(tags::PATIENT_SEX, sex_tag), (tags::PATIENT_AGE, "010Y")],
+    );
     let inverted = dir.path().join("inverted.dcm");
     write_dicom(&inverted, &id, true, 1.0, &[(tags::PATIENT_SEX, sex_tag)]);
     let rescaled = dir.path().join("rescaled.dcm");
@@ -193,13 +224,21 @@ fn dicom_tags_pixels_inversion_and_rescale() {
         &id,
         false,
         2.0,
-        &[(tags::PATIENT_SEX, sex_tag), (tags::PATIENT_BIRTH_DATE, "20140301"), (tags::STUDY_DATE, "20240701")],
+        &[
+            (tags::PATIENT_SEX, sex_tag),
+            (tags::PATIENT_BIRTH_DATE, "20140301"),
+            (tags::STUDY_DATE, "20240701"),
+        ],
     );
     let nosex = dir.path().join("nosex.dcm");
     write_dicom(&nosex, &id, false, 1.0, &[]);
 
-    let (out, lines) =
-        predict_json(&[path_str(&plain), path_str(&inverted), path_str(&rescaled), path_str(&nosex)]);
+    let (out, lines) = predict_json(&[
+        path_str(&plain),
+        path_str(&inverted),
+        path_str(&rescaled),
+        path_str(&nosex),
+    ]);
     assert_eq!(out.status.code(), Some(1), "nosex.dcm must fail: {}", stderr(&out));
     for v in &lines[..3] {
         assert!((months(v) - torch).abs() < 0.5, "{v} vs {torch}");
@@ -225,7 +264,14 @@ fn eval_reproduces_the_known_mae() {
     let labels = fixtures().join("val/labels.csv");
     let images = fixtures().join("val/images");
     let out = boneage(&[
-        "eval", "--labels", path_str(&labels), "--images", path_str(&images), "--json", "--out", path_str(&preds),
+        "eval",
+        "--labels",
+        path_str(&labels),
+        "--images",
+        path_str(&images),
+        "--json",
+        "--out",
+        path_str(&preds),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -246,9 +292,17 @@ fn eval_counts_and_lists_missing_images() {
     std::fs::copy(val_image(&id), dir.path().join(format!("{id}.png"))).unwrap();
     let labels = dir.path().join("labels.csv");
     std::fs::write(&labels, format!("id,male,boneage\n{id},true,100\n999999,false,50\n")).unwrap();
-    let out = boneage(&["eval", "--labels", path_str(&labels), "--images", path_str(dir.path()), "--json"]);
+    let out = boneage(&[
+        "eval",
+        "--labels",
+        path_str(&labels),
+        "--images",
+        path_str(dir.path()),
+        "--json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    let last: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().last().unwrap()).unwrap();
     assert_eq!(last["n"].as_u64(), Some(1));
     assert_eq!(last["failed"].as_u64(), Some(1));
     assert!(last["failures"][0].as_str().unwrap().contains("999999.png"));

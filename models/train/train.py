@@ -204,6 +204,15 @@ def main():
         gen.set_state(ck["gen"])
         np.random.set_state(ck["np_rng"])
         start_epoch = ck["epoch"] + 1
+        planned = ck.get("epochs", ck["stats"]["args"]["epochs"])
+        if args.epochs < planned:
+            # Shortened run: anneal from the current learning rate to ~0 over what is left
+            # (cosine), instead of the rest of the one-cycle schedule.
+            left = (args.epochs - start_epoch) * steps_per_epoch
+            for g in opt.param_groups:
+                g["initial_lr"] = g["lr"]
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, left), eta_min=args.lr * 1e-3)
+            print(f"schedule shortened from {planned} to {args.epochs} epochs", flush=True)
         print(f"resumed after epoch {ck['epoch']}", flush=True)
 
     images_t = torch.from_numpy(images)
@@ -249,7 +258,7 @@ def main():
         log.flush()
         ck = dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
                   sched=sched.state_dict(), gen=gen.get_state(), np_rng=np.random.get_state(),
-                  epoch=epoch, stats=stats)
+                  epoch=epoch, stats=stats, epochs=args.epochs)
         torch.save(ck, ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
 

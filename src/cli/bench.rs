@@ -76,8 +76,18 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         });
         println!("{obj}");
     } else {
-        println!("model:       {} ({}, threads={})", model.contract.model_id(), model.backend_name(), config.model.threads);
-        println!("images:      {} files, {} timed runs after {} warm-up", files.len(), args.runs, args.warmup);
+        println!(
+            "model:       {} ({}, threads={})",
+            model.contract.model_id(),
+            model.backend_name(),
+            config.model.threads
+        );
+        println!(
+            "images:      {} files, {} timed runs after {} warm-up",
+            files.len(),
+            args.runs,
+            args.warmup
+        );
         println!("load+optimize: {load_ms:.0} ms");
         println!("decode+preprocess: p50 {pre50:.2} ms, p95 {pre95:.2} ms");
         println!("inference:   p50 {inf50:.2} ms, p95 {inf95:.2} ms");

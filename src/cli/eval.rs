@@ -43,10 +43,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut failures: Vec<String> = Vec::new();
     for case in cases {
         let path = args.images.join(format!("{}.png", case.id));
-        match source::read_file(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|r| model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display())))
-        {
+        match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
+            model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))
+        }) {
             Ok(est) => results.push((case, est.bone_age_months)),
             Err(e) => failures.push(e),
         }
@@ -55,7 +54,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
 
     if let Some(out) = &args.out {
-        let mut w = csv::Writer::from_path(out).with_context(|| format!("cannot write {}", out.display()))?;
+        let mut w = csv::Writer::from_path(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
         w.write_record(["id", "male", "boneage", "predicted", "error"])?;
         for (c, p) in &results {
             let male = if c.sex == boneage::Sex::Male { "true" } else { "false" };
@@ -93,7 +93,11 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         });
         writeln!(stdout, "{obj}")?;
     }
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_INPUT_FAILED) })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_INPUT_FAILED)
+    })
 }
 
 fn print_text(out: &mut impl Write, m: &Metrics, failed: usize) -> std::io::Result<()> {

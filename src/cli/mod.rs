@@ -52,6 +52,8 @@ enum Command {
     Eval(eval::Args),
     /// Measure load time, latency and memory on this machine
     Bench(bench::Args),
+    /// Run the appliance: hot folder, TCP and serial control, as configured
+    Serve,
     /// Show the model's contract and metadata
     ModelInfo {
         /// One JSON object instead of text
@@ -83,18 +85,42 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Ok(c) => format!("model {} ({})", c.model_id(), config.model.path.display()),
             Err(e) => format!("model unavailable: {e}"),
         };
-        println!("boneage {} ; {model} ; backend {:?}", env!("CARGO_PKG_VERSION"), config.model.backend);
+        println!(
+            "boneage {} ; {model} ; backend {:?}",
+            env!("CARGO_PKG_VERSION"),
+            config.model.backend
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let Some(command) = cli.command else {
-        anyhow::bail!("no command given; try `boneage predict IMAGE --sex female` or `boneage --help`");
+        anyhow::bail!(
+            "no command given; try `boneage predict IMAGE --sex female` or `boneage --help`"
+        );
     };
     match command {
         Command::ModelInfo { json } => model_info(&config, json),
         Command::Predict(args) => predict::run(&config, args),
         Command::Eval(args) => eval::run(&config, args),
         Command::Bench(args) => bench::run(&config, args),
+        Command::Serve => serve(&config),
     }
+}
+
+/// SIGTERM/SIGINT set a flag; the loop finishes the analysis in progress and exits.
+fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&shutdown))
+            .context("cannot install signal handlers")?;
+    }
+    boneage::serve::run(config, shutdown, |running| {
+        if let Some(addr) = running.tcp_addr {
+            log::warn!("ready; protocol on tcp {addr}");
+        } else {
+            log::warn!("ready");
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Loads the model named in the config, with the file in the error.

@@ -63,7 +63,8 @@ fn analyse(model: &mut Model, path: &Path, args: &Args) -> Result<Reading, Strin
         )
     })?;
     let age = args.age.or(radiograph.patient.age);
-    let estimate = model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", path.display()))?;
+    let estimate =
+        model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", path.display()))?;
     let c = &model.contract;
     Ok(Reading::new(
         path.display().to_string(),

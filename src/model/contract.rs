@@ -70,11 +70,11 @@ impl Contract {
     /// # Errors
     /// [`ContractError`] for the first missing or malformed key.
     pub fn from_metadata(meta: &HashMap<String, String>) -> Result<Contract, ContractError> {
-        let get = |key: &'static str| meta.get(key).map(String::as_str).ok_or(ContractError::Missing(key));
-        let invalid = |key: &'static str, value: &str, expected: &'static str| ContractError::Invalid {
-            key,
-            value: value.to_string(),
-            expected,
+        let get = |key: &'static str| {
+            meta.get(key).map(String::as_str).ok_or(ContractError::Missing(key))
+        };
+        let invalid = |key: &'static str, value: &str, expected: &'static str| {
+            ContractError::Invalid { key, value: value.to_string(), expected }
         };
         let contract = get("boneage.contract")?;
         if contract != CONTRACT_VERSION {
@@ -107,7 +107,13 @@ impl Contract {
             "triangle" => ResizeFilter::Triangle,
             "catmullrom" => ResizeFilter::CatmullRom,
             "lanczos3" => ResizeFilter::Lanczos3,
-            v => return Err(invalid("preprocess.resize_filter", v, "triangle, catmullrom or lanczos3")),
+            v => {
+                return Err(invalid(
+                    "preprocess.resize_filter",
+                    v,
+                    "triangle, catmullrom or lanczos3",
+                ))
+            }
         };
         match get("preprocess.pixel_scale")? {
             "full_range" => {}
@@ -123,8 +129,9 @@ impl Contract {
             std: positive("preprocess.std", false)?,
         };
         let range = get("output.training_range_months")?;
-        let training_range_months = parse_range(range)
-            .ok_or_else(|| invalid("output.training_range_months", range, "\"FROM-TO\" in months"))?;
+        let training_range_months = parse_range(range).ok_or_else(|| {
+            invalid("output.training_range_months", range, "\"FROM-TO\" in months")
+        })?;
         let interval95 = match meta.get("uncertainty.interval95_bands_months") {
             None => Vec::new(),
             Some(v) => parse_bands(v).ok_or_else(|| {

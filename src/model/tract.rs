@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tract_onnx::prelude::*;
 use tract_onnx::prelude::multithread::Executor;
+use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{Backend, Contract, ContractError, ModelError};
@@ -48,25 +48,30 @@ pub(super) fn read_contract(path: &Path) -> Result<Contract, ModelError> {
 }
 
 impl TractBackend {
-    pub(super) fn load(path: &Path, threads: usize) -> Result<(Contract, TractBackend), ModelError> {
+    pub(super) fn load(
+        path: &Path,
+        threads: usize,
+    ) -> Result<(Contract, TractBackend), ModelError> {
         let proto = proto(path)?;
         let contract = contract_of(path, &proto)?;
         let p = &contract.preprocess;
-        let mut model = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .map_err(|e| load_err(path, e))?;
+        let mut model =
+            tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| load_err(path, e))?;
         let contract_err = |source| ModelError::Contract { path: path.to_path_buf(), source };
-        let names: Vec<String> =
-            model.input_outlets().map_err(|e| load_err(path, e))?.iter().map(|o| model.node(o.node).name.clone()).collect();
-        if names != ["image", "male"] {
-            return Err(contract_err(ContractError::Inputs { found: names }));
-        }
-        let outputs: Vec<String> = model
-            .output_outlets()
+        let names: Vec<String> = model
+            .input_outlets()
             .map_err(|e| load_err(path, e))?
             .iter()
             .map(|o| model.node(o.node).name.clone())
             .collect();
+        if names != ["image", "male"] {
+            return Err(contract_err(ContractError::Inputs { found: names }));
+        }
+        let outputs: Vec<String> = proto
+            .graph
+            .as_ref()
+            .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
+            .unwrap_or_default();
         if outputs.first().map(String::as_str) != Some("bone_age_months") {
             return Err(contract_err(ContractError::Outputs { found: outputs }));
         }

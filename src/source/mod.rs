@@ -5,6 +5,7 @@
 //! Reading never guesses patient facts: a missing sex stays `None` and the caller decides.
 
 mod dicom;
+pub mod hotfolder;
 mod raster;
 
 use std::fmt;
@@ -73,7 +74,7 @@ pub enum SourceErrorKind {
 }
 
 impl SourceError {
-    pub(crate) fn new(path: &Path, kind: impl Into<SourceErrorKind>) -> Self {
+    pub fn new(path: &Path, kind: impl Into<SourceErrorKind>) -> Self {
         SourceError { path: path.to_path_buf(), kind: kind.into() }
     }
 }

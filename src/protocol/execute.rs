@@ -1,0 +1,168 @@
+//! Executes parsed commands against the running [`Service`]; the only place that does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{codes, Command, ProtocolError, COMMANDS};
+use crate::service::{Request, Service, ServiceError};
+use crate::store::Record;
+
+/// Per-connection state.
+pub struct Session {
+    pub service: Arc<Service>,
+    /// How requests on this connection are labelled in the store ("tcp", "serial").
+    pub via: String,
+    /// `Some(token)` when this connection must `AUTH` before anything but PING/HELP.
+    pub required_token: Option<String>,
+    pub authenticated: bool,
+    /// Canonical folders ANALYZE may read from.
+    pub allowed_dirs: Arc<Vec<PathBuf>>,
+    /// Whether a capture device is configured (CAPTURE / source=camera).
+    pub camera: bool,
+}
+
+impl Session {
+    pub fn new(service: Arc<Service>, via: &str, allowed_dirs: Arc<Vec<PathBuf>>) -> Session {
+        Session {
+            service,
+            via: via.to_string(),
+            required_token: None,
+            authenticated: true,
+            allowed_dirs,
+            camera: false,
+        }
+    }
+}
+
+fn ok(mut v: Value) -> Value {
+    if let Value::Object(map) = &mut v {
+        map.entry("ok").or_insert(Value::Bool(true));
+    }
+    v
+}
+
+fn record_json(r: &Record) -> Value {
+    serde_json::to_value(r).unwrap_or(Value::Null)
+}
+
+/// Runs one command and returns its reply object (always with `"ok"`).
+pub fn execute(cmd: Command, session: &mut Session) -> Value {
+    match run(cmd, session) {
+        Ok(v) => ok(v),
+        Err(e) => e.to_reply(),
+    }
+}
+
+fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
+    if !s.authenticated && !matches!(cmd, Command::Auth { .. } | Command::Ping | Command::Help) {
+        return Err(ProtocolError::new(codes::UNAUTHORIZED, "send AUTH token=<token> first"));
+    }
+    let svc = Arc::clone(&s.service);
+    match cmd {
+        Command::Ping => Ok(json!({"reply": "pong"})),
+        Command::Help => Ok(json!({
+            "commands": COMMANDS.iter().map(|c| json!({"syntax": c.syntax, "summary": c.summary})).collect::<Vec<_>>()
+        })),
+        Command::Identify => Ok(json!({"identity": svc.identity})),
+        Command::Auth { token } => match &s.required_token {
+            Some(expected) if !constant_time_eq(expected.as_bytes(), token.as_bytes()) => {
+                Err(ProtocolError::new(codes::UNAUTHORIZED, "wrong token"))
+            }
+            _ => {
+                s.authenticated = true;
+                Ok(json!({"authenticated": true}))
+            }
+        },
+        Command::Status => {
+            let store = svc.store();
+            let last = store.last_id().map_err(store_err)?;
+            let count = store.count().map_err(store_err)?;
+            Ok(json!({
+                "state": if svc.queue_len() > 0 { "analysing" } else { "ready" },
+                "uptime_s": svc.uptime_s(),
+                "queue": svc.queue_len(),
+                "last_result_id": last,
+                "results_stored": count,
+                "model": svc.identity.model_version,
+                "backend": svc.identity.backend,
+                "source": {"camera": if s.camera { "configured" } else { "none" }},
+                "store": "ok",
+            }))
+        }
+        Command::Result { id } => {
+            let r = svc.store().get(id).map_err(store_err)?;
+            match r {
+                Some(r) => Ok(json!({"result": record_json(&r)})),
+                None => {
+                    Err(ProtocolError::new(codes::NOT_FOUND, format!("no result with id {id}")))
+                }
+            }
+        }
+        Command::History { limit } => {
+            let rows = svc.store().history(limit).map_err(store_err)?;
+            Ok(json!({"results": rows.iter().map(record_json).collect::<Vec<_>>()}))
+        }
+        Command::Capture => Err(camera_unavailable()),
+        Command::Analyze(args) => {
+            let Some(path) = args.path else {
+                return Err(camera_unavailable());
+            };
+            let path = allowed(Path::new(&path), &s.allowed_dirs)?;
+            let req = Request {
+                path,
+                via: s.via.clone(),
+                sex: Some(args.sex),
+                age: args.age,
+                exam_id: args.exam_id,
+                once: false,
+            };
+            match svc.analyze(&req) {
+                Ok(r) => Ok(json!({"result": record_json(&r)})),
+                Err(ServiceError::Analysis { message, record }) => Ok(json!({
+                    "ok": false,
+                    "error": {"code": codes::ANALYSIS_FAILED, "message": message},
+                    "result": record_json(&record),
+                })),
+                Err(ServiceError::Store(e)) => Err(store_err(e)),
+            }
+        }
+    }
+}
+
+fn camera_unavailable() -> ProtocolError {
+    ProtocolError::new(
+        codes::UNAVAILABLE,
+        "no capture device is configured on this unit; use ANALYZE path=<file>",
+    )
+}
+
+fn store_err(e: crate::store::StoreError) -> ProtocolError {
+    log::error!("store failure: {e}");
+    ProtocolError::new(codes::STORE_FAILED, e.to_string())
+}
+
+/// The canonical path if it is inside one of the allowed folders.
+fn allowed(path: &Path, dirs: &[PathBuf]) -> Result<PathBuf, ProtocolError> {
+    let refuse = || {
+        ProtocolError::new(
+            codes::PATH_NOT_ALLOWED,
+            format!(
+                "{} is not a file inside an allowed folder ([protocol] allowed_dirs)",
+                path.display()
+            ),
+        )
+    };
+    let canonical = path.canonicalize().map_err(|_| refuse())?;
+    if dirs.iter().any(|d| canonical.starts_with(d)) && canonical.is_file() {
+        Ok(canonical)
+    } else {
+        Err(refuse())
+    }
+}
+
+/// Token comparison whose time does not depend on where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

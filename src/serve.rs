@@ -1,0 +1,318 @@
+//! `boneage serve`: the appliance loop. Loads the model once, opens the store, then runs
+//! the configured inputs side by side: the hot folder on this thread, the TCP listener and
+//! the serial line on their own threads, all sharing one [`Service`].
+//!
+//! Shutdown (SIGTERM/SIGINT in the binary, a flag in tests) lets the analysis in progress
+//! finish and be stored, then returns.
+
+use std::io::BufReader;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::config::{Config, Parity};
+use crate::model::{Model, ModelError};
+use crate::protocol::{self, codes, ConnectionLimits, ProtocolError, Session};
+use crate::service::{Request, Service, ServiceError};
+use crate::source::hotfolder::{self, HotFolder, HotFolderError};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    HotFolder(#[from] HotFolderError),
+    #[error("cannot listen on {addr}: {source}; is another instance running? change [tcp] bind")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot create allowed folder {}: {source}", path.display())]
+    AllowedDir { path: PathBuf, source: std::io::Error },
+}
+
+/// What the running service exposes to tests: the bound TCP address (port 0 resolved).
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub tcp_addr: Option<std::net::SocketAddr>,
+}
+
+/// Runs until `shutdown` is set. `on_ready` is called once everything is listening.
+///
+/// # Errors
+/// [`ServeError`] for anything that prevents starting; once running, per-file and
+/// per-connection errors are logged and stored, never fatal.
+pub fn run(
+    config: &Config,
+    shutdown: Arc<AtomicBool>,
+    on_ready: impl FnOnce(Running),
+) -> Result<(), ServeError> {
+    let model = Model::load(&config.model)?;
+    let store = Store::open(&config.store.path)?;
+    let service = Arc::new(Service::new(model, store, &config.device.name, &config.device.serial));
+    let mut allowed = Vec::new();
+    for d in &config.protocol.allowed_dirs {
+        std::fs::create_dir_all(d)
+            .map_err(|source| ServeError::AllowedDir { path: d.clone(), source })?;
+        if let Ok(c) = d.canonicalize() {
+            allowed.push(c);
+        }
+    }
+    let allowed = Arc::new(allowed);
+    let mut hot = if config.hot_folder.enabled {
+        Some(HotFolder::open(
+            &config.hot_folder.path,
+            Duration::from_millis(config.hot_folder.stable_ms),
+        )?)
+    } else {
+        None
+    };
+
+    let mut running = Running::default();
+    let mut threads = Vec::new();
+    if config.tcp.enabled {
+        let listener = TcpListener::bind(config.tcp.bind)
+            .map_err(|source| ServeError::Bind { addr: config.tcp.bind, source })?;
+        running.tcp_addr = listener.local_addr().ok();
+        log::info!("listening on tcp {:?}", running.tcp_addr);
+        let (svc, stop, dirs, cfg) =
+            (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.tcp.clone());
+        threads.push(thread::spawn(move || accept_loop(listener, svc, dirs, &cfg, &stop)));
+    }
+    if config.serial.enabled {
+        let (svc, stop, dirs, cfg) =
+            (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.clone());
+        threads.push(thread::spawn(move || serial_loop(&cfg, svc, dirs, &stop)));
+    }
+    on_ready(running);
+
+    let poll = Duration::from_millis(config.hot_folder.poll_ms);
+    while !shutdown.load(Ordering::Relaxed) {
+        if let Some(hf) = hot.as_mut() {
+            process_hot_folder(hf, &service, &shutdown);
+        }
+        thread::sleep(poll);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) {
+    let ready = match hf.poll() {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("{e}; retrying");
+            return;
+        }
+    };
+    for path in ready {
+        if shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let failure = match hotfolder::read_sidecar(&path) {
+            Err(message) => Some(message),
+            Ok(side) => {
+                let req = Request {
+                    path: path.clone(),
+                    via: "hot-folder".into(),
+                    sex: side.sex,
+                    age: side.age,
+                    exam_id: side.exam_id,
+                    once: true,
+                };
+                match service.analyze(&req) {
+                    Ok(r) => {
+                        log::info!("{}: result {} stored", path.display(), r.id);
+                        None
+                    }
+                    Err(ServiceError::Analysis { message, .. }) => Some(message),
+                    Err(ServiceError::Store(e)) => {
+                        // Nothing stored: leave the file where it is to be retried.
+                        log::error!("{}: {e}; will retry", path.display());
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some(why) = &failure {
+            log::warn!("{why}");
+        }
+        if let Err(e) = hf.finish(&path, failure.as_deref()) {
+            log::error!("{e}");
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    service: Arc<Service>,
+    allowed: Arc<Vec<PathBuf>>,
+    cfg: &crate::config::TcpConfig,
+    shutdown: &Arc<AtomicBool>,
+) {
+    // Non-blocking accept polled every 50 ms, so shutdown needs no self-connection trick.
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::error!("tcp listener: {e}");
+        return;
+    }
+    let active = Arc::new(AtomicUsize::new(0));
+    let public = !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+    while !shutdown.load(Ordering::Relaxed) {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
+        if active.load(Ordering::Acquire) >= cfg.max_connections {
+            refuse(stream, cfg.max_connections);
+            continue;
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let mut session = Session::new(Arc::clone(&service), "tcp", Arc::clone(&allowed));
+        if public {
+            session.required_token = Some(cfg.token.clone());
+            session.authenticated = false;
+        }
+        let (active, stop) = (Arc::clone(&active), Arc::clone(shutdown));
+        let limits = ConnectionLimits { max_line_bytes: cfg.max_line_bytes, timeout_closes: true };
+        let idle = Duration::from_secs(cfg.idle_timeout_s);
+        thread::spawn(move || {
+            if let Err(e) = handle_tcp(stream, &mut session, limits, idle, &stop) {
+                log::debug!("tcp connection ended: {e}");
+            }
+            active.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+fn refuse(mut stream: TcpStream, max: usize) {
+    use std::io::Write;
+    let reply = ProtocolError::new(
+        codes::UNAVAILABLE,
+        format!("too many connections (limit {max}); try again later"),
+    )
+    .to_reply();
+    let _ = writeln!(stream, "{reply}");
+}
+
+fn handle_tcp(
+    stream: TcpStream,
+    session: &mut Session,
+    limits: ConnectionLimits,
+    idle: Duration,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    // Short read timeout so shutdown is noticed; idleness is tracked across timeouts.
+    let tick = Duration::from_millis(500).min(idle);
+    stream.set_read_timeout(Some(tick))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let reader = IdleReader { inner: stream.try_clone()?, idle, tick, waited: Duration::ZERO };
+    protocol::serve_connection(BufReader::new(reader), stream, session, limits, stop)
+}
+
+/// Turns read timeouts into "keep waiting" until `idle` has passed without data, so the
+/// connection loop can still check for shutdown every `tick`.
+struct IdleReader<R> {
+    inner: R,
+    idle: Duration,
+    tick: Duration,
+    waited: Duration,
+}
+
+impl<R: std::io::Read> std::io::Read for IdleReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.waited = Duration::ZERO;
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.waited += self.tick;
+                if self.waited >= self.idle {
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"))
+                } else {
+                    Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "tick"))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn serial_loop(
+    config: &Config,
+    service: Arc<Service>,
+    allowed: Arc<Vec<PathBuf>>,
+    shutdown: &AtomicBool,
+) {
+    let s = &config.serial;
+    let mut backoff = Duration::from_secs(1);
+    while !shutdown.load(Ordering::Relaxed) {
+        let parity = match s.parity {
+            Parity::None => serialport::Parity::None,
+            Parity::Even => serialport::Parity::Even,
+            Parity::Odd => serialport::Parity::Odd,
+        };
+        let port = serialport::new(s.device.to_string_lossy(), s.baud)
+            .parity(parity)
+            .timeout(Duration::from_millis(200))
+            .open();
+        match port {
+            Ok(port) => {
+                backoff = Duration::from_secs(1);
+                log::info!("serial {} open at {} baud", s.device.display(), s.baud);
+                match port.try_clone() {
+                    Ok(writer) => {
+                        let mut session =
+                            Session::new(Arc::clone(&service), "serial", Arc::clone(&allowed));
+                        let limits = ConnectionLimits {
+                            max_line_bytes: config.tcp.max_line_bytes,
+                            timeout_closes: false,
+                        };
+                        if let Err(e) = protocol::serve_connection(
+                            BufReader::new(port),
+                            writer,
+                            &mut session,
+                            limits,
+                            shutdown,
+                        ) {
+                            log::warn!("serial {}: {e}; reopening", s.device.display());
+                        }
+                    }
+                    Err(e) => log::warn!("serial {}: {e}", s.device.display()),
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "serial {}: {e}; retrying in {}s",
+                    s.device.display(),
+                    backoff.as_secs()
+                );
+            }
+        }
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(100));
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(64));
+    }
+}

@@ -1,0 +1,191 @@
+//! The running appliance: one loaded model and one result store shared by every input
+//! (hot folder, TCP, serial). Analyses are serialized on the model, and every outcome,
+//! success or failure, is stored before anyone is told about it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::Model;
+use crate::report::{Age, Reading, Sex};
+use crate::source;
+use crate::store::{NewRecord, Record, Store, StoreError};
+
+/// What `*IDN?` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Identity {
+    pub vendor: String,
+    pub model: String,
+    pub serial: String,
+    pub firmware: String,
+    pub model_version: String,
+    pub backend: String,
+}
+
+/// An analysis request, from any input.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: PathBuf,
+    /// How the image arrived, stored with the result ("tcp", "serial", "hot-folder").
+    pub via: String,
+    pub sex: Option<Sex>,
+    pub age: Option<Age>,
+    pub exam_id: Option<String>,
+    /// Return the stored result instead of analysing again when the same file (same source
+    /// and SHA-256) was already stored: the hot folder's exactly-once guarantee across a
+    /// crash between storing a result and moving the file.
+    pub once: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The analysis failed and the failure was stored as `record`.
+    #[error("{message}")]
+    Analysis { message: String, record: Box<Record> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Service {
+    model: Mutex<Model>,
+    store: Mutex<Store>,
+    pub identity: Identity,
+    started: Instant,
+    queued: AtomicUsize,
+}
+
+/// A poisoned mutex only means another thread panicked mid-analysis; the model and the
+/// store stay usable (the store's durability is SQLite's), so keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Service {
+    pub fn new(model: Model, store: Store, device_name: &str, serial: &str) -> Service {
+        let identity = Identity {
+            vendor: "boneage".into(),
+            model: device_name.to_string(),
+            serial: serial.to_string(),
+            firmware: env!("CARGO_PKG_VERSION").into(),
+            model_version: model.contract.model_id(),
+            backend: model.backend_name().into(),
+        };
+        Service {
+            model: Mutex::new(model),
+            store: Mutex::new(store),
+            identity,
+            started: Instant::now(),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Requests waiting for or in analysis.
+    pub fn queue_len(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    /// Reads, analyses and stores one radiograph.
+    ///
+    /// # Errors
+    /// [`ServiceError::Analysis`] (already stored as an error record) when the image or the
+    /// request is unusable; [`ServiceError::Store`] when nothing could be stored, in which
+    /// case no result may be reported.
+    pub fn analyze(&self, req: &Request) -> Result<Record, ServiceError> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let result = self.analyze_inner(req);
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    fn analyze_inner(&self, req: &Request) -> Result<Record, ServiceError> {
+        let source_label = format!("{}:{}", req.via, req.path.display());
+        let mut rec = NewRecord {
+            source: source_label,
+            exam_id: req.exam_id.clone(),
+            sex: req.sex.map(|s| s.to_string()),
+            age_months: req.age.map(Age::months),
+            model: self.identity.model_version.clone(),
+            ..NewRecord::default()
+        };
+        if req.once {
+            if let Ok(bytes) = read_limited(&req.path) {
+                let sha = hex(&Sha256::digest(&bytes));
+                if let Some(done) = self.store().find(&rec.source, &sha)? {
+                    log::info!("{} already analysed as result {}", req.path.display(), done.id);
+                    return match &done.error {
+                        None => Ok(done),
+                        Some(e) => Err(ServiceError::Analysis {
+                            message: e.clone(),
+                            record: Box::new(done),
+                        }),
+                    };
+                }
+            }
+        }
+        let outcome = self.run_model(req, &mut rec);
+        if let Err(message) = &outcome {
+            rec.error = Some(message.clone());
+        }
+        let record = self.store().insert(&rec)?;
+        match outcome {
+            Ok(()) => Ok(record),
+            Err(message) => Err(ServiceError::Analysis { message, record: Box::new(record) }),
+        }
+    }
+
+    /// Fills `rec` with the reading, or returns why there is none.
+    fn run_model(&self, req: &Request, rec: &mut NewRecord) -> Result<(), String> {
+        let bytes = read_limited(&req.path).map_err(|e| e.to_string())?;
+        rec.image_sha256 = hex(&Sha256::digest(&bytes));
+        let radiograph = source::read_bytes(&req.path, &bytes).map_err(|e| e.to_string())?;
+        let sex = req.sex.or(radiograph.patient.sex).ok_or_else(|| {
+            format!("{}: patient sex unknown; give sex=male|female", req.path.display())
+        })?;
+        let age = req.age.or(radiograph.patient.age);
+        if rec.exam_id.is_none() {
+            rec.exam_id = radiograph.patient.accession.clone();
+        }
+        rec.sex = Some(sex.to_string());
+        rec.age_months = age.map(Age::months);
+        let mut model = lock(&self.model);
+        let estimate =
+            model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", req.path.display()))?;
+        let reading = Reading::new(
+            req.path.display().to_string(),
+            sex,
+            estimate.bone_age_months,
+            estimate.interval95_months,
+            age,
+            model.contract.training_range_months,
+            model.contract.model_id(),
+        );
+        rec.bone_age_months = Some(reading.bone_age_months);
+        rec.interval95_months = reading.interval95_months;
+        Ok(())
+    }
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, source::SourceError> {
+    let meta = std::fs::metadata(path).map_err(|e| source::SourceError::new(path, e))?;
+    if meta.len() > source::MAX_FILE_BYTES {
+        return Err(source::SourceError::new(path, source::SourceErrorKind::TooLarge(meta.len())));
+    }
+    std::fs::read(path).map_err(|e| source::SourceError::new(path, e))
+}
+
+/// SHA-256 of a file's bytes as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

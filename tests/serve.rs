@@ -1,0 +1,348 @@
+//! `boneage serve` seen from outside: the protocol over TCP and a serial PTY, the hot
+//! folder, bad input, load, and SIGKILL during analyses.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use boneage::config::Config;
+use boneage::protocol::COMMANDS;
+use boneage::store::Store;
+use serde_json::Value;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn inbox(&self) -> PathBuf {
+        self.dir.path().join("inbox")
+    }
+    fn store(&self) -> Store {
+        Store::open(&self.dir.path().join("results.db")).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn config_in(dir: &Path) -> Config {
+    let mut c = Config::builtin().unwrap();
+    c.model.path = common::model_path();
+    c.store.path = dir.join("results.db");
+    c.hot_folder.enabled = true;
+    c.hot_folder.path = dir.join("inbox");
+    c.hot_folder.stable_ms = 100;
+    c.hot_folder.poll_ms = 50;
+    c.tcp.enabled = true;
+    c.tcp.bind = "127.0.0.1:0".parse().unwrap();
+    c.tcp.idle_timeout_s = 30;
+    c.protocol.allowed_dirs = vec![dir.join("inbox"), dir.join("allowed")];
+    c
+}
+
+fn start(edit: impl FnOnce(&mut Config)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    edit(&mut config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let s = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        boneage::serve::run(&config, s, |r| tx.send(r.tcp_addr).unwrap()).unwrap();
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap().unwrap();
+    Server { addr, stop, thread: Some(thread), dir }
+}
+
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Client { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+    }
+    fn send_raw(&mut self, bytes: &[u8]) -> Value {
+        self.writer.write_all(bytes).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+    fn send(&mut self, line: &str) -> Value {
+        self.send_raw(format!("{line}\n").as_bytes())
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {v}"))
+}
+
+fn copy_fixture(n: usize, dest: &Path) -> (String, bool) {
+    let (id, male, ..) = common::expected().into_iter().nth(n).unwrap();
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(common::val_image(&id), dest).unwrap();
+    (id, male)
+}
+
+#[test]
+fn protocol_over_tcp() {
+    let server = start(|_| {});
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.send("PING")["reply"], "pong");
+    assert_eq!(c.send("ping")["ok"], true);
+    let idn = c.send("*IDN?");
+    assert_eq!(idn["identity"]["vendor"], "boneage");
+    assert!(idn["identity"]["model_version"].as_str().unwrap().contains("boneage-lite0"));
+    assert_eq!(c.send("VERSION")["identity"], idn["identity"]);
+    assert_eq!(c.send("HELP")["commands"].as_array().unwrap().len(), COMMANDS.len());
+    assert_eq!(c.send("STATUS")["state"], "ready");
+
+    let img = server.dir.path().join("allowed/a.png");
+    copy_fixture(0, &img);
+    let r = c.send(&format!("ANALYZE sex=female age=10y path={} id=EX-1", img.display()));
+    assert_eq!(r["ok"], true, "{r}");
+    let id = r["result"]["id"].as_i64().unwrap();
+    assert!(r["result"]["bone_age_months"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["result"]["exam_id"], "EX-1");
+    assert_eq!(r["result"]["age_months"].as_f64(), Some(120.0));
+    assert_eq!(r["result"]["image_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(c.send(&format!("RESULT id={id}"))["result"]["id"].as_i64(), Some(id));
+    assert_eq!(code(&c.send("RESULT id=999999")), "not_found");
+    assert_eq!(c.send("HISTORY limit=5")["results"][0]["id"].as_i64(), Some(id));
+    assert_eq!(c.send("STATUS")["last_result_id"].as_i64(), Some(id));
+
+    // Failures are stored too, and reported as such.
+    let bad = server.dir.path().join("allowed/bad.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    let r = c.send(&format!("ANALYZE sex=m path={}", bad.display()));
+    assert_eq!(r["ok"], false);
+    assert_eq!(code(&r), "analysis_failed");
+    assert_eq!(r["result"]["status"], "error");
+    assert!(server.store().get(r["result"]["id"].as_i64().unwrap()).unwrap().is_some());
+
+    // Outside the allowed folders, or via .. tricks: refused.
+    let outside = server.dir.path().join("secret.png");
+    copy_fixture(0, &outside);
+    assert_eq!(
+        code(&c.send(&format!("ANALYZE sex=m path={}", outside.display()))),
+        "path_not_allowed"
+    );
+    let sneaky = format!("{}/allowed/../secret.png", server.dir.path().display());
+    assert_eq!(code(&c.send(&format!("ANALYZE sex=m path={sneaky}"))), "path_not_allowed");
+    assert_eq!(code(&c.send("ANALYZE sex=m path=/etc/passwd")), "path_not_allowed");
+    assert_eq!(code(&c.send("CAPTURE")), "unavailable");
+    assert_eq!(code(&c.send("ANALYZE sex=m source=camera")), "unavailable");
+
+    // Malformed input: an error reply each time, and the connection keeps working.
+    assert_eq!(code(&c.send("FLY me=moon")), "unknown_command");
+    assert_eq!(code(&c.send("ANALYZE path=/x")), "missing_argument");
+    assert_eq!(code(&c.send("ANALYZE sex=maybe path=/x")), "bad_argument");
+    assert_eq!(code(&c.send_raw(b"\xff\xfe\x00garbage\n")), "not_utf8");
+    let long = format!("PING {}\n", "x".repeat(10_000));
+    assert_eq!(code(&c.send_raw(long.as_bytes())), "line_too_long");
+    assert_eq!(c.send("PING")["reply"], "pong");
+    assert_eq!(c.send_raw(b"STATUS\r\n")["ok"], true);
+}
+
+#[test]
+fn public_bind_requires_auth() {
+    // Bound to all interfaces: a token is required before anything but PING/HELP/AUTH.
+    let server = start(|c| {
+        c.tcp.bind = "0.0.0.0:0".parse().unwrap();
+        c.tcp.token = "correct-horse".into();
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{}", server.addr.port()).parse().unwrap();
+    let mut c = Client::connect(addr);
+    assert_eq!(c.send("PING")["ok"], true);
+    assert_eq!(code(&c.send("STATUS")), "unauthorized");
+    assert_eq!(code(&c.send("AUTH token=wrong")), "unauthorized");
+    assert_eq!(c.send("AUTH token=correct-horse")["authenticated"], true);
+    assert_eq!(c.send("STATUS")["ok"], true);
+}
+
+#[test]
+fn connection_limit_and_half_open_clients() {
+    let server = start(|c| c.tcp.max_connections = 2);
+    // Two idle, half-open clients hold the slots...
+    let a = TcpStream::connect(server.addr).unwrap();
+    let b = TcpStream::connect(server.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...a third is told why and closed, and the service is not blocked.
+    let mut third = Client::connect(server.addr);
+    let mut line = String::new();
+    third.reader.read_line(&mut line).unwrap();
+    assert!(line.contains("too many connections"), "{line}");
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(Client::connect(server.addr).send("PING")["reply"], "pong");
+}
+
+#[test]
+fn hot_folder_analyses_each_file_once_and_sorts_failures() {
+    let server = start(|_| {});
+    let inbox = server.inbox();
+    let (_, male) = copy_fixture(1, &inbox.join("with-sidecar.png"));
+    std::fs::write(
+        inbox.join("with-sidecar.json"),
+        format!(r#"{{"sex":"{}","age":"9y","id":"HF-1"}}"#, if male { "m" } else { "f" }),
+    )
+    .unwrap();
+    copy_fixture(2, &inbox.join("no-sex.png"));
+    std::fs::write(inbox.join("corrupt.png"), b"not an image").unwrap();
+    std::fs::copy(common::root().join("samples/1724.dcm"), inbox.join("study.dcm")).unwrap();
+    // An in-progress copy is left alone.
+    std::fs::write(inbox.join("incoming.png.part"), b"...").unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.store().count().unwrap() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let store = server.store();
+    let rows = store.history(100).unwrap();
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    let by = |name: &str| {
+        rows.iter().find(|r| r.source.ends_with(name)).unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(by("with-sidecar.png").status, "ok");
+    assert_eq!(by("with-sidecar.png").exam_id.as_deref(), Some("HF-1"));
+    assert_eq!(by("study.dcm").status, "ok");
+    assert_eq!(by("study.dcm").sex.as_deref(), Some("male"));
+    assert_eq!(by("study.dcm").exam_id.as_deref(), Some("RSNA1724"));
+    assert!(by("no-sex.png").error.as_deref().unwrap().contains("sex unknown"));
+    assert!(by("corrupt.png").error.as_deref().unwrap().contains("not a supported image"));
+    assert!(inbox.join("done/with-sidecar.png").exists());
+    assert!(inbox.join("done/with-sidecar.json").exists());
+    assert!(inbox.join("done/study.dcm").exists());
+    let why = std::fs::read_to_string(inbox.join("failed/no-sex.png.error.txt")).unwrap();
+    assert!(why.contains("sex"), "{why}");
+    assert!(inbox.join("failed/corrupt.png.error.txt").exists());
+    assert!(inbox.join("incoming.png.part").exists());
+}
+
+#[test]
+fn serial_line_over_a_pty() {
+    use serialport::SerialPort;
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    let name = slave.name().unwrap();
+    let server = start(move |c| {
+        c.serial.enabled = true;
+        c.serial.device = PathBuf::from(&name);
+        c.serial.baud = 115_200;
+    });
+    master.set_timeout(Duration::from_secs(30)).unwrap();
+    let mut reader = BufReader::new(master.try_clone_native().unwrap());
+    let mut ask = |line: &str| -> Value {
+        master.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        master.flush().unwrap();
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+        serde_json::from_str(reply.trim()).unwrap_or_else(|e| panic!("bad reply {reply:?}: {e}"))
+    };
+    // The port may take a moment to open on the service side.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ask("PING")["reply"], "pong");
+    assert_eq!(ask("*IDN?")["identity"]["vendor"], "boneage");
+    assert_eq!(ask("bogus")["error"]["code"], "unknown_command");
+    let img = server.dir.path().join("allowed/s.png");
+    copy_fixture(3, &img);
+    let r = ask(&format!("ANALYZE sex=f path={}", img.display()));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["result"]["source"].as_str().unwrap().starts_with("serial:"));
+    drop(slave);
+}
+
+#[test]
+fn docs_list_exactly_the_implemented_commands() {
+    let doc = std::fs::read_to_string(common::root().join("docs/protocol.md")).unwrap();
+    let documented: Vec<&str> =
+        doc.lines().filter_map(|l| l.strip_prefix("### ")).map(str::trim).collect();
+    let implemented: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+    assert_eq!(documented, implemented, "docs/protocol.md headings vs protocol::COMMANDS");
+    for c in COMMANDS {
+        assert!(
+            doc.contains(&format!("`{}", c.syntax.split_whitespace().next().unwrap())),
+            "{}",
+            c.name
+        );
+        assert!(
+            boneage::protocol::parse(c.name).map_or_else(|e| e.code != "unknown_command", |_| true),
+            "{}",
+            c.name
+        );
+    }
+}
+
+/// 50 concurrent clients x 200 requests (every 10th an ANALYZE): no errors, and every
+/// result id a client was given is in the store. Throughput and p95 go to stderr for
+/// docs/benchmarks.md; nothing here asserts on time.
+#[test]
+fn load_50_clients_200_requests() {
+    let server = start(|c| c.tcp.max_connections = 64);
+    let img = server.dir.path().join("allowed/load.png");
+    copy_fixture(4, &img);
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..50)
+        .map(|k| {
+            let (addr, img) = (server.addr, img.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let (mut ids, mut lat) = (Vec::new(), Vec::new());
+                for i in 0..200 {
+                    let line = match (i + k) % 10 {
+                        0 => format!("ANALYZE sex=male path={} id=L{k}-{i}", img.display()),
+                        1 => "STATUS".to_string(),
+                        2 => "HISTORY limit=3".to_string(),
+                        _ => "PING".to_string(),
+                    };
+                    let t = Instant::now();
+                    let r = c.send(&line);
+                    lat.push(t.elapsed());
+                    assert_eq!(r["ok"], true, "{line}: {r}");
+                    if let Some(id) = r["result"]["id"].as_i64() {
+                        ids.push(id);
+                    }
+                }
+                (ids, lat)
+            })
+        })
+        .collect();
+    let (mut ids, mut lat) = (Vec::new(), Vec::new());
+    for h in handles {
+        let (i, l) = h.join().unwrap();
+        ids.extend(i);
+        lat.extend(l);
+    }
+    let wall = t0.elapsed();
+    assert_eq!(ids.len(), 1000);
+    let store = server.store();
+    for id in &ids {
+        assert!(store.get(*id).unwrap().is_some(), "result {id} missing from the store");
+    }
+    lat.sort();
+    eprintln!(
+        "load: 10000 requests (1000 ANALYZE) in {:.1} s = {:.0} req/s; p50 {:.1} ms, p95 {:.1} ms",
+        wall.as_secs_f64(),
+        10_000.0 / wall.as_secs_f64(),
+        lat[lat.len() / 2].as_secs_f64() * 1e3,
+        lat[lat.len() * 95 / 100].as_secs_f64() * 1e3
+    );
+}
