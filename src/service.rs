@@ -2,7 +2,7 @@
 //! (hot folder, TCP, serial). Analyses are serialized on the model, and every outcome,
 //! success or failure, is stored before anyone is told about it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -119,22 +119,25 @@ impl Service {
             model: self.identity.model_version.clone(),
             ..NewRecord::default()
         };
-        if req.once {
-            if let Ok(bytes) = read_limited(&req.path) {
-                let sha = hex(&Sha256::digest(&bytes));
-                if let Some(done) = self.store().find(&rec.source, &sha)? {
-                    log::info!("{} already analysed as result {}", req.path.display(), done.id);
-                    return match &done.error {
-                        None => Ok(done),
-                        Some(e) => Err(ServiceError::Analysis {
-                            message: e.clone(),
-                            record: Box::new(done),
-                        }),
-                    };
-                }
+        // Read and hash once: the same bytes serve the exactly-once check and the analysis.
+        let bytes = source::read_limited(&req.path);
+        if let Ok(bytes) = &bytes {
+            rec.image_sha256 = hex(&Sha256::digest(bytes));
+        }
+        if req.once && !rec.image_sha256.is_empty() {
+            if let Some(done) = self.store().find(&rec.source, &rec.image_sha256)? {
+                log::info!("{} already analysed as result {}", req.path.display(), done.id);
+                return match &done.error {
+                    None => Ok(done),
+                    Some(e) => {
+                        Err(ServiceError::Analysis { message: e.clone(), record: Box::new(done) })
+                    }
+                };
             }
         }
-        let outcome = self.run_model(req, &mut rec);
+        let outcome = bytes
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| self.run_model(req, &bytes, &mut rec));
         if let Err(message) = &outcome {
             rec.error = Some(message.clone());
         }
@@ -146,10 +149,8 @@ impl Service {
     }
 
     /// Fills `rec` with the reading, or returns why there is none.
-    fn run_model(&self, req: &Request, rec: &mut NewRecord) -> Result<(), String> {
-        let bytes = read_limited(&req.path).map_err(|e| e.to_string())?;
-        rec.image_sha256 = hex(&Sha256::digest(&bytes));
-        let radiograph = source::read_bytes(&req.path, &bytes).map_err(|e| e.to_string())?;
+    fn run_model(&self, req: &Request, bytes: &[u8], rec: &mut NewRecord) -> Result<(), String> {
+        let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
         let sex = req.sex.or(radiograph.patient.sex).ok_or_else(|| {
             format!("{}: patient sex unknown; give sex=male|female", req.path.display())
         })?;
@@ -175,14 +176,6 @@ impl Service {
         rec.interval95_months = reading.interval95_months;
         Ok(())
     }
-}
-
-fn read_limited(path: &Path) -> Result<Vec<u8>, source::SourceError> {
-    let meta = std::fs::metadata(path).map_err(|e| source::SourceError::new(path, e))?;
-    if meta.len() > source::MAX_FILE_BYTES {
-        return Err(source::SourceError::new(path, source::SourceErrorKind::TooLarge(meta.len())));
-    }
-    std::fs::read(path).map_err(|e| source::SourceError::new(path, e))
 }
 
 /// SHA-256 of a file's bytes as lowercase hex.

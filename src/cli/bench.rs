@@ -40,7 +40,6 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut model = super::load_model(config)?;
     let load_ms = model.load_time.as_secs_f64() * 1e3;
     let (mut pre, mut inf) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
-    let wall = Instant::now();
     for i in 0..args.warmup + args.runs {
         let path = &files[i % files.len()];
         let t0 = Instant::now();
@@ -56,7 +55,6 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let timed: Duration = pre.iter().chain(inf.iter()).sum();
-    let _ = wall;
     let per_s = args.runs as f64 / timed.as_secs_f64();
     let (pre50, pre95) = (percentile_ms(&mut pre, 0.50), percentile_ms(&mut pre, 0.95));
     let (inf50, inf95) = (percentile_ms(&mut inf, 0.50), percentile_ms(&mut inf, 0.95));

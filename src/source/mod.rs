@@ -85,12 +85,20 @@ impl SourceError {
 /// # Errors
 /// [`SourceError`] naming the file and why it cannot be used.
 pub fn read_file(path: &Path) -> Result<Radiograph, SourceError> {
+    let bytes = read_limited(path)?;
+    read_bytes(path, &bytes)
+}
+
+/// A file's bytes, refusing files over [`MAX_FILE_BYTES`] before reading them.
+///
+/// # Errors
+/// [`SourceError`] naming the file: unreadable or too large.
+pub fn read_limited(path: &Path) -> Result<Vec<u8>, SourceError> {
     let meta = std::fs::metadata(path).map_err(|e| SourceError::new(path, e))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(SourceError::new(path, SourceErrorKind::TooLarge(meta.len())));
     }
-    let bytes = std::fs::read(path).map_err(|e| SourceError::new(path, e))?;
-    read_bytes(path, &bytes)
+    std::fs::read(path).map_err(|e| SourceError::new(path, e))
 }
 
 /// Like [`read_file`] for bytes already in memory; `path` is used for messages only.
