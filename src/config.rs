@@ -14,6 +14,11 @@ pub const DEFAULT_TOML: &str = include_str!("../firmware-config/default.toml");
 /// Upper bound for `model.threads`; more is certainly a typo on the boards we target.
 pub const MAX_THREADS: usize = 256;
 
+/// Accepted `display.width` and `display.height` for the PNG backend (px): below the
+/// minimum the screens cannot hold their text, above the maximum it is surely a typo.
+pub const DISPLAY_WIDTH_PX: (u32, u32) = (160, 3840);
+pub const DISPLAY_HEIGHT_PX: (u32, u32) = (120, 2160);
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -25,6 +30,7 @@ pub struct Config {
     pub tcp: TcpConfig,
     pub serial: SerialConfig,
     pub protocol: ProtocolConfig,
+    pub display: DisplayConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +107,27 @@ pub enum BackendKind {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub level: LogLevel,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayConfig {
+    pub backend: DisplayBackend,
+    /// Framebuffer device, for `backend = "framebuffer"`.
+    pub device: PathBuf,
+    /// Output file, for `backend = "png"`.
+    pub png_path: PathBuf,
+    /// PNG size (px); a framebuffer has its own.
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayBackend {
+    None,
+    Png,
+    Framebuffer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -180,6 +207,7 @@ impl Config {
         resolve(&mut config.store.path);
         resolve(&mut config.hot_folder.path);
         config.protocol.allowed_dirs.iter_mut().for_each(resolve);
+        resolve(&mut config.display.png_path);
         config.validate(path)?;
         Ok(config)
     }
@@ -253,6 +281,20 @@ impl Config {
                 expected: "the path of an ONNX model file".into(),
             });
         }
+        let sizes = [
+            ("display.width", self.display.width, DISPLAY_WIDTH_PX),
+            ("display.height", self.display.height, DISPLAY_HEIGHT_PX),
+        ];
+        for (key, value, (min, max)) in sizes {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key,
+                    value: value.to_string(),
+                    expected: format!("{min} to {max} pixels"),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -309,6 +351,8 @@ mod tests {
         assert_eq!(c.model.threads, 1);
         assert_eq!(c.log.level, LogLevel::Warn);
         assert!(c.model.path.ends_with("models/boneage-lite0.onnx"));
+        assert_eq!(c.display.backend, DisplayBackend::None);
+        assert_eq!((c.display.width, c.display.height), (800, 480));
     }
 
     #[test]
@@ -356,5 +400,23 @@ mod tests {
     fn out_of_range_is_named() {
         let e = Config::parse("[model]\nthreads = 1000\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("`model.threads` = 1000"), "{e}");
+    }
+
+    #[test]
+    fn display_size_out_of_range_is_named() {
+        let e = Config::parse("[display]\nwidth = 100\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("`display.width` = 100: 160 to 3840"), "{e}");
+        let e = Config::parse("[display]\nheight = 5000\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("`display.height` = 5000"), "{e}");
+    }
+
+    #[test]
+    fn display_backend_and_png_path() {
+        let text = "[display]\nbackend = \"png\"\npng_path = \"s.png\"\n";
+        let c = Config::parse(text, Path::new("/etc/b/x.toml")).unwrap();
+        assert_eq!(c.display.backend, DisplayBackend::Png);
+        assert_eq!(c.display.png_path, Path::new("/etc/b/s.png"));
+        let e = Config::parse("[display]\nbackend = \"hdmi\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("hdmi") && e.to_string().contains("framebuffer"), "{e}");
     }
 }

@@ -15,10 +15,13 @@
 //! - [`protocol`]: the line protocol (TCP and serial): parse, execute, framing.
 //! - [`serve`]: the appliance loop: hot folder, TCP listener, serial line.
 //! - [`evaluate`]: accuracy on a labelled folder (MAE, RMSE, bias, per sex and age band).
+//! - [`display`]: the kiosk screens (ready, capturing, analysing, result, error) drawn with
+//!   `embedded-graphics` to a PNG file or a Linux framebuffer.
 //!
 //! The `boneage` binary (`src/main.rs`, `src/cli/`) is a thin layer over these modules.
 
 pub mod config;
+pub mod display;
 pub mod evaluate;
 pub mod model;
 pub mod preprocess;

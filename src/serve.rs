@@ -14,6 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::config::{Config, Parity};
+use crate::display::{Display, Screen};
 use crate::model::{Model, ModelError};
 use crate::protocol::{self, codes, ConnectionLimits, ProtocolError, Session};
 use crate::service::{Request, Service, ServiceError};
@@ -53,6 +54,11 @@ pub fn run(
     let model = Model::load(&config.model)?;
     let store = Store::open(&config.store.path)?;
     let service = Arc::new(Service::new(model, store, &config.device.name, &config.device.serial));
+    // A missing screen must not stop a headless-capable unit: log and carry on without it.
+    match Display::open(&config.display) {
+        Ok(d) => service.set_display(d),
+        Err(e) => log::error!("display: {e}; continuing without a display"),
+    }
     let mut allowed = Vec::new();
     for d in &config.protocol.allowed_dirs {
         std::fs::create_dir_all(d)
@@ -87,6 +93,21 @@ pub fn run(
             (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.clone());
         threads.push(thread::spawn(move || serial_loop(&cfg, svc, dirs, &stop)));
     }
+    let mut status_lines = Vec::new();
+    if let Some(addr) = running.tcp_addr {
+        status_lines.push(format!("tcp {addr}"));
+    }
+    if config.serial.enabled {
+        status_lines.push(format!("serial {} {} baud", config.serial.device.display(), config.serial.baud));
+    }
+    if config.hot_folder.enabled {
+        status_lines.push(format!("folder {}", config.hot_folder.path.display()));
+    }
+    service.show(&Screen::Ready {
+        device_name: config.device.name.clone(),
+        model_version: service.identity.model_version.clone(),
+        status_lines,
+    });
     on_ready(running);
 
     let poll = Duration::from_millis(config.hot_folder.poll_ms);

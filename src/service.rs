@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::display::{Display, ResultView, Screen};
 use crate::model::Model;
 use crate::report::{Age, Reading, Sex};
 use crate::source;
@@ -56,6 +57,8 @@ pub struct Service {
     pub identity: Identity,
     started: Instant,
     queued: AtomicUsize,
+    /// The attached screen, if any; drawing failures are logged, never fatal.
+    display: Mutex<Option<Display>>,
 }
 
 /// A poisoned mutex only means another thread panicked mid-analysis; the model and the
@@ -80,6 +83,21 @@ impl Service {
             identity,
             started: Instant::now(),
             queued: AtomicUsize::new(0),
+            display: Mutex::new(None),
+        }
+    }
+
+    /// Attaches a display; every analysis is then shown on it.
+    pub fn set_display(&self, display: Display) {
+        *lock(&self.display) = Some(display);
+    }
+
+    /// Draws `screen` if a display is attached.
+    pub fn show(&self, screen: &Screen) {
+        if let Some(d) = lock(&self.display).as_mut() {
+            if let Err(e) = d.show(screen) {
+                log::warn!("display: {e}");
+            }
         }
     }
 
@@ -135,21 +153,52 @@ impl Service {
                 };
             }
         }
+        self.show(&Screen::Analysing { source: req.path.display().to_string() });
         let outcome = bytes
             .map_err(|e| e.to_string())
             .and_then(|bytes| self.run_model(req, &bytes, &mut rec));
         if let Err(message) = &outcome {
             rec.error = Some(message.clone());
         }
-        let record = self.store().insert(&rec)?;
+        // Stored first; only then shown or reported.
+        let record = match self.store().insert(&rec) {
+            Ok(r) => r,
+            Err(e) => {
+                self.show(&Screen::Error {
+                    what: "the result could not be stored".into(),
+                    action: "check the disk; the image was not reported".into(),
+                });
+                return Err(e.into());
+            }
+        };
         match outcome {
-            Ok(()) => Ok(record),
-            Err(message) => Err(ServiceError::Analysis { message, record: Box::new(record) }),
+            Ok(reading) => {
+                self.show(&Screen::Result(Box::new(ResultView {
+                    bone_age_months: reading.bone_age_months,
+                    sex: reading.sex,
+                    interval95_months: reading.interval95_months,
+                    chronological_age_months: reading.chronological_age_months,
+                    difference_months: reading.difference_months,
+                    category: None,
+                    patient_id: None,
+                    exam_id: record.exam_id.clone(),
+                    thumbnail: Some(reading.pixels),
+                    warnings: reading.warnings,
+                })));
+                Ok(record)
+            }
+            Err(message) => {
+                self.show(&Screen::Error {
+                    what: message.clone(),
+                    action: "check the image and the patient details, then send it again".into(),
+                });
+                Err(ServiceError::Analysis { message, record: Box::new(record) })
+            }
         }
     }
 
     /// Fills `rec` with the reading, or returns why there is none.
-    fn run_model(&self, req: &Request, bytes: &[u8], rec: &mut NewRecord) -> Result<(), String> {
+    fn run_model(&self, req: &Request, bytes: &[u8], rec: &mut NewRecord) -> Result<Shown, String> {
         let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
         let sex = req.sex.or(radiograph.patient.sex).ok_or_else(|| {
             format!("{}: patient sex unknown; give sex=male|female", req.path.display())
@@ -174,8 +223,27 @@ impl Service {
         );
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
-        Ok(())
+        Ok(Shown {
+            bone_age_months: reading.bone_age_months,
+            sex,
+            interval95_months: reading.interval95_months,
+            chronological_age_months: reading.chronological_age_months,
+            difference_months: reading.difference_months,
+            warnings: reading.warnings,
+            pixels: radiograph.pixels,
+        })
     }
+}
+
+/// What the display needs from a successful analysis.
+struct Shown {
+    bone_age_months: f64,
+    sex: Sex,
+    interval95_months: Option<f64>,
+    chronological_age_months: Option<f64>,
+    difference_months: Option<f64>,
+    warnings: Vec<String>,
+    pixels: crate::source::GrayImage,
 }
 
 /// SHA-256 of a file's bytes as lowercase hex.

@@ -197,7 +197,12 @@ fn connection_limit_and_half_open_clients() {
 
 #[test]
 fn hot_folder_analyses_each_file_once_and_sorts_failures() {
-    let server = start(|_| {});
+    let screen = std::env::temp_dir().join(format!("boneage-screen-{}.png", std::process::id()));
+    let png = screen.clone();
+    let server = start(move |c| {
+        c.display.backend = boneage::config::DisplayBackend::Png;
+        c.display.png_path = png;
+    });
     let inbox = server.inbox();
     let (_, male) = copy_fixture(1, &inbox.join("with-sidecar.png"));
     std::fs::write(
@@ -236,6 +241,10 @@ fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     assert!(why.contains("sex"), "{why}");
     assert!(inbox.join("failed/corrupt.png.error.txt").exists());
     assert!(inbox.join("incoming.png.part").exists());
+    // The PNG display shows the last screen (a result or an error) at the configured size.
+    let shot = image::open(&screen).unwrap();
+    assert_eq!((shot.width(), shot.height()), (800, 480));
+    let _ = std::fs::remove_file(&screen);
 }
 
 #[test]
