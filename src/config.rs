@@ -19,6 +19,35 @@ pub const MAX_THREADS: usize = 256;
 pub struct Config {
     pub model: ModelConfig,
     pub log: LogConfig,
+    pub reading: ReadingConfig,
+    pub quality: QualityConfig,
+}
+
+/// `[reading]`: how a bone age becomes a clinical category.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingConfig {
+    /// SDS below this is reported as delayed.
+    pub delayed_below_sds: f64,
+    /// SDS above this is reported as advanced.
+    pub advanced_above_sds: f64,
+}
+
+impl ReadingConfig {
+    pub fn thresholds(&self) -> crate::clinical::Thresholds {
+        crate::clinical::Thresholds {
+            delayed_below_sds: self.delayed_below_sds,
+            advanced_above_sds: self.advanced_above_sds,
+        }
+    }
+}
+
+/// `[quality]`: the image quality gate (src/quality.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Off only for research runs on images known to be radiographs.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +152,30 @@ impl Config {
                 expected: format!("0 (one per core) to {MAX_THREADS}"),
             });
         }
+        let r = &self.reading;
+        for (key, value, ok) in [
+            (
+                "reading.delayed_below_sds",
+                r.delayed_below_sds,
+                (-5.0..0.0).contains(&r.delayed_below_sds),
+            ),
+            (
+                "reading.advanced_above_sds",
+                r.advanced_above_sds,
+                (0.0..5.0).contains(&r.advanced_above_sds),
+            ),
+        ] {
+            if !ok {
+                return Err(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key,
+                    value: value.to_string(),
+                    expected:
+                        "a number of SD, below 0 for delayed and above 0 for advanced, within 5"
+                            .into(),
+                });
+            }
+        }
         if self.model.path.as_os_str().is_empty() {
             return Err(ConfigError::Value {
                 path: path.to_path_buf(),
@@ -162,8 +215,9 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults_and_resolves_paths() {
-        let c = Config::parse("[model]\nthreads = 2\npath = \"m.onnx\"\n", Path::new("/etc/b/x.toml"))
-            .unwrap();
+        let c =
+            Config::parse("[model]\nthreads = 2\npath = \"m.onnx\"\n", Path::new("/etc/b/x.toml"))
+                .unwrap();
         assert_eq!(c.model.threads, 2);
         assert_eq!(c.model.path, Path::new("/etc/b/m.onnx"));
         assert_eq!(c.log.level, LogLevel::Warn);
@@ -182,6 +236,31 @@ mod tests {
         assert!(e.to_string().contains("threads"), "{e}");
         let e = Config::parse("[model]\nbackend = \"gpu\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("gpu") && e.to_string().contains("tract"), "{e}");
+    }
+
+    #[test]
+    fn reading_and_quality_sections() {
+        let c = Config::builtin().unwrap();
+        assert_eq!((c.reading.delayed_below_sds, c.reading.advanced_above_sds), (-2.0, 2.0));
+        assert!(c.quality.enabled);
+        let c = Config::parse(
+            "[reading]\nadvanced_above_sds = 1.5\n[quality]\nenabled = false\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.reading.delayed_below_sds, c.reading.advanced_above_sds), (-2.0, 1.5));
+        assert!(!c.quality.enabled);
+        let e =
+            Config::parse("[reading]\ndelayed_below_sds = 2\n", Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("reading.delayed_below_sds") && e.to_string().contains("= 2"),
+            "{e}"
+        );
+        let e = Config::parse("[reading]\nadvanced_above_sds = -1.0\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("reading.advanced_above_sds"), "{e}");
+        let e = Config::parse("[quality]\nenable = false\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("enable"), "{e}");
     }
 
     #[test]

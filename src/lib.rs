@@ -9,15 +9,21 @@
 //! - [`preprocess`]: turns a radiograph into the model's input tensor, with parameters read
 //!   from the model's own metadata ([`model::Contract`]).
 //! - [`model`]: the trained network behind one [`model::Backend`] trait (tract today).
+//! - [`quality`]: refuses blank, saturated, inverted or foreign images before inference.
 //! - [`report`]: from a number of months to a reading: ages, differences, formatting.
+//! - [`clinical`]: SDS against the Greulich-Pyle reference, Bayley-Pinneau adult height.
+//! - [`document`]: the one-page PDF/PNG report.
 //! - [`evaluate`]: accuracy on a labelled folder (MAE, RMSE, bias, per sex and age band).
 //!
 //! The `boneage` binary (`src/main.rs`, `src/cli/`) is a thin layer over these modules.
 
+pub mod clinical;
 pub mod config;
+pub mod document;
 pub mod evaluate;
 pub mod model;
 pub mod preprocess;
+pub mod quality;
 pub mod report;
 pub mod source;
 
