@@ -44,6 +44,9 @@ fn pngs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Reads one feature.
+type Getter = fn(&Features) -> f64;
+
 fn stats(files: &[PathBuf]) -> anyhow::Result<()> {
     let feats: Vec<Features> = files
         .iter()
@@ -51,7 +54,7 @@ fn stats(files: &[PathBuf]) -> anyhow::Result<()> {
         .map(|r| quality::measure(&r.pixels))
         .collect();
     println!("{} images", feats.len());
-    let cols: [(&str, fn(&Features) -> f64); 7] = [
+    let cols: [(&str, Getter); 7] = [
         ("mean", |f| f.mean),
         ("std", |f| f.std),
         ("p01", |f| f.p01),
@@ -182,8 +185,9 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
         for f in [2.0f32, 7.0, 15.0] {
             let img = GrayImage::from_fn(w, h, |x, y| {
                 let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
-                let v =
-                    0.5 + 0.25 * (f * fx * 6.28).sin() + 0.25 * (f * 0.7 * fy * 6.28 + 1.0).cos();
+                let v = 0.5
+                    + 0.25 * (f * fx * std::f32::consts::TAU).sin()
+                    + 0.25 * (f * 0.7 * fy * std::f32::consts::TAU + 1.0).cos();
                 image::Luma([v])
             });
             bad.entry("sinusoid patterns").or_default().add(&img);

@@ -198,6 +198,54 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn sheet() -> Sheet {
+        use crate::clinical::{assess, Thresholds};
+        use crate::report::Sex;
+        let age = Age::from_months(124.0).ok();
+        let a = assess(Sex::Male, 134.0, Some(124.0), Some(140.0), Thresholds::default());
+        let mut r = Reading::new(
+            "x.png".into(),
+            Sex::Male,
+            134.0,
+            Some(12.5),
+            age,
+            (1.0, 228.0),
+            "m v1".into(),
+        )
+        .with_assessment(a);
+        r.id = Some("EXAM-7".into());
+        let img = GrayImage::from_fn(120, 150, |x, _| image::Luma([x as f32 / 120.0]));
+        Sheet::from_reading(&r, &img)
+    }
+
+    #[test]
+    fn pdf_has_the_numbers_as_text() {
+        let bytes = pdf::render(&sheet());
+        assert!(bytes.starts_with(b"%PDF-"));
+        let text = String::from_utf8_lossy(&bytes);
+        for needle in [
+            "EXAM-7",
+            "134.0 months",
+            "124.0 months",
+            "+/- 12.5",
+            "SDS: +1.01: normal",
+            "not a diagnosis",
+            "Predicted adult height",
+            "Bayley-Pinneau",
+        ] {
+            assert!(text.contains(needle), "{needle}");
+        }
+        assert!(text.trim_end().ends_with("%%EOF"));
+    }
+
+    #[test]
+    fn png_is_a_page_with_text_and_thumbnail() {
+        let bytes = png::render(&sheet()).unwrap();
+        let page = image::load_from_memory(&bytes).unwrap().to_luma8();
+        assert!(page.height() > page.width());
+        assert!(page.pixels().filter(|p| p.0[0] < 128).count() > 2000);
+    }
+
     #[test]
     fn wraps_words_and_cuts_long_ones() {
         assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
