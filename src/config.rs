@@ -31,6 +31,8 @@ pub struct Config {
     pub serial: SerialConfig,
     pub protocol: ProtocolConfig,
     pub display: DisplayConfig,
+    pub reading: ReadingConfig,
+    pub quality: QualityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +89,33 @@ pub enum Parity {
 #[serde(deny_unknown_fields)]
 pub struct ProtocolConfig {
     pub allowed_dirs: Vec<PathBuf>,
+}
+
+/// `[reading]`: how a bone age becomes a clinical category.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadingConfig {
+    /// SDS below this is reported as delayed.
+    pub delayed_below_sds: f64,
+    /// SDS above this is reported as advanced.
+    pub advanced_above_sds: f64,
+}
+
+impl ReadingConfig {
+    pub fn thresholds(&self) -> crate::clinical::Thresholds {
+        crate::clinical::Thresholds {
+            delayed_below_sds: self.delayed_below_sds,
+            advanced_above_sds: self.advanced_above_sds,
+        }
+    }
+}
+
+/// `[quality]`: the image quality gate (src/quality.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Off only for research runs on images known to be radiographs.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +302,30 @@ impl Config {
         if !(300..=4_000_000).contains(&self.serial.baud) {
             return Err(value_err("serial.baud", self.serial.baud.to_string(), "300 to 4000000"));
         }
+        let r = &self.reading;
+        for (key, value, ok) in [
+            (
+                "reading.delayed_below_sds",
+                r.delayed_below_sds,
+                (-5.0..0.0).contains(&r.delayed_below_sds),
+            ),
+            (
+                "reading.advanced_above_sds",
+                r.advanced_above_sds,
+                (0.0..5.0).contains(&r.advanced_above_sds),
+            ),
+        ] {
+            if !ok {
+                return Err(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key,
+                    value: value.to_string(),
+                    expected:
+                        "a number of SD, below 0 for delayed and above 0 for advanced, within 5"
+                            .into(),
+                });
+            }
+        }
         if self.model.path.as_os_str().is_empty() {
             return Err(ConfigError::Value {
                 path: path.to_path_buf(),
@@ -394,6 +447,31 @@ mod tests {
         assert!(c.is_ok());
         let e = Config::parse("[tcp]\nbind = \"localhost\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("bind") || e.to_string().contains("socket"), "{e}");
+    }
+
+    #[test]
+    fn reading_and_quality_sections() {
+        let c = Config::builtin().unwrap();
+        assert_eq!((c.reading.delayed_below_sds, c.reading.advanced_above_sds), (-2.0, 2.0));
+        assert!(c.quality.enabled);
+        let c = Config::parse(
+            "[reading]\nadvanced_above_sds = 1.5\n[quality]\nenabled = false\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.reading.delayed_below_sds, c.reading.advanced_above_sds), (-2.0, 1.5));
+        assert!(!c.quality.enabled);
+        let e =
+            Config::parse("[reading]\ndelayed_below_sds = 2\n", Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("reading.delayed_below_sds") && e.to_string().contains("= 2"),
+            "{e}"
+        );
+        let e = Config::parse("[reading]\nadvanced_above_sds = -1.0\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("reading.advanced_above_sds"), "{e}");
+        let e = Config::parse("[quality]\nenable = false\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("enable"), "{e}");
     }
 
     #[test]

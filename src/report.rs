@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::clinical::{AdultHeight, Assessment, Category};
+
 /// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
 pub const MAX_AGE_MONTHS: f64 = 252.0;
 
@@ -155,6 +157,9 @@ fn days_from_civil(s: &str) -> Option<i64> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Reading {
     pub image: String,
+    /// Patient or exam identifier (`--id`, else DICOM PatientID / AccessionNumber).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub sex: Sex,
     pub bone_age_months: f64,
     /// Half-width of the 95% interval (months), calibrated on the validation split.
@@ -165,6 +170,16 @@ pub struct Reading {
     /// Bone age minus chronological age (months); positive = advanced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub difference_months: Option<f64>,
+    /// Greulich-Pyle SD of skeletal age at the chronological age (months).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sd_months: Option<f64>,
+    /// Difference over SD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adult_height: Option<AdultHeight>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     pub model: String,
@@ -190,20 +205,38 @@ impl Reading {
         }
         Reading {
             image,
+            id: None,
             sex,
             bone_age_months,
             interval95_months,
             chronological_age_months: age.map(Age::months),
             difference_months: age.map(|a| bone_age_months - a.months()),
+            sd_months: None,
+            sds: None,
+            category: None,
+            adult_height: None,
             warnings,
             model,
         }
+    }
+
+    /// Adds the clinical part (SDS, category, adult height) and its warnings.
+    pub fn with_assessment(mut self, a: Assessment) -> Reading {
+        self.sd_months = a.sd_months;
+        self.sds = a.sds;
+        self.category = a.category;
+        self.adult_height = a.adult_height;
+        self.warnings.extend(a.warnings);
+        self
     }
 }
 
 impl fmt::Display for Reading {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ba = Age(self.bone_age_months.max(0.0));
+        if let Some(id) = &self.id {
+            write!(f, "[{id}] ")?;
+        }
         write!(f, "{}: bone age {:.1} months ({ba})", self.image, self.bone_age_months)?;
         if let Some(hw) = self.interval95_months {
             write!(f, " ±{hw:.1} (95%)")?;
@@ -211,6 +244,17 @@ impl fmt::Display for Reading {
         write!(f, ", {}", self.sex)?;
         if let (Some(ca), Some(d)) = (self.chronological_age_months, self.difference_months) {
             write!(f, "; chronological {:.1} months ({}), difference {d:+.1} months", ca, Age(ca))?;
+        }
+        if let (Some(sd), Some(sds), Some(cat)) = (self.sd_months, self.sds, self.category) {
+            write!(f, "; SD {sd:.2} months, SDS {sds:+.2} ({})", cat.as_str())?;
+        }
+        if let Some(h) = &self.adult_height {
+            write!(
+                f,
+                "; predicted adult height {:.1} cm (Bayley-Pinneau, {} table)",
+                h.predicted_cm,
+                h.table.as_str()
+            )?;
         }
         for w in &self.warnings {
             write!(f, "\n  warning: {w}")?;

@@ -53,7 +53,7 @@ pub fn run(
 ) -> Result<(), ServeError> {
     let model = Model::load(&config.model)?;
     let store = Store::open(&config.store.path)?;
-    let service = Arc::new(Service::new(model, store, &config.device.name, &config.device.serial));
+    let service = Arc::new(Service::new(model, store, config));
     // A missing screen must not stop a headless-capable unit: log and carry on without it.
     match Display::open(&config.display) {
         Ok(d) => service.set_display(d),
@@ -144,6 +144,7 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
                     via: "hot-folder".into(),
                     sex: side.sex,
                     age: side.age,
+                    height_cm: side.height_cm,
                     exam_id: side.exam_id,
                     once: true,
                 };

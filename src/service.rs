@@ -10,8 +10,11 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::clinical::{self, Thresholds};
+use crate::config::Config;
 use crate::display::{Display, ResultView, Screen};
 use crate::model::Model;
+use crate::quality;
 use crate::report::{Age, Reading, Sex};
 use crate::source;
 use crate::store::{NewRecord, Record, Store, StoreError};
@@ -35,6 +38,8 @@ pub struct Request {
     pub via: String,
     pub sex: Option<Sex>,
     pub age: Option<Age>,
+    /// Standing height (cm), for the Bayley-Pinneau adult height prediction.
+    pub height_cm: Option<f64>,
     pub exam_id: Option<String>,
     /// Return the stored result instead of analysing again when the same file (same source
     /// and SHA-256) was already stored: the hot folder's exactly-once guarantee across a
@@ -59,6 +64,10 @@ pub struct Service {
     queued: AtomicUsize,
     /// The attached screen, if any; drawing failures are logged, never fatal.
     display: Mutex<Option<Display>>,
+    /// SDS thresholds for the delayed/normal/advanced category (`[reading]`).
+    thresholds: Thresholds,
+    /// Whether the quality gate runs before inference (`[quality] enabled`).
+    quality_gate: bool,
 }
 
 /// A poisoned mutex only means another thread panicked mid-analysis; the model and the
@@ -68,11 +77,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Service {
-    pub fn new(model: Model, store: Store, device_name: &str, serial: &str) -> Service {
+    /// A service for `model` and `store`, with identity and reading policy from `config`.
+    pub fn new(model: Model, store: Store, config: &Config) -> Service {
         let identity = Identity {
             vendor: "boneage".into(),
-            model: device_name.to_string(),
-            serial: serial.to_string(),
+            model: config.device.name.clone(),
+            serial: config.device.serial.clone(),
             firmware: env!("CARGO_PKG_VERSION").into(),
             model_version: model.contract.model_id(),
             backend: model.backend_name().into(),
@@ -84,6 +94,8 @@ impl Service {
             started: Instant::now(),
             queued: AtomicUsize::new(0),
             display: Mutex::new(None),
+            thresholds: config.reading.thresholds(),
+            quality_gate: config.quality.enabled,
         }
     }
 
@@ -134,6 +146,7 @@ impl Service {
             exam_id: req.exam_id.clone(),
             sex: req.sex.map(|s| s.to_string()),
             age_months: req.age.map(Age::months),
+            height_cm: req.height_cm,
             model: self.identity.model_version.clone(),
             ..NewRecord::default()
         };
@@ -179,8 +192,8 @@ impl Service {
                     interval95_months: reading.interval95_months,
                     chronological_age_months: reading.chronological_age_months,
                     difference_months: reading.difference_months,
-                    category: None,
-                    patient_id: None,
+                    category: reading.category,
+                    patient_id: reading.patient_id,
                     exam_id: record.exam_id.clone(),
                     thumbnail: Some(reading.pixels),
                     warnings: reading.warnings,
@@ -200,6 +213,11 @@ impl Service {
     /// Fills `rec` with the reading, or returns why there is none.
     fn run_model(&self, req: &Request, bytes: &[u8], rec: &mut NewRecord) -> Result<Shown, String> {
         let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
+        if self.quality_gate {
+            quality::check(&radiograph.pixels).map_err(|why| {
+                format!("{}: rejected by the quality gate: {why}", req.path.display())
+            })?;
+        }
         let sex = req.sex.or(radiograph.patient.sex).ok_or_else(|| {
             format!("{}: patient sex unknown; give sex=male|female", req.path.display())
         })?;
@@ -212,6 +230,13 @@ impl Service {
         let mut model = lock(&self.model);
         let estimate =
             model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", req.path.display()))?;
+        let assessment = clinical::assess(
+            sex,
+            estimate.bone_age_months,
+            age.map(Age::months),
+            req.height_cm,
+            self.thresholds,
+        );
         let reading = Reading::new(
             req.path.display().to_string(),
             sex,
@@ -220,10 +245,18 @@ impl Service {
             age,
             model.contract.training_range_months,
             model.contract.model_id(),
-        );
+        )
+        .with_assessment(assessment);
+        drop(model);
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
+        rec.sds = reading.sds;
+        rec.category = reading.category.map(|c| c.as_str().to_string());
+        rec.adult_height_cm = reading.adult_height.map(|h| h.predicted_cm);
+        rec.warnings = reading.warnings.clone();
         Ok(Shown {
+            category: reading.category.map(|c| c.as_str().to_string()),
+            patient_id: radiograph.patient.patient_id.clone(),
             bone_age_months: reading.bone_age_months,
             sex,
             interval95_months: reading.interval95_months,
@@ -237,6 +270,8 @@ impl Service {
 
 /// What the display needs from a successful analysis.
 struct Shown {
+    category: Option<String>,
+    patient_id: Option<String>,
     bone_age_months: f64,
     sex: Sex,
     interval95_months: Option<f64>,

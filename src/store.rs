@@ -38,6 +38,21 @@ pub struct Record {
     pub bone_age_months: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval95_months: Option<f64>,
+    /// Standing height given with the request (cm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height_cm: Option<f64>,
+    /// Bone age SDS against the Greulich-Pyle reference (needs the chronological age).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sds: Option<f64>,
+    /// "delayed", "normal" or "advanced".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Bayley-Pinneau predicted adult height (cm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adult_height_cm: Option<f64>,
+    /// What the reader must know about this number (outside the training range, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub model: String,
     /// "ok" or "error".
     pub status: String,
@@ -55,6 +70,11 @@ pub struct NewRecord {
     pub age_months: Option<f64>,
     pub bone_age_months: Option<f64>,
     pub interval95_months: Option<f64>,
+    pub height_cm: Option<f64>,
+    pub sds: Option<f64>,
+    pub category: Option<String>,
+    pub adult_height_cm: Option<f64>,
+    pub warnings: Vec<String>,
     pub model: String,
     pub error: Option<String>,
 }
@@ -80,6 +100,16 @@ CREATE TABLE IF NOT EXISTS results (
     error TEXT
 );";
 
+/// Columns added after the first release: (name, SQL type). Stores written by an older
+/// version get them on open, so their results stay readable.
+const ADDED_COLUMNS: [(&str, &str); 5] = [
+    ("height_cm", "REAL"),
+    ("sds", "REAL"),
+    ("category", "TEXT"),
+    ("adult_height_cm", "REAL"),
+    ("warnings", "TEXT"),
+];
+
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     ///
@@ -96,6 +126,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(err)?;
         if check != "ok" {
             log::error!("store {} failed its integrity check: {check}", path.display());
@@ -117,8 +148,9 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
-                 bone_age_months, interval95_months, model, status, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 bone_age_months, interval95_months, model, status, error,
+                 height_cm, sds, category, adult_height_cm, warnings)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     created_at,
                     r.source,
@@ -130,7 +162,12 @@ impl Store {
                     r.interval95_months,
                     r.model,
                     status,
-                    r.error
+                    r.error,
+                    r.height_cm,
+                    r.sds,
+                    r.category,
+                    r.adult_height_cm,
+                    warnings_json(&r.warnings),
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -145,6 +182,11 @@ impl Store {
             age_months: r.age_months,
             bone_age_months: r.bone_age_months,
             interval95_months: r.interval95_months,
+            height_cm: r.height_cm,
+            sds: r.sds,
+            category: r.category.clone(),
+            adult_height_cm: r.adult_height_cm,
+            warnings: r.warnings.clone(),
             model: r.model.clone(),
             status: status.to_string(),
             error: r.error.clone(),
@@ -225,7 +267,8 @@ impl Store {
 }
 
 const SELECT: &str = "SELECT id, created_at, source, image_sha256, exam_id, sex, age_months,
-    bone_age_months, interval95_months, model, status, error FROM results";
+    bone_age_months, interval95_months, model, status, error,
+    height_cm, sds, category, adult_height_cm, warnings FROM results";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -241,7 +284,32 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         model: row.get(9)?,
         status: row.get(10)?,
         error: row.get(11)?,
+        height_cm: row.get(12)?,
+        sds: row.get(13)?,
+        category: row.get(14)?,
+        adult_height_cm: row.get(15)?,
+        warnings: row
+            .get::<_, Option<String>>(16)?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     })
+}
+
+/// Warnings as a JSON array, NULL when there are none.
+fn warnings_json(w: &[String]) -> Option<String> {
+    (!w.is_empty()).then(|| serde_json::to_string(w).unwrap_or_default())
+}
+
+/// Adds the columns a store written by an older version lacks.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('results')")?;
+    let have = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    for (name, kind) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE results ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate.
@@ -312,6 +380,54 @@ mod tests {
         assert_eq!(h[0].source, "b.png");
         assert_eq!(s.last_id().unwrap(), Some(2));
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn reading_fields_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("r.db")).unwrap();
+        let r = s
+            .insert(&NewRecord {
+                source: "a.png".into(),
+                bone_age_months: Some(150.0),
+                age_months: Some(120.0),
+                height_cm: Some(140.5),
+                sds: Some(2.4),
+                category: Some("advanced".into()),
+                adult_height_cm: Some(160.2),
+                warnings: vec!["w1".into(), "w2".into()],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(s.get(r.id).unwrap().unwrap(), r);
+        let plain = s.insert(&NewRecord { source: "b.png".into(), ..Default::default() }).unwrap();
+        assert_eq!(s.get(plain.id).unwrap().unwrap().warnings, Vec::<String>::new());
+    }
+
+    #[test]
+    fn store_from_the_first_release_is_migrated_and_keeps_its_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute(
+                "INSERT INTO results (created_at, source, image_sha256, model, status,
+                 bone_age_months) VALUES ('2026-01-01T00:00:00.000Z', 'x.png', '', 'm', 'ok', 99.5)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = s.get(1).unwrap().unwrap();
+        assert_eq!((old.bone_age_months, old.sds), (Some(99.5), None));
+        let new = s
+            .insert(&NewRecord { source: "y.png".into(), sds: Some(-1.0), ..Default::default() })
+            .unwrap();
+        assert_eq!(s.get(new.id).unwrap().unwrap().sds, Some(-1.0));
+        drop(s);
+        // Opening again finds the columns already there.
+        assert_eq!(Store::open(&path).unwrap().count().unwrap(), 2);
     }
 
     #[test]

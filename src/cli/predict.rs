@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use boneage::config::Config;
+use boneage::document::{self, Sheet};
 use boneage::model::Model;
 use boneage::report::{Age, Reading, Sex};
-use boneage::source;
+use boneage::source::{self, Radiograph};
+use boneage::{clinical, quality};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,18 +24,38 @@ pub struct Args {
     /// One JSON object per line per image
     #[arg(long)]
     json: bool,
+    /// Standing height in cm, for a Bayley-Pinneau adult height prediction (needs --age)
+    #[arg(long, value_name = "CM", value_parser = |s: &str| clinical::parse_height_cm(s))]
+    height: Option<f64>,
+    /// Patient or exam id for the report (overrides DICOM PatientID / AccessionNumber)
+    #[arg(long)]
+    id: Option<String>,
+    /// Write a one-page report for the (single) image: FILE.pdf or FILE.png
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    if args.report.is_some() && args.images.len() != 1 {
+        anyhow::bail!("--report writes one page for one image; got {} images", args.images.len());
+    }
     let mut model = super::load_model(config)?;
     let mut failed = 0usize;
     for path in &args.images {
-        match analyse(&mut model, path, &args) {
-            Ok(reading) => {
+        match analyse(&mut model, config, path, &args) {
+            Ok((reading, radiograph)) => {
                 if args.json {
                     println!("{}", serde_json::to_string(&reading)?);
                 } else {
                     println!("{reading}");
+                }
+                if let Some(out) = &args.report {
+                    if let Err(e) =
+                        document::write(out, &Sheet::from_reading(&reading, &radiograph.pixels))
+                    {
+                        failed += 1;
+                        eprintln!("boneage: error: {e}");
+                    }
                 }
             }
             Err(message) => {
@@ -54,8 +76,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn analyse(model: &mut Model, path: &Path, args: &Args) -> Result<Reading, String> {
+fn analyse(
+    model: &mut Model,
+    config: &Config,
+    path: &Path,
+    args: &Args,
+) -> Result<(Reading, Radiograph), String> {
     let radiograph = source::read_file(path).map_err(|e| e.to_string())?;
+    if config.quality.enabled {
+        quality::check(&radiograph.pixels)
+            .map_err(|why| format!("{}: rejected by the quality gate: {why}", path.display()))?;
+    }
     let sex = args.sex.or(radiograph.patient.sex).ok_or_else(|| {
         format!(
             "{}: patient sex unknown (the file has no usable PatientSex); pass --sex male or --sex female",
@@ -66,7 +97,14 @@ fn analyse(model: &mut Model, path: &Path, args: &Args) -> Result<Reading, Strin
     let estimate =
         model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", path.display()))?;
     let c = &model.contract;
-    Ok(Reading::new(
+    let assessment = clinical::assess(
+        sex,
+        estimate.bone_age_months,
+        age.map(Age::months),
+        args.height,
+        config.reading.thresholds(),
+    );
+    let mut reading = Reading::new(
         path.display().to_string(),
         sex,
         estimate.bone_age_months,
@@ -74,5 +112,9 @@ fn analyse(model: &mut Model, path: &Path, args: &Args) -> Result<Reading, Strin
         age,
         c.training_range_months,
         c.model_id(),
-    ))
+    )
+    .with_assessment(assessment);
+    let p = &radiograph.patient;
+    reading.id = args.id.clone().or_else(|| p.patient_id.clone()).or_else(|| p.accession.clone());
+    Ok((reading, radiograph))
 }

@@ -115,6 +115,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 via: s.via.clone(),
                 sex: Some(args.sex),
                 age: args.age,
+                height_cm: args.height_cm,
                 exam_id: args.exam_id,
                 once: false,
             };

@@ -39,7 +39,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "ANALYZE",
-        syntax: "ANALYZE sex=male|female [age=<months|10y4m>] [path=<file>] [id=<exam id>]",
+        syntax: "ANALYZE sex=male|female [age=<months|10y4m>] [height=<cm>] [path=<file>] [id=<exam id>]",
         summary:
             "analyse a radiograph file (inside an allowed folder); replies with the stored result",
     },
@@ -85,6 +85,8 @@ pub enum Command {
 pub struct AnalyzeArgs {
     pub sex: Sex,
     pub age: Option<Age>,
+    /// Standing height in cm (adult height prediction).
+    pub height_cm: Option<f64>,
     pub path: Option<String>,
     pub exam_id: Option<String>,
 }
@@ -148,6 +150,12 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
                 Some(a) => Some(a.parse::<Age>().map_err(|e| bad("age", &e.to_string()))?),
                 None => None,
             };
+            let height_cm = match args.take("height") {
+                Some(h) => Some(
+                    crate::clinical::parse_height_cm(&h).map_err(|e| bad("height", &e.to_string()))?,
+                ),
+                None => None,
+            };
             let exam_id = args.take("id");
             if let Some(id) = &exam_id {
                 if id.chars().count() > MAX_EXAM_ID_CHARS || id.chars().any(char::is_control) {
@@ -170,7 +178,7 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
                     "ANALYZE needs path=<file> or source=camera",
                 ));
             }
-            Command::Analyze(AnalyzeArgs { sex, age, path, exam_id })
+            Command::Analyze(AnalyzeArgs { sex, age, height_cm, path, exam_id })
         }
         "RESULT" => {
             let id = args.required("id", "a result id")?;
@@ -277,10 +285,21 @@ mod tests {
             Command::Analyze(AnalyzeArgs {
                 sex: Sex::Female,
                 age: Some("124".parse().unwrap()),
+                height_cm: None,
                 path: Some("/in/x.png".into()),
                 exam_id: Some("A-1".into()),
             })
         );
+    }
+
+    #[test]
+    fn analyze_height() {
+        match parse("ANALYZE sex=m height=142.5 path=/a").unwrap() {
+            Command::Analyze(a) => assert_eq!(a.height_cm, Some(142.5)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(code("ANALYZE sex=m height=12 path=/a"), codes::BAD_ARGUMENT);
+        assert_eq!(code("ANALYZE sex=m height=tall path=/a"), codes::BAD_ARGUMENT);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! `failed/` (with `<name>.error.txt` beside it saying why). Files present at start-up are
 //! processed too, so a restart mid-file only repeats that file's wait.
 //!
-//! An optional sidecar `<stem>.json` (`{"sex": "female", "age": "10y4m", "id": "A123"}`)
+//! An optional sidecar `<stem>.json`
+//! (`{"sex": "female", "age": "10y4m", "height": "142.5", "id": "A123"}`)
 //! carries what a plain image cannot; DICOM files carry it in their tags.
 
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct HotFolderError {
 pub struct Sidecar {
     pub sex: Option<String>,
     pub age: Option<String>,
+    /// Standing height in cm, as a number or a string.
+    pub height: Option<serde_json::Value>,
     pub id: Option<String>,
 }
 
@@ -42,6 +45,7 @@ pub struct Sidecar {
 pub struct SidecarInfo {
     pub sex: Option<Sex>,
     pub age: Option<Age>,
+    pub height_cm: Option<f64>,
     pub exam_id: Option<String>,
 }
 
@@ -186,7 +190,19 @@ pub fn read_sidecar(image: &Path) -> Result<SidecarInfo, String> {
         Some(a) => Some(a.parse::<Age>().map_err(|e| format!("{}: {e}", path.display()))?),
         None => None,
     };
-    Ok(SidecarInfo { sex, age, exam_id: raw.id })
+    let height_cm = match raw.height {
+        None | Some(serde_json::Value::Null) => None,
+        Some(h) => {
+            let text = match h {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let cm = crate::clinical::parse_height_cm(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(cm)
+        }
+    };
+    Ok(SidecarInfo { sex, age, height_cm, exam_id: raw.id })
 }
 
 #[cfg(test)]
@@ -225,6 +241,11 @@ mod tests {
         let s = read_sidecar(&img).unwrap();
         assert_eq!(s.sex, Some(Sex::Female));
         assert_eq!(s.exam_id.as_deref(), Some("A1"));
+        assert_eq!(s.height_cm, None);
+        std::fs::write(dir.path().join("x.json"), r#"{"sex":"m","height":142.5}"#).unwrap();
+        assert_eq!(read_sidecar(&img).unwrap().height_cm, Some(142.5));
+        std::fs::write(dir.path().join("x.json"), r#"{"sex":"m","height":"tall"}"#).unwrap();
+        assert!(read_sidecar(&img).unwrap_err().contains("height"));
         std::fs::write(dir.path().join("x.json"), r#"{"sex":"unknown"}"#).unwrap();
         assert!(read_sidecar(&img).unwrap_err().contains("x.json"));
         std::fs::write(dir.path().join("x.json"), r#"{"gender":"F"}"#).unwrap();

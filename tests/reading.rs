@@ -1,0 +1,280 @@
+//! The clinical reading end to end: SDS and category, adult height, the quality gate and
+//! the one-page PDF/PNG report. Predictions are not hard-coded (the model will change);
+//! tests check the arithmetic against the numbers the binary itself reports.
+
+mod common;
+
+use common::*;
+
+fn first() -> (String, bool) {
+    let e = expected().into_iter().next().unwrap();
+    (e.0, e.1)
+}
+
+fn sex_of(male: bool) -> &'static str {
+    if male {
+        "male"
+    } else {
+        "female"
+    }
+}
+
+#[test]
+fn json_carries_sds_category_and_adult_height() {
+    let (id, male) = first();
+    let img = val_image(&id);
+    let out = boneage(&[
+        "predict",
+        "--json",
+        path_str(&img),
+        "--sex",
+        sex_of(male),
+        "--age",
+        "10y",
+        "--height",
+        "140",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    let ba = v["bone_age_months"].as_f64().unwrap();
+    let sd = v["sd_months"].as_f64().unwrap();
+    // Greulich-Pyle SD at exactly 10 years: 9.79 boys, 11.73 girls.
+    assert_eq!(sd, if male { 9.79 } else { 11.73 });
+    let sds = v["sds"].as_f64().unwrap();
+    assert!((sds - (ba - 120.0) / sd).abs() < 1e-9, "{v}");
+    let cat = v["category"].as_str().unwrap();
+    let want = if sds < -2.0 {
+        "delayed"
+    } else if sds > 2.0 {
+        "advanced"
+    } else {
+        "normal"
+    };
+    assert_eq!(cat, want);
+    match v.get("adult_height") {
+        Some(h) => {
+            let pct = h["percent_of_mature_height"].as_f64().unwrap();
+            assert!(
+                (h["predicted_cm"].as_f64().unwrap() - 140.0 / (pct / 100.0)).abs() < 1e-9,
+                "{h}"
+            );
+            assert!(["average", "accelerated", "retarded"].contains(&h["table"].as_str().unwrap()));
+        }
+        None => {
+            let w = v["warnings"].to_string();
+            assert!(w.contains("Bayley-Pinneau"), "no height and no warning: {v}");
+        }
+    }
+
+    let out = boneage(&["predict", path_str(&img), "--sex", sex_of(male), "--age", "10y"]);
+    let text = stdout(&out);
+    assert!(text.contains("SDS") && text.contains(cat), "{text}");
+}
+
+#[test]
+fn thresholds_come_from_the_config() {
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    // Any non-zero SDS is outside +-0.001.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npath = \"{}\"\n[reading]\ndelayed_below_sds = -0.001\nadvanced_above_sds = 0.001\n",
+            path_str(&model_path())
+        ),
+    )
+    .unwrap();
+    let out = boneage(&[
+        "--config",
+        path_str(&cfg),
+        "predict",
+        "--json",
+        path_str(&val_image(&id)),
+        "--sex",
+        sex_of(male),
+        "--age",
+        "120",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    let want = if v["sds"].as_f64().unwrap() < 0.0 { "delayed" } else { "advanced" };
+    assert_eq!(v["category"], want, "{v}");
+}
+
+#[test]
+fn age_outside_the_reference_is_a_warning_not_an_sds() {
+    let (id, male) = first();
+    let out = boneage(&[
+        "predict",
+        "--json",
+        path_str(&val_image(&id)),
+        "--sex",
+        sex_of(male),
+        "--age",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    assert!(v.get("sds").is_none(), "{v}");
+    assert!(v["warnings"].to_string().contains("outside the Greulich-Pyle reference"), "{v}");
+}
+
+#[test]
+fn bad_height_is_a_usage_error() {
+    let (id, ..) = first();
+    let out = boneage(&["predict", path_str(&val_image(&id)), "--sex", "f", "--height", "1.4"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("centimetres"), "{}", stderr(&out));
+}
+
+#[test]
+fn quality_gate_rejects_with_a_reason_and_can_be_disabled() {
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.png");
+    image::GrayImage::from_pixel(300, 300, image::Luma([128])).save(&blank).unwrap();
+    let inverted = dir.path().join("inverted.png");
+    let mut img = image::open(val_image(&id)).unwrap().to_luma8();
+    image::imageops::invert(&mut img);
+    img.save(&inverted).unwrap();
+    let good = val_image(&id);
+
+    let out = boneage(&[
+        "predict",
+        "--json",
+        "--sex",
+        sex_of(male),
+        path_str(&blank),
+        path_str(&inverted),
+        path_str(&good),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{}: rejected by the quality gate: image is almost uniform",
+            blank.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}: rejected by the quality gate", inverted.display())),
+        "{err}"
+    );
+    let lines = json_lines(&out);
+    assert!(lines[0]["error"].as_str().unwrap().contains("check exposure"));
+    assert!(lines[2]["bone_age_months"].is_number(), "the good image is still analysed");
+
+    let cfg = dir.path().join("off.toml");
+    std::fs::write(
+        &cfg,
+        format!("[model]\npath = \"{}\"\n[quality]\nenabled = false\n", path_str(&model_path())),
+    )
+    .unwrap();
+    let out = boneage(&["--config", path_str(&cfg), "predict", "--sex", "f", path_str(&blank)]);
+    assert!(out.status.success(), "gate off: {}", stderr(&out));
+}
+
+/// Checks the PDF's structure: header, every cross-reference entry pointing at its
+/// object, a trailer with a catalog, and the end marker.
+fn assert_valid_pdf(bytes: &[u8]) {
+    assert!(bytes.starts_with(b"%PDF-"), "header");
+    let text = String::from_utf8_lossy(bytes);
+    assert!(text.trim_end().ends_with("%%EOF"), "end marker");
+    let sx = text.rfind("startxref").expect("startxref");
+    let xref_at: usize = text[sx + 9..].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(text[xref_at..].starts_with("xref"), "startxref points at the xref table");
+    let mut lines = text[xref_at..].lines().skip(1);
+    let mut head = lines.next().unwrap().split_whitespace().map(|n| n.parse::<usize>().unwrap());
+    let (start, count) = (head.next().unwrap(), head.next().unwrap());
+    assert!(count >= 7, "catalog, pages, page, 2 fonts, image, content: {count}");
+    for (i, entry) in lines.by_ref().take(count).enumerate() {
+        let f: Vec<&str> = entry.split_whitespace().collect();
+        if f[2] == "n" {
+            let off: usize = f[0].parse().unwrap();
+            let want = format!("{} 0 obj", start + i);
+            assert!(text[off..].starts_with(&want), "object {} at {off}", start + i);
+        }
+    }
+    let trailer = &text[xref_at..sx];
+    assert!(trailer.contains("trailer") && trailer.contains("/Root"), "trailer with a catalog");
+    assert!(text.contains("/Type /Catalog") && text.contains("/Type /Page"), "catalog and page");
+}
+
+#[test]
+fn pdf_and_png_reports() {
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let pdf = dir.path().join("report.pdf");
+    let img = val_image(&id);
+    let out = boneage(&[
+        "predict",
+        "--json",
+        path_str(&img),
+        "--sex",
+        sex_of(male),
+        "--age",
+        "10y4m",
+        "--height",
+        "140",
+        "--id",
+        "EXAM-0042",
+        "--report",
+        path_str(&pdf),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["id"], "EXAM-0042");
+    let bytes = std::fs::read(&pdf).unwrap();
+    assert_valid_pdf(&bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    let ba = v["bone_age_months"].as_f64().unwrap();
+    for needle in [
+        "EXAM-0042".to_string(),
+        format!("{ba:.1} months"),
+        format!("{:+.2}", v["sds"].as_f64().unwrap()),
+        v["category"].as_str().unwrap().to_string(),
+        format!("{:.1}", v["interval95_months"].as_f64().unwrap()),
+        "124.0 months".to_string(),
+        "not a diagnosis".to_string(),
+        "boneage-lite0 v".to_string(),
+        sex_of(male).to_string(),
+    ] {
+        assert!(text.contains(&needle), "PDF lacks {needle:?}");
+    }
+    if let Some(h) = v.get("adult_height") {
+        assert!(text.contains(&format!("{:.1} cm", h["predicted_cm"].as_f64().unwrap())));
+    }
+    assert!(text.contains("/Subtype /Image"), "thumbnail");
+
+    let png = dir.path().join("report.png");
+    let out =
+        boneage(&["predict", path_str(&img), "--sex", sex_of(male), "--report", path_str(&png)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = image::open(&png).unwrap().to_luma8();
+    assert!(page.width() >= 600 && page.height() > page.width());
+    let dark = page.pixels().filter(|p| p.0[0] < 128).count();
+    assert!(dark > 2000, "text and thumbnail drawn: {dark} dark pixels");
+
+    let out = boneage(&[
+        "predict",
+        path_str(&img),
+        path_str(&img),
+        "--sex",
+        "f",
+        "--report",
+        path_str(&png),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = boneage(&[
+        "predict",
+        path_str(&img),
+        "--sex",
+        "f",
+        "--report",
+        &format!("{}/r.docx", dir.path().display()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(".pdf or .png"), "{}", stderr(&out));
+}
