@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing boneage needs on a fresh Debian/Ubuntu machine:
 # Rust components (rustfmt, clippy). Safe to run again; installs only what is missing.
+# `--arm` adds the ARM cross toolchains, qemu-user and the Rust targets (scripts/test-arm.sh).
 set -euo pipefail
 
+pkgs=(pkg-config)
+arm=0
+[ "${1:-}" = "--arm" ] && arm=1
+((arm)) && pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf
+    libc6-dev-armhf-cross qemu-user)
 need_apt=()
-for pkg in pkg-config; do
+for pkg in "${pkgs[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
@@ -19,4 +25,7 @@ if ! command -v cargo >/dev/null; then
 fi
 if command -v rustup >/dev/null; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || true
+    if ((arm)); then
+        rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
+    fi
 fi

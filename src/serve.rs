@@ -98,7 +98,11 @@ pub fn run(
         status_lines.push(format!("tcp {addr}"));
     }
     if config.serial.enabled {
-        status_lines.push(format!("serial {} {} baud", config.serial.device.display(), config.serial.baud));
+        status_lines.push(format!(
+            "serial {} {} baud",
+            config.serial.device.display(),
+            config.serial.baud
+        ));
     }
     if config.hot_folder.enabled {
         status_lines.push(format!("folder {}", config.hot_folder.path.display()));

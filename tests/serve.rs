@@ -129,6 +129,29 @@ fn protocol_over_tcp() {
     assert_eq!(c.send("HISTORY limit=5")["results"][0]["id"].as_i64(), Some(id));
     assert_eq!(c.send("STATUS")["last_result_id"].as_i64(), Some(id));
 
+    // The clinical reading travels with the result and is stored with it.
+    let r = c.send(&format!("ANALYZE sex=female age=10y height=138.5 path={}", img.display()));
+    let res = &r["result"];
+    assert!(res["sds"].is_number(), "{r}");
+    assert!(["delayed", "normal", "advanced"].contains(&res["category"].as_str().unwrap()), "{r}");
+    assert_eq!(res["height_cm"].as_f64(), Some(138.5));
+    let explained = res["warnings"].to_string().contains("Bayley-Pinneau");
+    assert!(res["adult_height_cm"].as_f64().is_some_and(|h| h > 138.5) || explained, "{r}");
+    let stored = c.send(&format!("RESULT id={}", res["id"]));
+    assert_eq!(&stored["result"], res);
+    assert_eq!(
+        code(&c.send(&format!("ANALYZE sex=f height=9 path={}", img.display()))),
+        "bad_argument"
+    );
+
+    // The quality gate refuses a blank image with a reason, and the refusal is stored.
+    let blank = server.dir.path().join("allowed/blank.png");
+    image::GrayImage::from_pixel(200, 240, image::Luma([128u8])).save(&blank).unwrap();
+    let r = c.send(&format!("ANALYZE sex=m path={}", blank.display()));
+    assert_eq!(code(&r), "analysis_failed");
+    assert!(r["error"]["message"].as_str().unwrap().contains("quality gate"), "{r}");
+    assert_eq!(r["result"]["status"], "error");
+
     // Failures are stored too, and reported as such.
     let bad = server.dir.path().join("allowed/bad.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\ntruncated").unwrap();

@@ -152,7 +152,8 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
             };
             let height_cm = match args.take("height") {
                 Some(h) => Some(
-                    crate::clinical::parse_height_cm(&h).map_err(|e| bad("height", &e.to_string()))?,
+                    crate::clinical::parse_height_cm(&h)
+                        .map_err(|e| bad("height", &e.to_string()))?,
                 ),
                 None => None,
             };
@@ -298,8 +299,11 @@ mod tests {
             Command::Analyze(a) => assert_eq!(a.height_cm, Some(142.5)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(code("ANALYZE sex=m height=12 path=/a"), codes::BAD_ARGUMENT);
-        assert_eq!(code("ANALYZE sex=m height=tall path=/a"), codes::BAD_ARGUMENT);
+        assert_eq!(parse("ANALYZE sex=m height=12 path=/a").unwrap_err().code, codes::BAD_ARGUMENT);
+        assert_eq!(
+            parse("ANALYZE sex=m height=tall path=/a").unwrap_err().code,
+            codes::BAD_ARGUMENT
+        );
     }
 
     #[test]
