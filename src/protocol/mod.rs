@@ -294,6 +294,7 @@ mod tests {
 
     #[test]
     fn analyze_height() {
+        let code = |l: &str| parse(l).unwrap_err().code;
         match parse("ANALYZE sex=m height=142.5 path=/a").unwrap() {
             Command::Analyze(a) => assert_eq!(a.height_cm, Some(142.5)),
             other => panic!("{other:?}"),
