@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing boneage needs on a fresh Debian/Ubuntu machine:
-# Rust components (rustfmt, clippy). Safe to run again; installs only what is missing.
+# Rust components (rustfmt, clippy), and libclang-dev, which the `v4l` crate's build
+# (bindgen over the kernel's V4L2 headers, from linux-libc-dev) needs. Safe to run again;
+# installs only what is missing.
 set -euo pipefail
 
 need_apt=()
-for pkg in pkg-config; do
+for pkg in pkg-config libclang-dev linux-libc-dev; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
