@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing boneage needs on a fresh Debian/Ubuntu machine:
-# Rust components (rustfmt, clippy). Safe to run again; installs only what is missing.
+# Rust components (rustfmt, clippy), and libclang-dev, which the `v4l` crate's build
+# (bindgen over the kernel's V4L2 headers, from linux-libc-dev) needs. Safe to run again;
+# installs only what is missing.
 # `--arm` adds the ARM cross toolchains, qemu-user and the Rust targets (scripts/test-arm.sh).
 set -euo pipefail
 
-pkgs=(pkg-config)
+pkgs=(pkg-config libclang-dev linux-libc-dev)
 arm=0
 [ "${1:-}" = "--arm" ] && arm=1
 ((arm)) && pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf

@@ -33,6 +33,7 @@ pub struct Config {
     pub display: DisplayConfig,
     pub reading: ReadingConfig,
     pub quality: QualityConfig,
+    pub camera: CameraConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +118,44 @@ pub struct QualityConfig {
     /// Off only for research runs on images known to be radiographs.
     pub enabled: bool,
 }
+
+/// `[camera]`: a V4L2 camera (src/source/camera.rs) for `CAPTURE` and `ANALYZE source=camera`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub enabled: bool,
+    /// The V4L2 capture node, e.g. `/dev/video0` or a stable `/dev/v4l/by-id/...` link.
+    pub device: PathBuf,
+    /// Requested frame size (px); the driver may pick the nearest size it supports.
+    pub width: u32,
+    pub height: u32,
+    pub pixel_format: CameraPixelFormat,
+    /// Frames grabbed and averaged per capture, to reduce sensor noise.
+    pub frames: u32,
+    /// How often a missing or busy camera is tried again (seconds).
+    pub retry_s: u64,
+    /// Where captures are saved as PNG; must lie inside `[protocol] allowed_dirs`.
+    pub captures_dir: PathBuf,
+}
+
+/// Pixel formats the camera source can convert to grayscale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraPixelFormat {
+    /// Motion JPEG: every frame a JPEG; what most USB cameras deliver at high resolution.
+    Mjpeg,
+    /// Packed YUV 4:2:2 (Y0 U Y1 V); uncompressed, often limited to low frame rates.
+    Yuyv,
+    /// 8-bit grayscale (industrial and monochrome cameras).
+    Grey,
+}
+
+/// Accepted `camera.width` / `camera.height` (px) and `camera.frames`.
+pub const CAMERA_WIDTH_PX: (u32, u32) = (MIN_CAMERA_SIDE_PX, 8192);
+pub const CAMERA_HEIGHT_PX: (u32, u32) = (MIN_CAMERA_SIDE_PX, 8192);
+const MIN_CAMERA_SIDE_PX: u32 = crate::source::MIN_SIDE_PX;
+pub const CAMERA_FRAMES: (u32, u32) = (1, 32);
+pub const CAMERA_RETRY_S: (u64, u64) = (1, 3600);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +276,7 @@ impl Config {
         resolve(&mut config.hot_folder.path);
         config.protocol.allowed_dirs.iter_mut().for_each(resolve);
         resolve(&mut config.display.png_path);
+        resolve(&mut config.camera.captures_dir);
         config.validate(path)?;
         Ok(config)
     }
@@ -348,8 +388,83 @@ impl Config {
                 });
             }
         }
+        self.validate_camera(path)
+    }
+
+    fn validate_camera(&self, path: &Path) -> Result<(), ConfigError> {
+        let c = &self.camera;
+        let value_err = |key: &'static str, value: String, expected: String| ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            value,
+            expected,
+        };
+        for (key, value, (min, max)) in [
+            ("camera.width", c.width, CAMERA_WIDTH_PX),
+            ("camera.height", c.height, CAMERA_HEIGHT_PX),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(value_err(key, value.to_string(), format!("{min} to {max} pixels")));
+            }
+        }
+        let (min, max) = CAMERA_FRAMES;
+        if !(min..=max).contains(&c.frames) {
+            return Err(value_err(
+                "camera.frames",
+                c.frames.to_string(),
+                format!("{min} to {max} frames averaged per capture"),
+            ));
+        }
+        let (min, max) = CAMERA_RETRY_S;
+        if !(min..=max).contains(&c.retry_s) {
+            return Err(value_err(
+                "camera.retry_s",
+                c.retry_s.to_string(),
+                format!("{min} to {max} seconds"),
+            ));
+        }
+        if c.enabled {
+            if c.device.as_os_str().is_empty() {
+                return Err(value_err(
+                    "camera.device",
+                    "\"\"".into(),
+                    "a V4L2 device such as /dev/video0".into(),
+                ));
+            }
+            // Checked lexically: the folders may not exist yet when the config is loaded.
+            let captures = normalize(&c.captures_dir);
+            if !self.protocol.allowed_dirs.iter().any(|d| captures.starts_with(normalize(d))) {
+                return Err(value_err(
+                    "camera.captures_dir",
+                    format!("{:?}", c.captures_dir.display().to_string()),
+                    "a folder inside one of [protocol] allowed_dirs, so captures can be \
+                     analysed later with ANALYZE path=..."
+                        .into(),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `path` with `.` and `a/..` removed, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {} // "/.." is "/"
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Every key of `user` must exist in the defaults with a value of the same TOML type, so
@@ -496,5 +611,62 @@ mod tests {
         assert_eq!(c.display.png_path, Path::new("/etc/b/s.png"));
         let e = Config::parse("[display]\nbackend = \"hdmi\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("hdmi") && e.to_string().contains("framebuffer"), "{e}");
+    }
+
+    #[test]
+    fn camera_defaults_and_ranges() {
+        let c = Config::builtin().unwrap();
+        assert!(!c.camera.enabled);
+        assert_eq!(c.camera.device, Path::new("/dev/video0"));
+        assert_eq!(c.camera.pixel_format, CameraPixelFormat::Mjpeg);
+        assert_eq!(c.camera.frames, 4);
+        for (text, key) in [
+            ("[camera]\nframes = 0\n", "`camera.frames` = 0: 1 to 32"),
+            ("[camera]\nframes = 33\n", "`camera.frames` = 33"),
+            ("[camera]\nwidth = 16\n", "`camera.width` = 16: 32 to 8192 pixels"),
+            ("[camera]\nheight = 10000\n", "`camera.height` = 10000"),
+            ("[camera]\nretry_s = 0\n", "`camera.retry_s` = 0: 1 to 3600 seconds"),
+        ] {
+            let e = Config::parse(text, Path::new("x.toml")).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let e =
+            Config::parse("[camera]\npixel_format = \"rgb\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("rgb") && e.to_string().contains("yuyv"), "{e}");
+        let e = Config::parse("[camera]\nfps = 30\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("unknown key `camera.fps`"), "{e}");
+    }
+
+    #[test]
+    fn enabled_camera_needs_captures_inside_allowed_dirs() {
+        let text = "[camera]\nenabled = true\ncaptures_dir = \"/srv/caps\"\n\
+                    [protocol]\nallowed_dirs = [\"/srv/inbox\"]\n";
+        let e = Config::parse(text, Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("camera.captures_dir") && e.to_string().contains("allowed_dirs"),
+            "{e}"
+        );
+        // Relative paths resolve against the file's folder; `..` is compared lexically.
+        let text = "[camera]\nenabled = true\ncaptures_dir = \"../data/./captures\"\n\
+                    [protocol]\nallowed_dirs = [\"../data\"]\n";
+        let c = Config::parse(text, Path::new("/etc/boneage/x.toml")).unwrap();
+        assert_eq!(c.camera.captures_dir, Path::new("/etc/boneage/../data/./captures"));
+        // A disabled camera is not checked.
+        let text = "[camera]\ncaptures_dir = \"/elsewhere\"\n";
+        assert!(Config::parse(text, Path::new("x.toml")).is_ok());
+        let e = Config::parse(
+            "[camera]\nenabled = true\ndevice = \"\"\n[protocol]\nallowed_dirs = [\"../data\"]\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("camera.device"), "{e}");
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+        assert_eq!(normalize(Path::new("/../a")), Path::new("/a"));
+        assert_eq!(normalize(Path::new("../a/..")), Path::new(".."));
+        assert!(!normalize(Path::new("/srv/inbox/../caps")).starts_with("/srv/inbox"));
     }
 }

@@ -1,6 +1,7 @@
 //! `boneage serve`: the appliance loop. Loads the model once, opens the store, then runs
 //! the configured inputs side by side: the hot folder on this thread, the TCP listener and
-//! the serial line on their own threads, all sharing one [`Service`].
+//! the serial line on their own threads, all sharing one [`Service`]. A configured camera is
+//! opened at start-up if it is there and retried on its own thread if not.
 //!
 //! Shutdown (SIGTERM/SIGINT in the binary, a flag in tests) lets the analysis in progress
 //! finish and be stored, then returns.
@@ -107,7 +108,26 @@ pub fn run(
     if config.hot_folder.enabled {
         status_lines.push(format!("folder {}", config.hot_folder.path.display()));
     }
-    service.show(&Screen::Ready {
+    if let Some(camera) = service.camera() {
+        // One attempt now so STATUS and the log tell at once whether the camera is there;
+        // a missing or busy camera is retried in the background, never fatal.
+        if let Err(e) = std::fs::create_dir_all(&config.camera.captures_dir) {
+            log::error!(
+                "cannot create [camera] captures_dir {}: {e}; captures will fail",
+                config.camera.captures_dir.display()
+            );
+        }
+        let h = camera.probe();
+        status_lines.push(format!(
+            "camera {} {}",
+            config.camera.device.display(),
+            h.state.as_str()
+        ));
+        let (svc, stop) = (Arc::clone(&service), Arc::clone(&shutdown));
+        let every = Duration::from_secs(config.camera.retry_s);
+        threads.push(thread::spawn(move || camera_loop(&svc, every, &stop)));
+    }
+    service.set_ready(Screen::Ready {
         device_name: config.device.name.clone(),
         model_version: service.identity.model_version.clone(),
         status_lines,
@@ -126,6 +146,23 @@ pub fn run(
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Re-opens a missing, busy or unplugged camera every `every`, so it works again once it is
+/// plugged in or released, without a restart.
+fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
+    let Some(camera) = service.camera() else {
+        return;
+    };
+    while !shutdown.load(Ordering::Relaxed) {
+        let until = std::time::Instant::now() + every;
+        while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(100));
+        }
+        if !shutdown.load(Ordering::Relaxed) {
+            camera.probe();
+        }
+    }
 }
 
 fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) {

@@ -2,7 +2,7 @@
 //! (hot folder, TCP, serial). Analyses are serialized on the model, and every outcome,
 //! success or failure, is stored before anyone is told about it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -17,7 +17,8 @@ use crate::model::Model;
 use crate::quality;
 use crate::report::{Age, Reading, Sex};
 use crate::source;
-use crate::store::{NewRecord, Record, Store, StoreError};
+use crate::source::camera::{self, Camera, CameraError, Health};
+use crate::store::{self as store_mod, NewRecord, Record, Store, StoreError};
 
 /// What `*IDN?` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +57,29 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
+/// A saved camera capture.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capture {
+    /// The PNG file, inside `[camera] captures_dir` (canonical, as ANALYZE path= resolves).
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    /// Frames averaged into it.
+    pub frames: u32,
+    /// UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`, as results are stamped.
+    pub captured_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("no capture device is configured on this unit ([camera] enabled = false)")]
+    NotConfigured,
+    #[error(transparent)]
+    Camera(#[from] CameraError),
+    #[error("cannot save the capture as {}: {reason}; check [camera] captures_dir and free disk space", path.display())]
+    Save { path: PathBuf, reason: String },
+}
+
 pub struct Service {
     model: Mutex<Model>,
     store: Mutex<Store>,
@@ -68,6 +92,10 @@ pub struct Service {
     thresholds: Thresholds,
     /// Whether the quality gate runs before inference (`[quality] enabled`).
     quality_gate: bool,
+    /// The camera, when `[camera] enabled`; opened lazily and retried.
+    camera: Option<Camera>,
+    /// The idle screen, shown again after a capture that is not followed by an analysis.
+    ready: Mutex<Option<Screen>>,
 }
 
 /// A poisoned mutex only means another thread panicked mid-analysis; the model and the
@@ -96,7 +124,71 @@ impl Service {
             display: Mutex::new(None),
             thresholds: config.reading.thresholds(),
             quality_gate: config.quality.enabled,
+            camera: config.camera.enabled.then(|| Camera::new(&config.camera)),
+            ready: Mutex::new(None),
         }
+    }
+
+    /// The configured camera, if any.
+    pub fn camera(&self) -> Option<&Camera> {
+        self.camera.as_ref()
+    }
+
+    /// The camera's last known health; `None` when no camera is configured.
+    pub fn camera_health(&self) -> Option<Health> {
+        self.camera.as_ref().map(Camera::health)
+    }
+
+    /// Sets and shows the idle screen.
+    pub fn set_ready(&self, screen: Screen) {
+        self.show(&screen);
+        *lock(&self.ready) = Some(screen);
+    }
+
+    /// Grabs a frame from the camera and saves it as a PNG in `[camera] captures_dir`,
+    /// showing the capturing screen meanwhile and the idle screen after.
+    ///
+    /// # Errors
+    /// [`CaptureError`]: no camera configured, the camera failed (with what to do), or the
+    /// file could not be written. Failures are shown on the display.
+    pub fn capture(&self) -> Result<Capture, CaptureError> {
+        let c = self.grab_and_save()?;
+        if let Some(ready) = lock(&self.ready).as_ref() {
+            self.show(ready);
+        }
+        Ok(c)
+    }
+
+    /// [`Service::capture`] followed by [`Service::analyze`] of the saved file: the capture is
+    /// stored and can be re-analysed like any other input.
+    ///
+    /// # Errors
+    /// [`CaptureError`] when nothing was captured (nothing is stored then).
+    pub fn capture_and_analyze(
+        &self,
+        req: &Request,
+    ) -> Result<(Capture, Result<Record, ServiceError>), CaptureError> {
+        let capture = self.grab_and_save()?;
+        let req = Request { path: capture.path.clone(), ..req.clone() };
+        Ok((capture, self.analyze(&req)))
+    }
+
+    fn grab_and_save(&self) -> Result<Capture, CaptureError> {
+        let camera = self.camera.as_ref().ok_or(CaptureError::NotConfigured)?;
+        self.show(&Screen::Capturing { source: camera.device().display().to_string() });
+        let result = camera.grab().map_err(CaptureError::from).and_then(|image| {
+            save_capture(&image, &camera.config().captures_dir, camera.config().frames)
+        });
+        if let Err(e) = &result {
+            self.show(&Screen::Error {
+                what: "the camera capture failed".into(),
+                action: match e {
+                    CaptureError::Camera(e) => e.kind.to_string(),
+                    other => other.to_string(),
+                },
+            });
+        }
+        result
     }
 
     /// Attaches a display; every analysis is then shown on it.
@@ -279,6 +371,36 @@ struct Shown {
     difference_months: Option<f64>,
     warnings: Vec<String>,
     pixels: crate::source::GrayImage,
+}
+
+/// Writes `image` to `dir` as `capture-<UTC time>.png`, atomically (a temporary name, then a
+/// rename), so neither ANALYZE nor a person copying the folder sees half a file.
+fn save_capture(
+    image: &source::GrayImage,
+    dir: &Path,
+    frames: u32,
+) -> Result<Capture, CaptureError> {
+    let captured_at = store_mod::now_rfc3339();
+    let stamp: String = captured_at
+        .chars()
+        .filter_map(|c| match c {
+            ':' => Some('-'),
+            'Z' => None,
+            c => Some(c),
+        })
+        .collect();
+    let path = dir.join(format!("capture-{stamp}Z.png"));
+    let save_err = |reason: String| CaptureError::Save { path: path.clone(), reason };
+    std::fs::create_dir_all(dir).map_err(|e| save_err(e.to_string()))?;
+    let part = dir.join(format!(".capture-{stamp}Z.png.part"));
+    camera::save_png(image, &part).map_err(|e| save_err(e.to_string()))?;
+    std::fs::rename(&part, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&part);
+        save_err(e.to_string())
+    })?;
+    let path = path.canonicalize().map_err(|e| save_err(e.to_string()))?;
+    let (width, height) = image.dimensions();
+    Ok(Capture { path, width, height, frames, captured_at })
 }
 
 /// SHA-256 of a file's bytes as lowercase hex.

@@ -113,7 +113,9 @@ fn protocol_over_tcp() {
     assert!(idn["identity"]["model_version"].as_str().unwrap().contains("boneage-lite0"));
     assert_eq!(c.send("VERSION")["identity"], idn["identity"]);
     assert_eq!(c.send("HELP")["commands"].as_array().unwrap().len(), COMMANDS.len());
-    assert_eq!(c.send("STATUS")["state"], "ready");
+    let status = c.send("STATUS");
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["source"]["camera"]["state"], "none", "{status}");
 
     let img = server.dir.path().join("allowed/a.png");
     copy_fixture(0, &img);

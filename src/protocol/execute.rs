@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{codes, Command, ProtocolError, COMMANDS};
-use crate::service::{Request, Service, ServiceError};
+use crate::service::{Capture, CaptureError, Request, Service, ServiceError};
 use crate::store::Record;
 
 /// Per-connection state.
@@ -19,8 +19,6 @@ pub struct Session {
     pub authenticated: bool,
     /// Canonical folders ANALYZE may read from.
     pub allowed_dirs: Arc<Vec<PathBuf>>,
-    /// Whether a capture device is configured (CAPTURE / source=camera).
-    pub camera: bool,
 }
 
 impl Session {
@@ -31,7 +29,6 @@ impl Session {
             required_token: None,
             authenticated: true,
             allowed_dirs,
-            camera: false,
         }
     }
 }
@@ -87,7 +84,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 "results_stored": count,
                 "model": svc.identity.model_version,
                 "backend": svc.identity.backend,
-                "source": {"camera": if s.camera { "configured" } else { "none" }},
+                "source": {"camera": camera_json(&svc)},
                 "store": "ok",
             }))
         }
@@ -104,12 +101,16 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
             let rows = svc.store().history(limit).map_err(store_err)?;
             Ok(json!({"results": rows.iter().map(record_json).collect::<Vec<_>>()}))
         }
-        Command::Capture => Err(camera_unavailable()),
+        Command::Capture => {
+            let c = svc.capture().map_err(capture_err)?;
+            Ok(json!({"capture": capture_json(&c)}))
+        }
         Command::Analyze(args) => {
-            let Some(path) = args.path else {
-                return Err(camera_unavailable());
+            let path = match &args.path {
+                Some(p) => allowed(Path::new(p), &s.allowed_dirs)?,
+                // Replaced by the capture's file.
+                None => PathBuf::new(),
             };
-            let path = allowed(Path::new(&path), &s.allowed_dirs)?;
             let req = Request {
                 path,
                 via: s.via.clone(),
@@ -119,15 +120,58 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 exam_id: args.exam_id,
                 once: false,
             };
-            match svc.analyze(&req) {
-                Ok(r) => Ok(json!({"result": record_json(&r)})),
-                Err(ServiceError::Analysis { message, record }) => Ok(json!({
+            let (capture, outcome) = if args.path.is_some() {
+                (None, svc.analyze(&req))
+            } else {
+                let (c, outcome) = svc.capture_and_analyze(&req).map_err(capture_err)?;
+                (Some(capture_json(&c)), outcome)
+            };
+            let mut reply = match outcome {
+                Ok(r) => json!({"result": record_json(&r)}),
+                Err(ServiceError::Analysis { message, record }) => json!({
                     "ok": false,
                     "error": {"code": codes::ANALYSIS_FAILED, "message": message},
                     "result": record_json(&record),
-                })),
-                Err(ServiceError::Store(e)) => Err(store_err(e)),
+                }),
+                Err(ServiceError::Store(e)) => return Err(store_err(e)),
+            };
+            if let (Some(c), Value::Object(map)) = (capture, &mut reply) {
+                map.insert("capture".into(), c);
             }
+            Ok(reply)
+        }
+    }
+}
+
+/// STATUS's camera health: `{"state": "none"}` without a camera, else its state
+/// (`ok`, `missing`, `busy`, `denied`, `error`, `unknown`), device and message.
+fn camera_json(svc: &Service) -> Value {
+    match svc.camera_health() {
+        None => json!({"state": "none"}),
+        Some(h) => json!({
+            "state": h.state.as_str(),
+            "device": h.device.display().to_string(),
+            "message": h.message,
+        }),
+    }
+}
+
+fn capture_json(c: &Capture) -> Value {
+    json!({
+        "path": c.path.display().to_string(),
+        "width": c.width,
+        "height": c.height,
+        "frames": c.frames,
+        "captured_at": c.captured_at,
+    })
+}
+
+fn capture_err(e: CaptureError) -> ProtocolError {
+    match e {
+        CaptureError::NotConfigured => camera_unavailable(),
+        other => {
+            log::warn!("capture failed: {other}");
+            ProtocolError::new(codes::CAPTURE_FAILED, other.to_string())
         }
     }
 }

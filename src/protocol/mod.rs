@@ -39,9 +39,10 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "ANALYZE",
-        syntax: "ANALYZE sex=male|female [age=<months|10y4m>] [height=<cm>] [path=<file>] [id=<exam id>]",
+        syntax: "ANALYZE sex=male|female [age=<months|10y4m>] [height=<cm>] [path=<file>|source=camera] [id=<exam id>]",
         summary:
-            "analyse a radiograph file (inside an allowed folder); replies with the stored result",
+            "analyse a radiograph file (inside an allowed folder) or, with source=camera, a new \
+             camera capture; replies with the stored result",
     },
     CommandSpec { name: "RESULT", syntax: "RESULT id=<n>", summary: "one stored result by id" },
     CommandSpec {
@@ -52,7 +53,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "CAPTURE",
         syntax: "CAPTURE",
-        summary: "grab from the configured capture source without analysing (camera only)",
+        summary: "grab a camera frame and save it as a PNG without analysing; replies with its path",
     },
     CommandSpec {
         name: "AUTH",
@@ -124,6 +125,7 @@ pub mod codes {
     pub const ANALYSIS_FAILED: &str = "analysis_failed";
     pub const STORE_FAILED: &str = "store_failed";
     pub const UNAVAILABLE: &str = "unavailable";
+    pub const CAPTURE_FAILED: &str = "capture_failed";
 }
 
 /// Parses one line (without its newline).

@@ -1,9 +1,11 @@
-//! Where radiographs come from: image files (PNG, JPEG, TIFF, BMP) and DICOM.
+//! Where radiographs come from: image files (PNG, JPEG, TIFF, BMP), DICOM, and a V4L2
+//! camera ([`camera`]).
 //!
 //! Every source yields a [`Radiograph`]: a grayscale image scaled to `[0, 1]` (0 = black,
 //! bone is bright, as the model was trained) plus whatever the file says about the patient.
 //! Reading never guesses patient facts: a missing sex stays `None` and the caller decides.
 
+pub mod camera;
 mod dicom;
 pub mod hotfolder;
 mod raster;
