@@ -163,6 +163,8 @@ pub struct ModelConfig {
     pub path: PathBuf,
     pub backend: BackendKind,
     pub threads: usize,
+    /// Average over the model's test-time views (`preprocess.tta_shifts_px`).
+    pub tta: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -45,6 +45,24 @@ pub fn to_input(pixels: &GrayImage, p: &Preprocess) -> Input {
     Input { data, shape: [1, p.channels, p.height, p.width] }
 }
 
+/// `input` moved by (dx, dy) pixels with edge pixels replicated (the test-time views of
+/// `preprocess.tta_shifts_px`): out\[y]\[x] = in\[clamp(y - dy)]\[clamp(x - dx)], per channel.
+pub fn shifted(input: &Input, dx: i32, dy: i32) -> Input {
+    let [_, c, h, w] = input.shape;
+    let clamp = |v: i64, n: usize| v.clamp(0, n as i64 - 1) as usize;
+    let mut data = Vec::with_capacity(input.data.len());
+    for ch in 0..c {
+        let plane = &input.data[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            let sy = clamp(y as i64 - i64::from(dy), h);
+            for x in 0..w {
+                data.push(plane[sy * w + clamp(x as i64 - i64::from(dx), w)]);
+            }
+        }
+    }
+    Input { data, shape: input.shape }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +76,7 @@ mod tests {
             resize_filter: ResizeFilter::Triangle,
             mean: 0.5,
             std: 0.25,
+            tta_shifts_px: Vec::new(),
         }
     }
 
@@ -75,6 +94,17 @@ mod tests {
         let input = to_input(&img, &params());
         assert_eq!(input.data.len(), 16);
         assert!(input.data.iter().all(|v| (v - 1.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn shifts_replicate_edges() {
+        let input = Input { data: (0..6).map(|v| v as f32).collect(), shape: [1, 1, 2, 3] };
+        assert_eq!(shifted(&input, 0, 0), input);
+        // [[0,1,2],[3,4,5]] moved right by 1: the left column repeats.
+        assert_eq!(shifted(&input, 1, 0).data, vec![0., 0., 1., 3., 3., 4.]);
+        // moved up by 1: the bottom row repeats.
+        assert_eq!(shifted(&input, 0, -1).data, vec![3., 4., 5., 3., 4., 5.]);
+        assert_eq!(shifted(&input, -5, 0).data, vec![2., 2., 2., 5., 5., 5.]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The shipped model through the full Rust path (decode -> preprocess -> tract) agrees with
-//! PyTorch on the committed validation images (models/train/export.py wrote the reference).
+//! the reference on the committed validation images (models/train/export.py wrote it):
+//! one view against PyTorch, and the test-time-augmented reading against ONNX Runtime.
 
 mod common;
 
@@ -8,32 +9,40 @@ use boneage::model::Model;
 use boneage::source;
 use boneage::Sex;
 
-#[test]
-fn rust_matches_pytorch_on_validation_fixtures() {
+fn check(tta: bool, column: &str) {
     let mut config = Config::builtin().unwrap();
     config.model.path = common::model_path();
+    config.model.tta = tta;
     let mut model = Model::load(&config.model).unwrap();
-    let expected = common::expected();
+    let expected = common::expected_column(column);
     assert!(expected.len() >= 100, "need at least 100 fixtures, have {}", expected.len());
-    let (mut worst, mut mae_rust, mut mae_torch) = (0f64, 0f64, 0f64);
-    for (id, male, label, torch) in &expected {
+    let (mut worst, mut mae_rust, mut mae_ref) = (0f64, 0f64, 0f64);
+    for (id, male, label, reference) in &expected {
         let r = source::read_file(&common::val_image(id)).unwrap();
         let sex = if *male { Sex::Male } else { Sex::Female };
         let got = model.estimate(&r, sex).unwrap().bone_age_months;
-        let diff = (got - torch).abs();
-        assert!(diff <= 0.1, "{id}: rust {got:.3} vs pytorch {torch:.3} months");
+        let diff = (got - reference).abs();
+        assert!(diff <= 0.1, "{id}: rust {got:.3} vs {column} {reference:.3} months");
         worst = worst.max(diff);
         mae_rust += (got - label).abs();
-        mae_torch += (torch - label).abs();
+        mae_ref += (reference - label).abs();
     }
     let n = expected.len() as f64;
-    let (mae_rust, mae_torch) = (mae_rust / n, mae_torch / n);
-    assert!(
-        (mae_rust - mae_torch).abs() <= 0.2,
-        "MAE rust {mae_rust:.3} vs pytorch {mae_torch:.3}"
-    );
+    let (mae_rust, mae_ref) = (mae_rust / n, mae_ref / n);
+    assert!((mae_rust - mae_ref).abs() <= 0.2, "MAE rust {mae_rust:.3} vs {column} {mae_ref:.3}");
     eprintln!(
-        "{} images: worst |rust - pytorch| = {worst:.4} months, MAE {mae_rust:.3}",
-        expected.len()
+        "{} images, {} view(s): worst |rust - {column}| = {worst:.4} months, MAE {mae_rust:.3}",
+        expected.len(),
+        model.views()
     );
+}
+
+#[test]
+fn rust_matches_pytorch_on_validation_fixtures() {
+    check(false, "pred_pytorch");
+}
+
+#[test]
+fn rust_tta_matches_the_reference_reading() {
+    check(true, "pred_tta");
 }

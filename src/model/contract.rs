@@ -33,6 +33,9 @@ pub struct Preprocess {
     /// Applied to pixels scaled to `[0, 1]` (`full_range`): `(x - mean) / std`.
     pub mean: f32,
     pub std: f32,
+    /// Test-time augmentation: the reading is the mean over the input shifted by each
+    /// (dx, dy) in pixels, edges replicated. Empty: one view.
+    pub tta_shifts_px: Vec<(i32, i32)>,
 }
 
 /// Everything the program needs to know about a model file.
@@ -127,6 +130,12 @@ impl Contract {
             resize_filter,
             mean: positive("preprocess.mean", true)?,
             std: positive("preprocess.std", false)?,
+            tta_shifts_px: match meta.get("preprocess.tta_shifts_px") {
+                None => Vec::new(),
+                Some(v) => parse_shifts(v).ok_or_else(|| {
+                    invalid("preprocess.tta_shifts_px", v, "\"DX,DY;DX,DY;...\" in pixels")
+                })?,
+            },
         };
         let range = get("output.training_range_months")?;
         let training_range_months = parse_range(range).ok_or_else(|| {
@@ -170,6 +179,20 @@ impl Contract {
             .unwrap_or(if predicted < first.0 { first } else { last });
         Some(band.2)
     }
+}
+
+/// `"0,0;2,0;-2,0"` -> shifts; at most 32 views of at most 16 px, so a bad file cannot
+/// make one reading cost hundreds of inferences.
+fn parse_shifts(s: &str) -> Option<Vec<(i32, i32)>> {
+    let shifts = s
+        .split(';')
+        .map(|pair| {
+            let (dx, dy) = pair.trim().split_once(',')?;
+            let (dx, dy) = (dx.trim().parse::<i32>().ok()?, dy.trim().parse::<i32>().ok()?);
+            (dx.abs() <= 16 && dy.abs() <= 16).then_some((dx, dy))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (1..=32).contains(&shifts.len()).then_some(shifts)
 }
 
 fn parse_range(s: &str) -> Option<(f64, f64)> {
@@ -242,5 +265,19 @@ mod tests {
         let mut m = sample();
         m.insert("boneage.contract".into(), "2".into());
         assert!(Contract::from_metadata(&m).is_err());
+    }
+
+    #[test]
+    fn tta_shifts() {
+        assert!(Contract::from_metadata(&sample()).unwrap().preprocess.tta_shifts_px.is_empty());
+        let mut m = sample();
+        m.insert("preprocess.tta_shifts_px".into(), "0,0; 2,0;-2,0;0,-2".into());
+        let c = Contract::from_metadata(&m).unwrap();
+        assert_eq!(c.preprocess.tta_shifts_px, vec![(0, 0), (2, 0), (-2, 0), (0, -2)]);
+        for bad in ["", "0,0;2", "a,b", "0,0;99,0", &"0,0;".repeat(33)] {
+            m.insert("preprocess.tta_shifts_px".into(), bad.to_string());
+            let e = Contract::from_metadata(&m).unwrap_err().to_string();
+            assert!(e.contains("preprocess.tta_shifts_px"), "{bad:?}: {e}");
+        }
     }
 }

@@ -45,6 +45,8 @@ pub struct Model {
     backend: Box<dyn Backend>,
     /// Time to load, check and optimize the model (reported by `bench`).
     pub load_time: Duration,
+    /// Average over the contract's test-time views (`[model] tta`).
+    tta: bool,
 }
 
 /// The model's answer for one image.
@@ -78,7 +80,7 @@ impl Model {
             backend.name(),
             load_time.as_secs_f64() * 1e3
         );
-        Ok(Model { path: path.clone(), contract, backend, load_time })
+        Ok(Model { path: path.clone(), contract, backend, load_time, tta: config.tta })
     }
 
     /// Reads only the contract (metadata), without building the inference plan: cheap
@@ -112,12 +114,42 @@ impl Model {
         })
     }
 
-    /// Preprocess + infer.
+    /// Inference passes per reading: the number of test-time views, or 1.
+    pub fn views(&self) -> usize {
+        if self.tta {
+            self.contract.preprocess.tta_shifts_px.len().max(1)
+        } else {
+            1
+        }
+    }
+
+    /// The reading for one preprocessed input: the mean over the test-time views when
+    /// `[model] tta` is on and the model lists views, else one pass.
+    ///
+    /// # Errors
+    /// As [`Model::infer`].
+    pub fn infer_views(&mut self, input: &Input, sex: Sex) -> Result<Estimate, ModelError> {
+        if self.views() == 1 {
+            return self.infer(input, sex);
+        }
+        let shifts = self.contract.preprocess.tta_shifts_px.clone();
+        let mut sum = 0.0;
+        for (dx, dy) in &shifts {
+            sum += self.infer(&preprocess::shifted(input, *dx, *dy), sex)?.bone_age_months;
+        }
+        let months = sum / shifts.len() as f64;
+        Ok(Estimate {
+            bone_age_months: months,
+            interval95_months: self.contract.interval95_months(months),
+        })
+    }
+
+    /// Preprocess + inference over the configured views.
     ///
     /// # Errors
     /// As [`Model::infer`].
     pub fn estimate(&mut self, radiograph: &Radiograph, sex: Sex) -> Result<Estimate, ModelError> {
         let input = self.preprocess(radiograph);
-        self.infer(&input, sex)
+        self.infer_views(&input, sex)
     }
 }

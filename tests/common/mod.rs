@@ -18,13 +18,23 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// (id, male, label, PyTorch prediction) of the committed validation fixtures.
+/// (id, male, label, reading) per fixture, where reading is what the default configuration
+/// reports: the test-time-augmented prediction (`pred_tta`).
 pub fn expected() -> Vec<(String, bool, f64, f64)> {
+    expected_column("pred_tta")
+}
+
+/// As [`expected`], with the reference value from `column` of val/expected.csv
+/// (`pred_pytorch`: one view, PyTorch; `pred_tta`: mean over the test-time views).
+pub fn expected_column(column: &str) -> Vec<(String, bool, f64, f64)> {
     let text = std::fs::read_to_string(fixtures().join("val/expected.csv")).unwrap();
-    text.lines()
-        .skip(1)
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let k = header.iter().position(|h| *h == column).unwrap_or_else(|| panic!("no {column}"));
+    lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            (f[0].to_string(), f[1] == "true", f[2].parse().unwrap(), f[3].parse().unwrap())
+            (f[0].to_string(), f[1] == "true", f[2].parse().unwrap(), f[k].parse().unwrap())
         })
         .collect()
 }
