@@ -165,12 +165,85 @@ pub struct ModelConfig {
     pub threads: usize,
     /// Average over the model's test-time views (`preprocess.tta_shifts_px`).
     pub tta: bool,
+    /// ONNX Runtime execution providers in priority order (backend `ort` or `auto`); every
+    /// one listed must register, so a unit never runs on the CPU while the config says GPU.
+    pub execution_providers: Vec<ExecutionProviderKind>,
+    /// The ONNX Runtime shared library; empty means `ORT_DYLIB_PATH`, else the system's
+    /// `libonnxruntime.so` (see [`ModelConfig::ort_library_path`]).
+    pub ort_library: PathBuf,
 }
 
+impl ModelConfig {
+    /// Where to load ONNX Runtime from: `ort_library` if set, else `ORT_DYLIB_PATH`, else
+    /// the platform's library name for the dynamic loader's search path. A config file on
+    /// the unit wins over the environment, so a service's behaviour is in its config.
+    pub fn ort_library_path(&self) -> PathBuf {
+        if !self.ort_library.as_os_str().is_empty() {
+            return self.ort_library.clone();
+        }
+        match std::env::var_os("ORT_DYLIB_PATH") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(ORT_DEFAULT_LIBRARY),
+        }
+    }
+}
+
+/// The ONNX Runtime library name the dynamic loader looks for when nothing is configured.
+#[cfg(target_os = "macos")]
+pub const ORT_DEFAULT_LIBRARY: &str = "libonnxruntime.dylib";
+#[cfg(target_os = "windows")]
+pub const ORT_DEFAULT_LIBRARY: &str = "onnxruntime.dll";
+#[cfg(not(any(target_os = "macos", target_os = "windows")))]
+pub const ORT_DEFAULT_LIBRARY: &str = "libonnxruntime.so";
+
+/// `[model] backend`: which runtime executes the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
+    /// Pure Rust, always compiled in.
     Tract,
+    /// ONNX Runtime (cargo feature `ort`); start-up fails if it cannot be used.
+    Ort,
+    /// ONNX Runtime when it loads with every requested provider, otherwise tract.
+    Auto,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract",
+            BackendKind::Ort => "ort",
+            BackendKind::Auto => "auto",
+        }
+    }
+}
+
+/// `[model] execution_providers`: ONNX Runtime execution providers by their short name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProviderKind {
+    Cpu,
+    Cuda,
+    Tensorrt,
+    Rocm,
+    Openvino,
+    Directml,
+    Coreml,
+}
+
+impl ExecutionProviderKind {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProviderKind::Cpu => "cpu",
+            ExecutionProviderKind::Cuda => "cuda",
+            ExecutionProviderKind::Tensorrt => "tensorrt",
+            ExecutionProviderKind::Rocm => "rocm",
+            ExecutionProviderKind::Openvino => "openvino",
+            ExecutionProviderKind::Directml => "directml",
+            ExecutionProviderKind::Coreml => "coreml",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +347,10 @@ impl Config {
             }
         };
         resolve(&mut config.model.path);
+        // Empty means "not set" (TOML has no null), so only a given path is resolved.
+        if !config.model.ort_library.as_os_str().is_empty() {
+            resolve(&mut config.model.ort_library);
+        }
         resolve(&mut config.store.path);
         resolve(&mut config.hot_folder.path);
         config.protocol.allowed_dirs.iter_mut().for_each(resolve);
@@ -298,6 +375,17 @@ impl Config {
             value,
             expected: expected.to_string(),
         };
+        let providers = &self.model.execution_providers;
+        let duplicate = providers.iter().enumerate().any(|(i, p)| providers[..i].contains(p));
+        if providers.is_empty() || duplicate {
+            let names: Vec<String> =
+                providers.iter().map(|p| format!("{:?}", p.as_str())).collect();
+            return Err(value_err(
+                "model.execution_providers",
+                format!("[{}]", names.join(", ")),
+                "a non-empty list without repeats, in priority order, e.g. [\"cuda\", \"cpu\"]",
+            ));
+        }
         let t = &self.tcp;
         if t.enabled && !t.bind.ip().is_loopback() && t.token.len() < 8 {
             return Err(value_err(
@@ -519,6 +607,8 @@ mod tests {
         let c = Config::builtin().unwrap();
         assert_eq!(c.model.backend, BackendKind::Tract);
         assert_eq!(c.model.threads, 1);
+        assert_eq!(c.model.execution_providers, [ExecutionProviderKind::Cpu]);
+        assert_eq!(c.model.ort_library, Path::new(""));
         assert_eq!(c.log.level, LogLevel::Warn);
         assert!(c.model.path.ends_with("models/boneage-lite0.onnx"));
         assert_eq!(c.display.backend, DisplayBackend::None);
@@ -670,5 +760,60 @@ mod tests {
         assert_eq!(normalize(Path::new("/../a")), Path::new("/a"));
         assert_eq!(normalize(Path::new("../a/..")), Path::new(".."));
         assert!(!normalize(Path::new("/srv/inbox/../caps")).starts_with("/srv/inbox"));
+    }
+
+    #[test]
+    fn backend_and_execution_providers() {
+        let text =
+            "[model]\nbackend = \"ort\"\nexecution_providers = [\"tensorrt\", \"cuda\", \"cpu\"]\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.model.backend, BackendKind::Ort);
+        use ExecutionProviderKind::{Cpu, Cuda, Tensorrt};
+        assert_eq!(c.model.execution_providers, [Tensorrt, Cuda, Cpu]);
+        let c = Config::parse("[model]\nbackend = \"auto\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.model.backend, BackendKind::Auto);
+        assert_eq!(c.model.execution_providers, [Cpu]);
+
+        let e = Config::parse("[model]\nbackend = \"onnx\"\n", Path::new("x.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("onnx") && msg.contains("ort") && msg.contains("auto"), "{msg}");
+        let e = Config::parse("[model]\nexecution_providers = [\"gpu\"]\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("gpu") && e.to_string().contains("cuda"), "{e}");
+        let e = Config::parse("[model]\nexecution_providers = \"cuda\"\n", Path::new("x.toml"))
+            .unwrap_err();
+        assert!(e.to_string().contains("`model.execution_providers`"), "{e}");
+        let e =
+            Config::parse("[model]\nexecution_providers = []\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("`model.execution_providers` = []: a non-empty"), "{e}");
+        let e = Config::parse(
+            "[model]\nexecution_providers = [\"cpu\", \"cpu\"]\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("without repeats"), "{e}");
+    }
+
+    #[test]
+    fn ort_library_resolves_against_the_file_and_wins_over_the_environment() {
+        let c = Config::parse(
+            "[model]\nort_library = \"lib/libonnxruntime.so\"\n",
+            Path::new("/etc/b/x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.model.ort_library, Path::new("/etc/b/lib/libonnxruntime.so"));
+        // Set in the file: the environment is not consulted.
+        assert_eq!(c.model.ort_library_path(), Path::new("/etc/b/lib/libonnxruntime.so"));
+        let c = Config::parse(
+            "[model]\nort_library = \"/opt/ort/libonnxruntime.so\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.model.ort_library, Path::new("/opt/ort/libonnxruntime.so"));
+        // Empty stays empty (unset), not the config's folder.
+        let c = Config::parse("[model]\nort_library = \"\"\n", Path::new("/etc/b/x.toml")).unwrap();
+        assert_eq!(c.model.ort_library, Path::new(""));
+        let e = Config::parse("[model]\nort_library = 1\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("`model.ort_library` = 1: expected a string"), "{e}");
     }
 }

@@ -8,7 +8,8 @@
 //!   (pixels plus patient sex/age when the file has them).
 //! - [`preprocess`]: turns a radiograph into the model's input tensor, with parameters read
 //!   from the model's own metadata ([`model::Contract`]).
-//! - [`model`]: the trained network behind one [`model::Backend`] trait (tract today).
+//! - [`model`]: the trained network behind one [`model::Backend`] trait (tract; ONNX Runtime
+//!   with the `ort` cargo feature).
 //! - [`quality`]: refuses blank, saturated, inverted or foreign images before inference.
 //! - [`report`]: from a number of months to a reading: ages, differences, formatting.
 //! - [`store`]: every analysis stored durably (SQLite, WAL, synchronous=FULL) before it is shown.

@@ -364,4 +364,5 @@ fn version_names_crate_and_model() {
     assert!(out.status.success());
     let text = stdout(&out);
     assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("boneage-lite0 v"), "{text}");
+    assert!(text.trim_end().ends_with("; backend tract"), "the default config runs tract: {text}");
 }

@@ -93,9 +93,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Err(e) => format!("model unavailable: {e}"),
         };
         println!(
-            "boneage {} ; {model} ; backend {:?}",
+            "boneage {} ; {model} ; backend {}",
             env!("CARGO_PKG_VERSION"),
-            config.model.backend
+            boneage::model::describe_backend(&config.model)
         );
         return Ok(ExitCode::SUCCESS);
     }

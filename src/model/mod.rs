@@ -3,8 +3,13 @@
 //! [`Model`] owns one [`Backend`], built once at start-up for the concrete input shape and
 //! reused for every image. Backends only map an input tensor to months; everything that
 //! depends on the recipe (size, normalization) is in [`Contract`].
+//!
+//! Backends: tract (always) and ONNX Runtime (cargo feature `ort`), chosen by
+//! `[model] backend`; `auto` prefers ONNX Runtime and falls back to tract.
 
 mod contract;
+#[cfg(feature = "ort")]
+mod ort;
 mod tract;
 
 pub use contract::{Contract, ContractError, Fit, Preprocess, ResizeFilter};
@@ -19,8 +24,9 @@ use crate::source::Radiograph;
 
 /// Runs the network on one preprocessed input.
 pub trait Backend: Send {
-    /// Short name for logs, `--version`, and bench output.
-    fn name(&self) -> &'static str;
+    /// Short name for logs, `--version`, STATUS and bench output, with the execution
+    /// providers in use where the runtime has them: `ort (CPUExecutionProvider)`.
+    fn name(&self) -> &str;
     /// Bone age in months for one image.
     ///
     /// # Errors
@@ -36,6 +42,49 @@ pub enum ModelError {
     Contract { path: PathBuf, source: ContractError },
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The configured backend cannot run here (not compiled in, library or provider missing).
+    #[error("backend \"{backend}\" unavailable: {reason}")]
+    Unavailable { backend: &'static str, reason: String },
+}
+
+/// Why `backend = "ort"` cannot work in a build without the feature.
+#[cfg(not(feature = "ort"))]
+const NO_ORT_FEATURE: &str =
+    "built without the ort feature; rebuild with --features ort or use backend = \"tract\"";
+
+type Loaded = (Contract, Box<dyn Backend>);
+
+fn load_tract(config: &ModelConfig) -> Result<Loaded, ModelError> {
+    let (contract, b) = tract::TractBackend::load(&config.path, config.threads)?;
+    Ok((contract, Box::new(b)))
+}
+
+#[cfg(feature = "ort")]
+fn load_ort(config: &ModelConfig) -> Result<Loaded, ModelError> {
+    let (contract, b) = self::ort::OrtBackend::load(config)?;
+    Ok((contract, Box::new(b)))
+}
+
+#[cfg(not(feature = "ort"))]
+fn load_ort(_config: &ModelConfig) -> Result<Loaded, ModelError> {
+    Err(ModelError::Unavailable { backend: "ort", reason: NO_ORT_FEATURE.into() })
+}
+
+/// The backend `config` selects, named as [`Model::backend_name`] would name it, without
+/// building an inference plan or session (cheap enough for `--version`). For `ort` and
+/// `auto` this loads the ONNX Runtime library and checks the providers are in it.
+pub fn describe_backend(config: &ModelConfig) -> String {
+    #[cfg(feature = "ort")]
+    let ort = self::ort::describe(config);
+    #[cfg(not(feature = "ort"))]
+    let ort: Result<String, ModelError> =
+        Err(ModelError::Unavailable { backend: "ort", reason: NO_ORT_FEATURE.into() });
+    match (config.backend, ort) {
+        (BackendKind::Tract, _) => "tract".into(),
+        (_, Ok(name)) => name,
+        (BackendKind::Ort, Err(e)) => format!("ort, not usable: {e}"),
+        (BackendKind::Auto, Err(e)) => format!("tract (auto: {e})"),
+    }
 }
 
 /// A loaded model ready to analyse radiographs.
@@ -66,11 +115,21 @@ impl Model {
     pub fn load(config: &ModelConfig) -> Result<Model, ModelError> {
         let start = Instant::now();
         let path = &config.path;
-        let (contract, backend): (Contract, Box<dyn Backend>) = match config.backend {
-            BackendKind::Tract => {
-                let (contract, b) = tract::TractBackend::load(path, config.threads)?;
-                (contract, Box::new(b))
-            }
+        let (contract, backend) = match config.backend {
+            BackendKind::Tract => load_tract(config)?,
+            BackendKind::Ort => load_ort(config)?,
+            BackendKind::Auto => match load_ort(config) {
+                Ok(loaded) => loaded,
+                // Not the runtime's fault: tract would refuse the file the same way.
+                Err(e @ ModelError::Contract { .. }) => return Err(e),
+                Err(_) if !path.is_file() => load_tract(config)?,
+                Err(e) => {
+                    log::warn!(
+                        "backend = \"auto\": not using ONNX Runtime, falling back to tract: {e}"
+                    );
+                    load_tract(config)?
+                }
+            },
         };
         let load_time = start.elapsed();
         log::info!(
@@ -92,7 +151,7 @@ impl Model {
         tract::read_contract(path)
     }
 
-    pub fn backend_name(&self) -> &'static str {
+    pub fn backend_name(&self) -> &str {
         self.backend.name()
     }
 
@@ -151,5 +210,56 @@ impl Model {
     pub fn estimate(&mut self, radiograph: &Radiograph, sex: Sex) -> Result<Estimate, ModelError> {
         let input = self.preprocess(radiograph);
         self.infer_views(&input, sex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The shipped model, with ONNX Runtime pointed at a file that does not exist.
+    fn config(backend: BackendKind) -> ModelConfig {
+        let mut c = Config::builtin().unwrap().model;
+        c.path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/boneage-lite0.onnx");
+        c.backend = backend;
+        c.ort_library = PathBuf::from("/nonexistent/onnxruntime/libonnxruntime.so");
+        c
+    }
+
+    #[test]
+    fn auto_falls_back_to_tract_when_the_library_is_missing() {
+        let model = Model::load(&config(BackendKind::Auto)).unwrap();
+        assert_eq!(model.backend_name(), "tract");
+        let shown = describe_backend(&config(BackendKind::Auto));
+        assert!(shown.starts_with("tract (auto: backend \"ort\" unavailable: "), "{shown}");
+    }
+
+    #[test]
+    fn ort_without_library_or_feature_fails_saying_what_to_do() {
+        let e = Model::load(&config(BackendKind::Ort)).err().unwrap();
+        assert!(matches!(e, ModelError::Unavailable { backend: "ort", .. }), "{e}");
+        let msg = e.to_string();
+        if cfg!(feature = "ort") {
+            assert!(
+                msg.contains("/nonexistent/onnxruntime/libonnxruntime.so does not exist")
+                    && msg.contains("ORT_DYLIB_PATH")
+                    && msg.contains("ort_library"),
+                "{msg}"
+            );
+        } else {
+            assert!(
+                msg.contains(
+                    "built without the ort feature; rebuild with --features ort or use backend = \"tract\""
+                ),
+                "{msg}"
+            );
+        }
+        assert!(describe_backend(&config(BackendKind::Ort)).starts_with("ort, not usable: "));
+    }
+
+    #[test]
+    fn tract_is_named_tract() {
+        assert_eq!(describe_backend(&config(BackendKind::Tract)), "tract");
     }
 }

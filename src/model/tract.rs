@@ -103,7 +103,7 @@ fn executor(threads: usize) -> Executor {
 }
 
 impl Backend for TractBackend {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "tract"
     }
 
