@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# The full check CI runs: formatting, lints, and every test (dev profile with optimized
-# dependencies, see Cargo.toml).
+# The full check CI runs: formatting, lints, every test (dev profile with optimized
+# dependencies, see Cargo.toml), the `ort` backend's tests, then the ARM cross builds under
+# qemu (BONEAGE_SKIP_ARM=1 skips those).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features ort -- -D warnings
 cargo test --locked
+# The ONNX Runtime backend against tract (installs the CPU onnxruntime wheel in .venv-ort).
+bash scripts/test-ort.sh --lib --test ort_agreement
+# ARM: cross builds and a subset of the tests under qemu (docs/arm.md).
+if [ -z "${BONEAGE_SKIP_ARM:-}" ]; then
+    bash scripts/test-arm.sh
+fi
