@@ -1,11 +1,12 @@
-"""Per-image latency of the shipped ONNX model in ONNX Runtime and in PyTorch (same
-weights from the training run), single-threaded, for comparison with `boneage bench`
-(tract). Run on an otherwise idle machine:
+"""Per-image latency of the shipped ONNX model in tract (`boneage bench`), ONNX Runtime and
+PyTorch (same weights from the training run), one thread, one view, in one run on the same
+images. Run on an otherwise idle machine:
 
     python benches/compare_runtimes.py --model models/boneage-lite0.onnx --images samples \
-        [--checkpoint models/train/runs/lite0-128/last.pt]
+        --boneage target/release/boneage [--checkpoint models/train/runs/lite0-128-ft/last.pt]
 
-Prints one JSON object per runtime: p50/p95 inference ms and peak RSS of this process.
+Prints one JSON object per runtime (p50/p95 inference ms, load ms, peak RSS), then the
+ratios of tract to ONNX Runtime.
 """
 import argparse
 import glob
@@ -36,11 +37,25 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--images", required=True)
     ap.add_argument("--checkpoint")
+    ap.add_argument("--boneage", help="boneage binary: also time tract with `boneage bench`")
     ap.add_argument("--runs", type=int, default=200)
     args = ap.parse_args()
 
+    import subprocess
+
     import onnx
     import onnxruntime as ort
+    results = {}
+    if args.boneage:
+        out = subprocess.run([args.boneage, "--model", args.model, "--threads", "1", "--no-tta",
+                              "bench", "--json", "--images", args.images, "--runs", str(args.runs)],
+                             check=True, capture_output=True, text=True).stdout
+        b = json.loads(out.strip().splitlines()[-1])
+        results["tract"] = dict(runtime="tract (boneage bench)", threads=1,
+                                p50_ms=round(b["inference_ms_p50"], 3),
+                                p95_ms=round(b["inference_ms_p95"], 3),
+                                load_ms=round(b["load_ms"], 1), peak_rss_mib=b["peak_rss_mib"])
+        print(json.dumps(results["tract"]), flush=True)
     meta = {p.key: p.value for p in onnx.load(args.model).metadata_props}
     size, mean, std = int(meta["preprocess.width"]), float(meta["preprocess.mean"]), float(meta["preprocess.std"])
     files = sorted(glob.glob(os.path.join(args.images, "*.png")))
@@ -64,7 +79,13 @@ def main():
     r = timings(run_ort, args.runs)
     r.update(runtime="onnxruntime " + ort.__version__, threads=1, load_ms=round(load_ms, 1),
              peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    results["ort"] = r
     print(json.dumps(r), flush=True)
+    if "tract" in results:
+        t, o = results["tract"], results["ort"]
+        print(json.dumps({"tract_over_onnxruntime_p50": round(t["p50_ms"] / o["p50_ms"], 2),
+                          "tract_over_onnxruntime_p95": round(t["p95_ms"] / o["p95_ms"], 2)}),
+              flush=True)
 
     if args.checkpoint:
         import torch
@@ -73,7 +94,9 @@ def main():
         torch.set_num_threads(1)
         ck = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
         net = train.build_model(ck["stats"]["age_mean"], ck["stats"]["age_std"], pretrained=False)
-        net.load_state_dict(ck[meta.get("weights", "ema")], strict=False)
+        # "ema+bn" = EMA weights with re-estimated batch-norm statistics; for timing the
+        # stored EMA weights are the same network.
+        net.load_state_dict(ck[meta.get("weights", "ema").split("+")[0]], strict=False)
         net.eval()
         xt, mt = torch.from_numpy(x), torch.from_numpy(male)
 
