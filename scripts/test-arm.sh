@@ -36,7 +36,7 @@ for target in "${targets[@]}"; do
     echo "== $target" >&2
     start=$SECONDS
     cargo build --locked --profile arm-ci --target "$target" --bin boneage
-    bin="target/$target/arm-ci/boneage"
+    bin="${CARGO_TARGET_DIR:-target}/$target/arm-ci/boneage"
     case "$target" in
         aarch64-*) run=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
         armv7-*) run=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;

@@ -103,7 +103,7 @@ fn sixteen_bit_and_jpeg_give_the_same_reading() {
 }
 
 /// Known issue: a JPEG (quality 95) of a 100x100 fixture shifts the estimate by ~17 months
-/// (55.9 -> 73.3 for fixture 1381). Whether that is the model's sensitivity to 8x8-block
+/// (v1.0.0: 55.9 -> 73.3 for fixture 1381). Whether that is the model's sensitivity to 8x8-block
 /// artefacts at this tiny size or a decoding difference is not yet known; until it is, this
 /// test documents the expected behaviour and is run on demand (`cargo test -- --ignored`).
 #[test]
