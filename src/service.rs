@@ -88,6 +88,9 @@ pub struct Service {
     queued: AtomicUsize,
     /// The attached screen, if any; drawing failures are logged, never fatal.
     display: Mutex<Option<Display>>,
+    /// The display's health for STATUS: `None` until a display is attached, then the last
+    /// drawing error (`Some(Some(..))`) or none (`Some(None)`).
+    display_health: Mutex<Option<Option<String>>>,
     /// SDS thresholds for the delayed/normal/advanced category (`[reading]`).
     thresholds: Thresholds,
     /// Whether the quality gate runs before inference (`[quality] enabled`).
@@ -122,6 +125,7 @@ impl Service {
             started: Instant::now(),
             queued: AtomicUsize::new(0),
             display: Mutex::new(None),
+            display_health: Mutex::new(None),
             thresholds: config.reading.thresholds(),
             quality_gate: config.quality.enabled,
             camera: config.camera.enabled.then(|| Camera::new(&config.camera)),
@@ -193,15 +197,32 @@ impl Service {
 
     /// Attaches a display; every analysis is then shown on it.
     pub fn set_display(&self, display: Display) {
+        // `backend = "none"` draws nothing, so there is no health to report.
+        if !matches!(display, Display::None) {
+            *lock(&self.display_health) = Some(None);
+        }
         *lock(&self.display) = Some(display);
     }
 
     /// Draws `screen` if a display is attached.
     pub fn show(&self, screen: &Screen) {
         if let Some(d) = lock(&self.display).as_mut() {
-            if let Err(e) = d.show(screen) {
+            let outcome = d.show(screen).err().map(|e| e.to_string());
+            if let Some(e) = &outcome {
                 log::warn!("display: {e}");
             }
+            if !matches!(d, Display::None) {
+                *lock(&self.display_health) = Some(outcome);
+            }
+        }
+    }
+
+    /// `"none"` (no display attached), `"ok"`, or the last drawing error.
+    pub fn display_health(&self) -> String {
+        match &*lock(&self.display_health) {
+            None => "none".into(),
+            Some(None) => "ok".into(),
+            Some(Some(e)) => format!("error: {e}"),
         }
     }
 

@@ -116,6 +116,7 @@ fn protocol_over_tcp() {
     let status = c.send("STATUS");
     assert_eq!(status["state"], "ready");
     assert_eq!(status["source"]["camera"]["state"], "none", "{status}");
+    assert_eq!(status["display"], "none", "{status}");
 
     let img = server.dir.path().join("allowed/a.png");
     copy_fixture(0, &img);

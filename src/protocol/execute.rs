@@ -85,6 +85,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 "model": svc.identity.model_version,
                 "backend": svc.identity.backend,
                 "source": {"camera": camera_json(&svc)},
+                "display": svc.display_health(),
                 "store": "ok",
             }))
         }
