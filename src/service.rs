@@ -298,17 +298,17 @@ impl Service {
             }
         };
         match outcome {
-            Ok(reading) => {
+            Ok((reading, radiograph)) => {
                 self.show(&Screen::Result(Box::new(ResultView {
                     bone_age_months: reading.bone_age_months,
                     sex: reading.sex,
                     interval95_months: reading.interval95_months,
                     chronological_age_months: reading.chronological_age_months,
                     difference_months: reading.difference_months,
-                    category: reading.category,
-                    patient_id: reading.patient_id,
+                    category: reading.category.map(|c| c.as_str().to_string()),
+                    patient_id: radiograph.patient.patient_id,
                     exam_id: record.exam_id.clone(),
-                    thumbnail: Some(reading.pixels),
+                    thumbnail: Some(radiograph.pixels),
                     warnings: reading.warnings,
                 })));
                 Ok(record)
@@ -324,7 +324,13 @@ impl Service {
     }
 
     /// Fills `rec` with the reading, or returns why there is none.
-    fn run_model(&self, req: &Request, bytes: &[u8], rec: &mut NewRecord) -> Result<Shown, String> {
+    /// The radiograph comes back too: the result screen shows its thumbnail and patient id.
+    fn run_model(
+        &self,
+        req: &Request,
+        bytes: &[u8],
+        rec: &mut NewRecord,
+    ) -> Result<(Reading, source::Radiograph), String> {
         let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
         if self.quality_gate {
             quality::check(&radiograph.pixels).map_err(|why| {
@@ -367,31 +373,8 @@ impl Service {
         rec.category = reading.category.map(|c| c.as_str().to_string());
         rec.adult_height_cm = reading.adult_height.map(|h| h.predicted_cm);
         rec.warnings = reading.warnings.clone();
-        Ok(Shown {
-            category: reading.category.map(|c| c.as_str().to_string()),
-            patient_id: radiograph.patient.patient_id.clone(),
-            bone_age_months: reading.bone_age_months,
-            sex,
-            interval95_months: reading.interval95_months,
-            chronological_age_months: reading.chronological_age_months,
-            difference_months: reading.difference_months,
-            warnings: reading.warnings,
-            pixels: radiograph.pixels,
-        })
+        Ok((reading, radiograph))
     }
-}
-
-/// What the display needs from a successful analysis.
-struct Shown {
-    category: Option<String>,
-    patient_id: Option<String>,
-    bone_age_months: f64,
-    sex: Sex,
-    interval95_months: Option<f64>,
-    chronological_age_months: Option<f64>,
-    difference_months: Option<f64>,
-    warnings: Vec<String>,
-    pixels: crate::source::GrayImage,
 }
 
 /// Writes `image` to `dir` as `capture-<UTC time>.png`, atomically (a temporary name, then a
