@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::clinical::{AdultHeight, Assessment, Category};
+use crate::clinical::{self, AdultHeight, Assessment, Category, Thresholds};
+use crate::model::{Model, ModelError};
+use crate::source::Radiograph;
 
 /// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
 pub const MAX_AGE_MONTHS: f64 = 252.0;
@@ -186,6 +188,42 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// The whole reading of one radiograph: the model's estimate (over its test-time views),
+    /// the comparison with the chronological age, SDS, category and adult height. One place
+    /// for the CLI and the service, which differ only in where sex, age and height come from.
+    ///
+    /// # Errors
+    /// [`ModelError`] when inference fails.
+    pub fn from_model(
+        model: &mut Model,
+        image: String,
+        radiograph: &Radiograph,
+        sex: Sex,
+        age: Option<Age>,
+        height_cm: Option<f64>,
+        thresholds: Thresholds,
+    ) -> Result<Reading, ModelError> {
+        let estimate = model.estimate(radiograph, sex)?;
+        let assessment = clinical::assess(
+            sex,
+            estimate.bone_age_months,
+            age.map(Age::months),
+            height_cm,
+            thresholds,
+        );
+        let c = &model.contract;
+        Ok(Reading::new(
+            image,
+            sex,
+            estimate.bone_age_months,
+            estimate.interval95_months,
+            age,
+            c.training_range_months,
+            c.model_id(),
+        )
+        .with_assessment(assessment))
+    }
+
     pub fn new(
         image: String,
         sex: Sex,

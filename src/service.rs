@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::clinical::{self, Thresholds};
+use crate::clinical::Thresholds;
 use crate::config::Config;
 use crate::display::{Display, ResultView, Screen};
 use crate::model::Model;
@@ -346,27 +346,16 @@ impl Service {
         }
         rec.sex = Some(sex.to_string());
         rec.age_months = age.map(Age::months);
-        let mut model = lock(&self.model);
-        let estimate =
-            model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", req.path.display()))?;
-        let assessment = clinical::assess(
+        let reading = Reading::from_model(
+            &mut lock(&self.model),
+            req.path.display().to_string(),
+            &radiograph,
             sex,
-            estimate.bone_age_months,
-            age.map(Age::months),
+            age,
             req.height_cm,
             self.thresholds,
-        );
-        let reading = Reading::new(
-            req.path.display().to_string(),
-            sex,
-            estimate.bone_age_months,
-            estimate.interval95_months,
-            age,
-            model.contract.training_range_months,
-            model.contract.model_id(),
         )
-        .with_assessment(assessment);
-        drop(model);
+        .map_err(|e| format!("{}: {e}", req.path.display()))?;
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
         rec.sds = reading.sds;

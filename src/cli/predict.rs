@@ -94,26 +94,16 @@ fn analyse(
         )
     })?;
     let age = args.age.or(radiograph.patient.age);
-    let estimate =
-        model.estimate(&radiograph, sex).map_err(|e| format!("{}: {e}", path.display()))?;
-    let c = &model.contract;
-    let assessment = clinical::assess(
+    let mut reading = Reading::from_model(
+        model,
+        path.display().to_string(),
+        &radiograph,
         sex,
-        estimate.bone_age_months,
-        age.map(Age::months),
+        age,
         args.height,
         config.reading.thresholds(),
-    );
-    let mut reading = Reading::new(
-        path.display().to_string(),
-        sex,
-        estimate.bone_age_months,
-        estimate.interval95_months,
-        age,
-        c.training_range_months,
-        c.model_id(),
     )
-    .with_assessment(assessment);
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     let p = &radiograph.patient;
     reading.id = args.id.clone().or_else(|| p.patient_id.clone()).or_else(|| p.accession.clone());
     Ok((reading, radiograph))
