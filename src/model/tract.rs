@@ -5,12 +5,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
-use super::{Backend, Contract, ContractError, ModelError};
+use super::{Backend, Contract, ContractError, ModelError, OpTime};
 use crate::preprocess::Input;
 
 type Plan = Arc<TypedRunnableModel>;
@@ -55,8 +56,16 @@ impl TractBackend {
         let proto = proto(path)?;
         let contract = contract_of(path, &proto)?;
         let p = &contract.preprocess;
+        let outputs: Vec<String> = proto
+            .graph
+            .as_ref()
+            .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
+            .unwrap_or_default();
         let mut model =
             tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| load_err(path, e))?;
+        // The protobuf holds a full copy of the weights: free it before optimizing, which
+        // makes further copies (packed kernels), to keep the load's peak memory down.
+        drop(proto);
         let contract_err = |source| ModelError::Contract { path: path.to_path_buf(), source };
         let names: Vec<String> = model
             .input_outlets()
@@ -67,11 +76,6 @@ impl TractBackend {
         if names != ["image", "male"] {
             return Err(contract_err(ContractError::Inputs { found: names }));
         }
-        let outputs: Vec<String> = proto
-            .graph
-            .as_ref()
-            .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
-            .unwrap_or_default();
         if outputs.first().map(String::as_str) != Some("bone_age_months") {
             return Err(contract_err(ContractError::Outputs { found: outputs }));
         }
@@ -122,5 +126,45 @@ impl Backend for TractBackend {
             .copied()
             .ok_or_else(|| ModelError::Inference("empty output tensor".into()))?;
         Ok(value)
+    }
+
+    fn op_profile(
+        &mut self,
+        input: &Input,
+        male: f32,
+        runs: usize,
+    ) -> Option<Result<Vec<OpTime>, ModelError>> {
+        Some(self.profile(input, male, runs).map_err(|e| ModelError::Inference(format!("{e:#}"))))
+    }
+}
+
+impl TractBackend {
+    /// Runs the plan `runs` times, timing each node's evaluation the way tract's own
+    /// command-line profiler does, and sums the times per operator type.
+    fn profile(&self, input: &Input, male: f32, runs: usize) -> TractResult<Vec<OpTime>> {
+        let image: TValue = Tensor::from_shape(&input.shape, &input.data)?.into();
+        let male: TValue = tensor2(&[[male]]).into();
+        let mut state = self.plan.spawn()?;
+        let mut per_op: HashMap<String, (std::collections::HashSet<usize>, Duration)> =
+            HashMap::new();
+        for _ in 0..runs {
+            state.run_plan_with_eval(
+                tvec!(image.clone(), male.clone()),
+                |ctx, st, node, inputs| {
+                    let started = Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    let entry = per_op.entry(node.op().name().to_string()).or_default();
+                    entry.0.insert(node.id);
+                    entry.1 += started.elapsed();
+                    out
+                },
+            )?;
+        }
+        let mut ops: Vec<OpTime> = per_op
+            .into_iter()
+            .map(|(op, (nodes, total))| OpTime { op, nodes: nodes.len(), total })
+            .collect();
+        ops.sort_by_key(|t| std::cmp::Reverse(t.total));
+        Ok(ops)
     }
 }
