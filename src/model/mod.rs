@@ -8,6 +8,7 @@
 //! `[model] backend`; `auto` prefers ONNX Runtime and falls back to tract.
 
 mod contract;
+mod memory;
 #[cfg(feature = "ort")]
 mod ort;
 mod tract;
@@ -136,7 +137,22 @@ impl Model {
     pub fn load(config: &ModelConfig) -> Result<Model, ModelError> {
         let start = Instant::now();
         let path = &config.path;
-        let (contract, backend) = match config.backend {
+        let (contract, backend) = memory::during_load(|| Model::load_backend(config))?;
+        let load_time = start.elapsed();
+        log::info!(
+            "loaded model {} v{} with {} in {:.0} ms",
+            path.display(),
+            contract.version,
+            backend.name(),
+            load_time.as_secs_f64() * 1e3
+        );
+        Ok(Model { path: path.clone(), contract, backend, load_time, tta: config.tta })
+    }
+
+    /// The contract and backend for `config.backend`, `auto` falling back to tract.
+    fn load_backend(config: &ModelConfig) -> Result<Loaded, ModelError> {
+        let path = &config.path;
+        Ok(match config.backend {
             BackendKind::Tract => load_tract(config)?,
             BackendKind::Ort => load_ort(config)?,
             BackendKind::Auto => match load_ort(config) {
@@ -151,16 +167,7 @@ impl Model {
                     load_tract(config)?
                 }
             },
-        };
-        let load_time = start.elapsed();
-        log::info!(
-            "loaded model {} v{} with {} in {:.0} ms",
-            path.display(),
-            contract.version,
-            backend.name(),
-            load_time.as_secs_f64() * 1e3
-        );
-        Ok(Model { path: path.clone(), contract, backend, load_time, tta: config.tta })
+        })
     }
 
     /// Reads only the contract (metadata), without building the inference plan: cheap
