@@ -165,6 +165,8 @@ pub struct ModelConfig {
     pub threads: usize,
     /// Average over the model's test-time views (`preprocess.tta_shifts_px`).
     pub tta: bool,
+    /// Arithmetic precision of the tract backend.
+    pub precision: Precision,
     /// ONNX Runtime execution providers in priority order (backend `ort` or `auto`); every
     /// one listed must register, so a unit never runs on the CPU while the config says GPU.
     pub execution_providers: Vec<ExecutionProviderKind>,
@@ -216,6 +218,16 @@ impl BackendKind {
             BackendKind::Auto => "auto",
         }
     }
+}
+
+/// `[model] precision`: the tract plan's float type. f16 halves the weights in memory and
+/// uses half-precision arithmetic where the CPU has it (ARMv8.2+); elsewhere tract emulates
+/// it, far slower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F16,
 }
 
 /// `[model] execution_providers`: ONNX Runtime execution providers by their short name.
@@ -773,6 +785,11 @@ mod tests {
         let c = Config::parse("[model]\nbackend = \"auto\"\n", Path::new("x.toml")).unwrap();
         assert_eq!(c.model.backend, BackendKind::Auto);
         assert_eq!(c.model.execution_providers, [Cpu]);
+
+        let c = Config::parse("[model]\nprecision = \"f16\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.model.precision, Precision::F16);
+        let e = Config::parse("[model]\nprecision = \"f8\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("f8") && e.to_string().contains("f16"), "{e}");
 
         let e = Config::parse("[model]\nbackend = \"onnx\"\n", Path::new("x.toml")).unwrap_err();
         let msg = e.to_string();

@@ -38,7 +38,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     /// One inference pass per image instead of the model's test-time views (overrides
-    /// [model] tta; faster, about 0.4 months less accurate)
+    /// [model] tta; faster, about 0.2 months less accurate with v1.2.0)
     #[arg(long, global = true)]
     no_tta: bool,
     /// Print the program and model versions

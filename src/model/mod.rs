@@ -18,7 +18,7 @@ pub use contract::{Contract, ContractError, Fit, Preprocess, ResizeFilter};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{BackendKind, ModelConfig};
+use crate::config::{BackendKind, ModelConfig, Precision};
 use crate::preprocess::{self, Input};
 use crate::report::Sex;
 use crate::source::Radiograph;
@@ -77,15 +77,23 @@ const NO_ORT_FEATURE: &str =
 type Loaded = (Contract, Box<dyn Backend>);
 
 fn load_tract(config: &ModelConfig) -> Result<Loaded, ModelError> {
-    let (contract, b) = tract::TractBackend::load(&config.path, config.threads)?;
+    let (contract, b) = tract::TractBackend::load(&config.path, config.threads, config.precision)?;
     Ok((contract, Box::new(b)))
 }
 
 #[cfg(feature = "ort")]
 fn load_ort(config: &ModelConfig) -> Result<Loaded, ModelError> {
+    if config.precision != Precision::F32 {
+        return Err(ModelError::Unavailable { backend: "ort", reason: ORT_F32_ONLY.into() });
+    }
     let (contract, b) = self::ort::OrtBackend::load(config)?;
     Ok((contract, Box::new(b)))
 }
+
+/// Why `precision = "f16"` and ONNX Runtime do not go together.
+#[cfg(feature = "ort")]
+const ORT_F32_ONLY: &str =
+    "precision = \"f16\" applies to the tract backend only; set precision = \"f32\" or backend = \"tract\"";
 
 #[cfg(not(feature = "ort"))]
 fn load_ort(_config: &ModelConfig) -> Result<Loaded, ModelError> {
@@ -97,15 +105,24 @@ fn load_ort(_config: &ModelConfig) -> Result<Loaded, ModelError> {
 /// `auto` this loads the ONNX Runtime library and checks the providers are in it.
 pub fn describe_backend(config: &ModelConfig) -> String {
     #[cfg(feature = "ort")]
-    let ort = self::ort::describe(config);
+    let ort = match config.precision {
+        Precision::F32 => self::ort::describe(config),
+        Precision::F16 => {
+            Err(ModelError::Unavailable { backend: "ort", reason: ORT_F32_ONLY.into() })
+        }
+    };
     #[cfg(not(feature = "ort"))]
     let ort: Result<String, ModelError> =
         Err(ModelError::Unavailable { backend: "ort", reason: NO_ORT_FEATURE.into() });
+    let tract = match config.precision {
+        Precision::F32 => "tract",
+        Precision::F16 => "tract (f16)",
+    };
     match (config.backend, ort) {
-        (BackendKind::Tract, _) => "tract".into(),
+        (BackendKind::Tract, _) => tract.into(),
         (_, Ok(name)) => name,
         (BackendKind::Ort, Err(e)) => format!("ort, not usable: {e}"),
-        (BackendKind::Auto, Err(e)) => format!("tract (auto: {e})"),
+        (BackendKind::Auto, Err(e)) => format!("{tract} (auto: {e})"),
     }
 }
 
@@ -306,6 +323,44 @@ mod tests {
             );
         }
         assert!(describe_backend(&config(BackendKind::Ort)).starts_with("ort, not usable: "));
+    }
+
+    /// f16 on a CPU without half-precision arithmetic is emulated (slow), so one image.
+    #[test]
+    fn f16_plan_agrees_with_f32_within_half_a_month() {
+        let radiograph = crate::source::read_file(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/samples/1618.png"
+        )))
+        .unwrap();
+        let mut c = config(BackendKind::Tract);
+        c.tta = false;
+        let mut f32_model = Model::load(&c).unwrap();
+        c.precision = Precision::F16;
+        let mut f16_model = Model::load(&c).unwrap();
+        assert_eq!(f16_model.backend_name(), "tract (f16)");
+        let input = f32_model.preprocess(&radiograph);
+        let a = f32_model.infer(&input, Sex::Female).unwrap().bone_age_months;
+        let b = f16_model.infer(&input, Sex::Female).unwrap().bone_age_months;
+        assert!((a - b).abs() < 0.5, "f32 {a} vs f16 {b}");
+    }
+
+    #[test]
+    fn f16_is_for_tract_only() {
+        let mut c = config(BackendKind::Ort);
+        c.precision = Precision::F16;
+        let e = Model::load(&c).err().unwrap();
+        assert!(matches!(e, ModelError::Unavailable { backend: "ort", .. }), "{e}");
+        #[cfg(feature = "ort")]
+        assert!(e.to_string().contains(ORT_F32_ONLY), "{e}");
+        c.backend = BackendKind::Auto;
+        assert!(
+            describe_backend(&c).starts_with("tract (f16) (auto: "),
+            "{}",
+            describe_backend(&c)
+        );
+        c.backend = BackendKind::Tract;
+        assert_eq!(describe_backend(&c), "tract (f16)");
     }
 
     #[test]

@@ -12,12 +12,14 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{Backend, Contract, ContractError, ModelError, OpTime};
+use crate::config::Precision;
 use crate::preprocess::Input;
 
 type Plan = Arc<TypedRunnableModel>;
 
 pub(super) struct TractBackend {
     plan: Plan,
+    precision: Precision,
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
@@ -52,6 +54,7 @@ impl TractBackend {
     pub(super) fn load(
         path: &Path,
         threads: usize,
+        precision: Precision,
     ) -> Result<(Contract, TractBackend), ModelError> {
         let proto = proto(path)?;
         let contract = contract_of(path, &proto)?;
@@ -83,12 +86,20 @@ impl TractBackend {
             .with_input_fact(0, f32::fact([1, p.channels, p.height, p.width]).into())
             .and_then(|m| m.with_input_fact(1, f32::fact([1, 1]).into()))
             .map_err(|e| load_err(path, e))?;
-        let optimized = model
+        let mut typed = model.into_typed().map_err(|e| load_err(path, format!("{e:#}")))?;
+        if precision == Precision::F16 {
+            // tract's own translator: every f32 node, the inputs and output included, in f16.
+            let to_f16 = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+                .map_err(|e| load_err(path, e))?
+                .ok_or_else(|| load_err(path, "this tract has no f32_to_f16 transform"))?;
+            to_f16.transform(&mut typed).map_err(|e| load_err(path, format!("to f16: {e:#}")))?;
+        }
+        let optimized = typed
             .into_optimized()
             .map_err(|e| load_err(path, format!("tract cannot optimize it: {e:#}")))?;
         let options = RunOptions { executor: Some(executor(threads)), ..RunOptions::default() };
         let plan = optimized.into_runnable_with_options(&options).map_err(|e| load_err(path, e))?;
-        Ok((contract, TractBackend { plan }))
+        Ok((contract, TractBackend { plan, precision }))
     }
 }
 
@@ -108,17 +119,20 @@ fn executor(threads: usize) -> Executor {
 
 impl Backend for TractBackend {
     fn name(&self) -> &str {
-        "tract"
+        match self.precision {
+            Precision::F32 => "tract",
+            Precision::F16 => "tract (f16)",
+        }
     }
 
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
         let err = |e: TractError| ModelError::Inference(format!("{e:#}"));
-        let image = Tensor::from_shape(&input.shape, &input.data).map_err(err)?;
-        let male = tensor2(&[[male]]);
-        let out = self.plan.run(tvec!(image.into(), male.into())).map_err(err)?;
+        let out = self.plan.run(self.inputs(input, male).map_err(err)?).map_err(err)?;
         let value = out
             .first()
             .ok_or_else(|| ModelError::Inference("model produced no output".into()))?
+            .cast_to::<f32>()
+            .map_err(err)?
             .to_plain_array_view::<f32>()
             .map_err(err)?
             .iter()
@@ -141,24 +155,33 @@ impl Backend for TractBackend {
 impl TractBackend {
     /// Runs the plan `runs` times, timing each node's evaluation the way tract's own
     /// command-line profiler does, and sums the times per operator type.
+    /// The plan's inputs, in its float type.
+    fn inputs(&self, input: &Input, male: f32) -> TractResult<TVec<TValue>> {
+        let image = Tensor::from_shape(&input.shape, &input.data)?;
+        let male = tensor2(&[[male]]);
+        Ok(match self.precision {
+            Precision::F32 => tvec!(image.into(), male.into()),
+            Precision::F16 => tvec!(
+                image.cast_to::<f16>()?.into_owned().into(),
+                male.cast_to::<f16>()?.into_owned().into()
+            ),
+        })
+    }
+
     fn profile(&self, input: &Input, male: f32, runs: usize) -> TractResult<Vec<OpTime>> {
-        let image: TValue = Tensor::from_shape(&input.shape, &input.data)?.into();
-        let male: TValue = tensor2(&[[male]]).into();
+        let inputs = self.inputs(input, male)?;
         let mut state = self.plan.spawn()?;
         let mut per_op: HashMap<String, (std::collections::HashSet<usize>, Duration)> =
             HashMap::new();
         for _ in 0..runs {
-            state.run_plan_with_eval(
-                tvec!(image.clone(), male.clone()),
-                |ctx, st, node, inputs| {
-                    let started = Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-                    let entry = per_op.entry(node.op().name().to_string()).or_default();
-                    entry.0.insert(node.id);
-                    entry.1 += started.elapsed();
-                    out
-                },
-            )?;
+            state.run_plan_with_eval(inputs.clone(), |ctx, st, node, inputs| {
+                let started = Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                let entry = per_op.entry(node.op().name().to_string()).or_default();
+                entry.0.insert(node.id);
+                entry.1 += started.elapsed();
+                out
+            })?;
         }
         let mut ops: Vec<OpTime> = per_op
             .into_iter()
