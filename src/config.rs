@@ -220,9 +220,8 @@ impl BackendKind {
     }
 }
 
-/// `[model] precision`: the tract plan's float type. f16 halves the weights in memory and
-/// uses half-precision arithmetic where the CPU has it (ARMv8.2+); elsewhere tract emulates
-/// it, far slower.
+/// `[model] precision`: the tract plan's float type. f16 uses half-precision arithmetic
+/// where the CPU has it (ARMv8.2+); elsewhere tract emulates it, far slower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
