@@ -18,7 +18,9 @@ pub use contract::{Contract, ContractError, Fit, Preprocess, ResizeFilter};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{BackendKind, ModelConfig, Precision};
+#[cfg(feature = "ort")]
+use crate::config::Precision;
+use crate::config::{BackendKind, ModelConfig};
 use crate::preprocess::{self, Input};
 use crate::report::Sex;
 use crate::source::Radiograph;
@@ -114,10 +116,7 @@ pub fn describe_backend(config: &ModelConfig) -> String {
     #[cfg(not(feature = "ort"))]
     let ort: Result<String, ModelError> =
         Err(ModelError::Unavailable { backend: "ort", reason: NO_ORT_FEATURE.into() });
-    let tract = match config.precision {
-        Precision::F32 => "tract",
-        Precision::F16 => "tract (f16)",
-    };
+    let tract = tract::name(config.precision);
     match (config.backend, ort) {
         (BackendKind::Tract, _) => tract.into(),
         (_, Ok(name)) => name,
@@ -283,7 +282,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, Precision};
 
     /// The shipped model, with ONNX Runtime pointed at a file that does not exist.
     fn config(backend: BackendKind) -> ModelConfig {

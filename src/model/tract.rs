@@ -103,6 +103,14 @@ impl TractBackend {
     }
 }
 
+/// The backend's name in `--version`, STATUS and `bench`, with the precision when not f32.
+pub(super) fn name(precision: Precision) -> &'static str {
+    match precision {
+        Precision::F32 => "tract",
+        Precision::F16 => "tract (f16)",
+    }
+}
+
 /// tract's matrix products on `threads` cores (0 = all); 1 runs inline, no pool.
 fn executor(threads: usize) -> Executor {
     let n = if threads == 0 {
@@ -119,10 +127,7 @@ fn executor(threads: usize) -> Executor {
 
 impl Backend for TractBackend {
     fn name(&self) -> &str {
-        match self.precision {
-            Precision::F32 => "tract",
-            Precision::F16 => "tract (f16)",
-        }
+        name(self.precision)
     }
 
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
