@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release --locked
-./target/release/boneage --version
-./target/release/boneage predict samples/1618.png --sex female --age 9y2m
-./target/release/boneage predict samples/1724.dcm
+boneage="${CARGO_TARGET_DIR:-target}/release/boneage"
+"$boneage" --version
+"$boneage" predict samples/1618.png --sex female --age 9y2m
+"$boneage" predict samples/1724.dcm
