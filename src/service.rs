@@ -211,8 +211,9 @@ impl Service {
             if let Some(e) = &outcome {
                 log::warn!("display: {e}");
             }
-            if !matches!(d, Display::None) {
-                *lock(&self.display_health) = Some(outcome);
+            // Tracked only for a display that draws (see `set_display`).
+            if let Some(health) = lock(&self.display_health).as_mut() {
+                *health = outcome;
             }
         }
     }

@@ -72,14 +72,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let (inf50, inf95) = (percentile_ms(&mut inf, 0.50), percentile_ms(&mut inf, 0.95));
     let (read50, read95) = (percentile_ms(&mut reading, 0.50), percentile_ms(&mut reading, 0.95));
     let rss = peak_rss_kib();
+    let profile_runs = args.runs.max(1);
     let ops = if args.ops {
         let input = model.preprocess(&source::read_file(&files[0])?);
-        Some(model.op_profile(&input, Sex::Male, args.runs.max(1))?)
+        Some(model.op_profile(&input, Sex::Male, profile_runs)?)
     } else {
         None
     };
-    let runs = args.runs.max(1) as f64;
-    let op_ms = |t: &OpTime| t.total.as_secs_f64() * 1e3 / runs;
+    let op_ms = |t: &OpTime| t.total.as_secs_f64() * 1e3 / profile_runs as f64;
     if args.json {
         let obj = serde_json::json!({
             "model": model.contract.model_id(),

@@ -158,8 +158,6 @@ impl Backend for TractBackend {
 }
 
 impl TractBackend {
-    /// Runs the plan `runs` times, timing each node's evaluation the way tract's own
-    /// command-line profiler does, and sums the times per operator type.
     /// The plan's inputs, in its float type.
     fn inputs(&self, input: &Input, male: f32) -> TractResult<TVec<TValue>> {
         let image = Tensor::from_shape(&input.shape, &input.data)?;
@@ -173,6 +171,8 @@ impl TractBackend {
         })
     }
 
+    /// Runs the plan `runs` times, timing each node's evaluation the way tract's own
+    /// command-line profiler does, and sums the times per operator type.
     fn profile(&self, input: &Input, male: f32, runs: usize) -> TractResult<Vec<OpTime>> {
         let inputs = self.inputs(input, male)?;
         let mut state = self.plan.spawn()?;
