@@ -14,9 +14,9 @@ Prints the one-view validation MAE of each against the f32 model (ONNX Runtime, 
 the decision rests on the issue's budget: at most 0.2 months worse than f32.
 """
 import argparse
-import csv
 import json
 import os
+import sys
 
 import numpy as np
 import onnx
@@ -24,34 +24,29 @@ import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                       QuantType, quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import train  # noqa: E402
 
 
-def load(data, ident, mean, std):
-    img = np.asarray(Image.open(os.path.join(data, "images", ident + ".png")).convert("L"),
-                     dtype=np.float32) / 255.0
-    return ((img - mean) / std)[None, None].astype(np.float32)
-
-
-def is_male(row):
-    return np.array([[1.0 if row["male"].strip().lower() == "true" else 0.0]], np.float32)
+def feeds(images_u8, male, mean, std):
+    """Model inputs for each image, normalized as the contract in the model says."""
+    return [{"image": ((img.astype(np.float32) / 255.0 - mean) / std)[None, None],
+             "male": np.array([[m]], np.float32)} for img, m in zip(images_u8, male)]
 
 
 class Calibration(CalibrationDataReader):
-    def __init__(self, data, rows, mean, std):
-        self.items = iter([{"image": load(data, r["id"], mean, std), "male": is_male(r)}
-                           for r in rows])
+    def __init__(self, items):
+        self.items = iter(items)
 
     def get_next(self):
         return next(self.items, None)
 
 
-def mae(path, data, rows, mean, std):
+def predict(path, items):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    preds = np.array([float(sess.run(None, {"image": load(data, r["id"], mean, std),
-                                            "male": is_male(r)})[0].ravel()[0]) for r in rows])
-    ages = np.array([float(r["boneage"]) for r in rows])
-    return float(np.abs(preds - ages).mean()), preds
+    return np.array([float(sess.run(None, x)[0].ravel()[0]) for x in items])
 
 
 def copy_metadata(src, dst):
@@ -68,7 +63,7 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--split", default=os.path.join(os.path.dirname(__file__), "split.csv"))
+    ap.add_argument("--split", default=os.path.join(HERE, "split.csv"))
     ap.add_argument("--calibration-images", type=int, default=200)
     ap.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
     ap.add_argument("--ops", default="Conv,Clip,Relu,MatMul",
@@ -81,29 +76,33 @@ def main():
 
     meta = {p.key: p.value for p in onnx.load(args.model).metadata_props}
     mean, std = float(meta["preprocess.mean"]), float(meta["preprocess.std"])
-    split = {r["id"]: r["split"] for r in csv.DictReader(open(args.split))}
-    rows = list(csv.DictReader(open(os.path.join(args.data, "labels.csv"))))
-    val = [r for r in rows if split.get(r["id"]) == "val"]
-    train = [r for r in rows if split.get(r["id"]) == "train"]
+    # The training pipeline's loader: same split, same decoding, decoded once.
+    _, images, male, age, is_val = train.load_dataset(args.data, args.split,
+                                                      os.path.join(HERE, "runs"))
+    val = feeds(images[is_val], male[is_val], mean, std)
+    train_idx = np.flatnonzero(~is_val)
     rng = np.random.default_rng(20171)
-    calib = [train[i] for i in rng.choice(len(train), args.calibration_images, replace=False)]
+    pick = rng.choice(train_idx, args.calibration_images, replace=False)
+    calib = feeds(images[pick], male[pick], mean, std)
 
     pre = os.path.join(args.out_dir, "preprocessed.onnx")
     quant_pre_process(args.model, pre)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[args.method]
-    base_mae, base = mae(args.model, args.data, val, mean, std)
+    base = predict(args.model, val)
+    base_mae = float(np.abs(base - age[is_val]).mean())
     out = {"n": len(val), "calibration_images": len(calib), "method": args.method,
            "ops": args.ops,
            "f32": {"mae": round(base_mae, 3), "bytes": os.path.getsize(args.model)}}
     for name, fmt in (("qoperator", QuantFormat.QOperator), ("qdq", QuantFormat.QDQ)):
         path = os.path.join(args.out_dir, name + ".onnx")
-        quantize_static(pre, path, Calibration(args.data, calib, mean, std), quant_format=fmt,
+        quantize_static(pre, path, Calibration(calib), quant_format=fmt,
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, calibrate_method=method,
                         op_types_to_quantize=args.ops.split(","))
         copy_metadata(args.model, path)
-        q_mae, q = mae(path, args.data, val, mean, std)
+        q = predict(path, val)
+        q_mae = float(np.abs(q - age[is_val]).mean())
         out[name] = {"mae": round(q_mae, 3), "mae_change": round(q_mae - base_mae, 3),
                      "mean_abs_diff_vs_f32": round(float(np.abs(q - base).mean()), 3),
                      "max_abs_diff_vs_f32": round(float(np.abs(q - base).max()), 3),
