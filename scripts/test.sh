@@ -8,6 +8,8 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features ort -- -D warnings
+# The small board build (docs/arm.md): without tract's multithreaded matrix products.
+cargo clippy --locked --all-targets --no-default-features -- -D warnings
 cargo test --locked
 # The ONNX Runtime backend against tract (installs the CPU onnxruntime wheel in .venv-ort).
 bash scripts/test-ort.sh --lib --test ort_agreement

@@ -30,6 +30,9 @@ pub trait Backend: Send {
     /// Short name for logs, `--version`, STATUS and bench output, with the execution
     /// providers in use where the runtime has them: `ort (CPUExecutionProvider)`.
     fn name(&self) -> &str;
+    /// The configuration's name of the runtime (`tract`, `ort`), for errors that tell the
+    /// user which `backend =` setting to change.
+    fn kind(&self) -> &'static str;
     /// Bone age in months for one image.
     ///
     /// # Errors
@@ -228,10 +231,10 @@ impl Model {
         sex: Sex,
         runs: usize,
     ) -> Result<Vec<OpTime>, ModelError> {
-        let name = self.backend.name().to_string();
+        let (name, backend) = (self.backend.name().to_string(), self.backend.kind());
         self.backend.op_profile(input, sex.as_model_input(), runs).unwrap_or_else(|| {
             Err(ModelError::Unavailable {
-                backend: "ort",
+                backend,
                 reason: format!(
                     "{name} does not expose per-operator times; use backend = \"tract\""
                 ),

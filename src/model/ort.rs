@@ -270,6 +270,10 @@ impl Backend for OrtBackend {
         &self.name
     }
 
+    fn kind(&self) -> &'static str {
+        "ort"
+    }
+
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
         let err = |e: ort::Error| ModelError::Inference(format!("ONNX Runtime: {e}"));
         let image =

@@ -97,7 +97,7 @@ impl TractBackend {
         let optimized = typed
             .into_optimized()
             .map_err(|e| load_err(path, format!("tract cannot optimize it: {e:#}")))?;
-        let options = RunOptions { executor: Some(executor(threads)), ..RunOptions::default() };
+        let options = RunOptions { executor: Some(executor(threads)?), ..RunOptions::default() };
         let plan = optimized.into_runnable_with_options(&options).map_err(|e| load_err(path, e))?;
         Ok((contract, TractBackend { plan, precision }))
     }
@@ -112,22 +112,39 @@ pub(super) fn name(precision: Precision) -> &'static str {
 }
 
 /// tract's matrix products on `threads` cores (0 = all); 1 runs inline, no pool.
-fn executor(threads: usize) -> Executor {
+///
+/// # Errors
+/// [`ModelError::Unavailable`] for more than one thread in a build without the
+/// `multithread` feature (no thread pool compiled in, to keep small builds small).
+fn executor(threads: usize) -> Result<Executor, ModelError> {
     let n = if threads == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     } else {
         threads
     };
     if n <= 1 {
-        Executor::SingleThread
-    } else {
-        Executor::multithread(n)
+        return Ok(Executor::SingleThread);
     }
+    #[cfg(feature = "multithread")]
+    return Ok(Executor::multithread(n));
+    #[cfg(not(feature = "multithread"))]
+    Err(ModelError::Unavailable {
+        backend: "tract",
+        reason: format!(
+            "threads = {threads} ([model] threads or --threads) needs multithreaded matrix \
+             products, which this build leaves out (built without the `multithread` \
+             feature); use threads = 1 or a default build"
+        ),
+    })
 }
 
 impl Backend for TractBackend {
     fn name(&self) -> &str {
         name(self.precision)
+    }
+
+    fn kind(&self) -> &'static str {
+        "tract"
     }
 
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
@@ -194,5 +211,26 @@ impl TractBackend {
             .collect();
         ops.sort_by_key(|t| std::cmp::Reverse(t.total));
         Ok(ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_than_one_thread_needs_the_multithread_feature() {
+        assert!(matches!(executor(1), Ok(Executor::SingleThread)));
+        match executor(2) {
+            #[cfg(feature = "multithread")]
+            Ok(e) => assert!(matches!(e, Executor::MultiThread(_))),
+            #[cfg(not(feature = "multithread"))]
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("threads = 2") && msg.contains("use threads = 1"), "{msg}");
+            }
+            #[allow(unreachable_patterns)]
+            _ => panic!("wrong executor for 2 threads in this build"),
+        }
     }
 }
