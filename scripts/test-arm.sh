@@ -13,7 +13,9 @@
 # the checks are few but cover every layer.
 # Only the binary is built (no test harness, whose dev-dependencies would force a second
 # build of the dependency tree), with the `arm-ci` profile (dependencies at opt-level 1)
-# to keep CI time down; shipping builds use `--profile dist` (docs/arm.md).
+# to keep CI time down; shipping builds use `--profile dist` (docs/arm.md). To check a
+# shipping build instead, name its profile and extra cargo flags, e.g.
+#   BONEAGE_ARM_PROFILE=dist-small BONEAGE_ARM_FLAGS=--no-default-features bash scripts/test-arm.sh
 # Usage: bash scripts/test-arm.sh [aarch64-unknown-linux-gnu] [armv7-unknown-linux-gnueabihf]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +37,10 @@ trap cleanup EXIT
 for target in "${targets[@]}"; do
     echo "== $target" >&2
     start=$SECONDS
-    cargo build --locked --profile arm-ci --target "$target" --bin boneage
-    bin="${CARGO_TARGET_DIR:-target}/$target/arm-ci/boneage"
+    profile=${BONEAGE_ARM_PROFILE:-arm-ci}
+    # shellcheck disable=SC2086 # BONEAGE_ARM_FLAGS is a list of cargo flags
+    cargo build --locked --profile "$profile" ${BONEAGE_ARM_FLAGS:-} --target "$target" --bin boneage
+    bin="${CARGO_TARGET_DIR:-target}/$target/$profile/boneage"
     case "$target" in
         aarch64-*) run=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
         armv7-*) run=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
