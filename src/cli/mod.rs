@@ -93,8 +93,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
             Err(e) => format!("model unavailable: {e}"),
         };
         println!(
-            "boneage {} ; {model} ; backend {}",
+            "boneage {} [{}] ; {model} ; backend {}",
             env!("CARGO_PKG_VERSION"),
+            build_features(),
             boneage::model::describe_backend(&config.model)
         );
         return Ok(ExitCode::SUCCESS);
@@ -154,4 +155,19 @@ fn model_info(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Cargo features this binary was built with, for `--version`: a size-first board build
+/// (no `multithread`) or a GPU build (`ort`) behaves differently, and support asks first.
+fn build_features() -> String {
+    let features: Vec<&str> =
+        [("multithread", cfg!(feature = "multithread")), ("ort", cfg!(feature = "ort"))]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+    if features.is_empty() {
+        "features: none".into()
+    } else {
+        format!("features: {}", features.join(", "))
+    }
 }
