@@ -30,9 +30,9 @@ pub trait Backend: Send {
     /// Short name for logs, `--version`, STATUS and bench output, with the execution
     /// providers in use where the runtime has them: `ort (CPUExecutionProvider)`.
     fn name(&self) -> &str;
-    /// The configuration's name of the runtime (`tract`, `ort`), for errors that tell the
-    /// user which `backend =` setting to change.
-    fn kind(&self) -> &'static str;
+    /// Which `[model] backend` runtime this is, for errors that tell the user which setting
+    /// to change.
+    fn kind(&self) -> BackendKind;
     /// Bone age in months for one image.
     ///
     /// # Errors
@@ -231,7 +231,7 @@ impl Model {
         sex: Sex,
         runs: usize,
     ) -> Result<Vec<OpTime>, ModelError> {
-        let (name, backend) = (self.backend.name().to_string(), self.backend.kind());
+        let (name, backend) = (self.backend.name().to_string(), self.backend.kind().as_str());
         self.backend.op_profile(input, sex.as_model_input(), runs).unwrap_or_else(|| {
             Err(ModelError::Unavailable {
                 backend,

@@ -20,7 +20,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::{Backend, Contract, ContractError, ModelError};
-use crate::config::{ExecutionProviderKind, ModelConfig};
+use crate::config::{BackendKind, ExecutionProviderKind, ModelConfig};
 use crate::preprocess::Input;
 
 /// What to do when ONNX Runtime cannot be loaded, appended to every such error.
@@ -270,8 +270,8 @@ impl Backend for OrtBackend {
         &self.name
     }
 
-    fn kind(&self) -> &'static str {
-        "ort"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ort
     }
 
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {

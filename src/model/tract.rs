@@ -12,7 +12,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{Backend, Contract, ContractError, ModelError, OpTime};
-use crate::config::Precision;
+use crate::config::{BackendKind, Precision};
 use crate::preprocess::Input;
 
 type Plan = Arc<TypedRunnableModel>;
@@ -143,8 +143,8 @@ impl Backend for TractBackend {
         name(self.precision)
     }
 
-    fn kind(&self) -> &'static str {
-        "tract"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Tract
     }
 
     fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
