@@ -252,8 +252,8 @@ def main():
     last_epoch = min(args.epochs, args.stop_after) if args.stop_after else args.epochs
     for epoch in range(start_epoch, last_epoch):
         # Progressive resizing: early epochs learn coarse features at a smaller (cheaper)
-        # resolution; the last ones at the exported resolution. Validation always runs at
-        # the exported resolution, since that is what ships.
+        # resolution; the last ones at the exported resolution. Only the live model changes
+        # size: the EMA, which is validated and exported, always runs at --net-size.
         size = args.small_size if args.small_size and epoch < args.small_epochs else args.net_size
         model.net_size = size
         model.train()
@@ -285,7 +285,6 @@ def main():
             count += len(idx)
         train_mae = total / count
         t_train = time.time() - t0
-        model.net_size = ema.net_size = args.net_size
         val = np.flatnonzero(is_val)
         # Only the EMA weights are exported, so only they are validated each epoch.
         pe = predict(ema, images[val], male[val], pix_mean, pix_std, device=dev)
