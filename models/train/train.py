@@ -179,6 +179,9 @@ def main():
                     help="progressive resizing: run the backbone at this resolution for the first "
                          "--small-epochs epochs (cheaper steps), then at --net-size")
     ap.add_argument("--small-epochs", type=int, default=0)
+    ap.add_argument("--freeze", type=int, default=-1,
+                    help="keep the ImageNet weights of the stem and the first N MBConv blocks fixed "
+                         "(no backward pass through them: cheaper steps); -1 trains everything")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
@@ -209,10 +212,21 @@ def main():
         init = torch.load(args.init, weights_only=False, map_location=dev)
         model.load_state_dict(init["ema"])
         print(f"initialised from the EMA weights of {args.init}", flush=True)
+    if args.freeze >= 0:
+        # The early layers see edges and textures at the highest resolution; their backward
+        # pass is the most expensive part of a CPU step. Batch norm there still uses batch
+        # statistics (train mode), only weights and affine parameters stay fixed.
+        bb = model.backbone
+        frozen = [bb._conv_stem, bb._bn0] + list(bb._blocks[:args.freeze])
+        for layer in frozen:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+        n_frozen = sum(p.numel() for layer in frozen for p in layer.parameters())
+        print(f"frozen: stem and {args.freeze} blocks, {n_frozen} parameters", flush=True)
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.wd)
     tr_idx = np.flatnonzero(tr)
     steps_per_epoch = len(tr_idx) // args.batch
     if args.limit_steps:
