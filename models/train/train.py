@@ -19,6 +19,7 @@ Design (see models/README.md for the measured results):
 """
 import argparse
 import copy
+import io
 import sys
 import csv
 import json
@@ -133,6 +134,42 @@ def augment(x, gen, strength=1.0):
     return ((x - 0.5) * c + 0.5 + b).clamp(0, 1)
 
 
+# Resampling filters a clinical image may have passed through before it reaches the model.
+_UP = (Image.BILINEAR, Image.BICUBIC, Image.LANCZOS)
+_DOWN = (Image.BOX, Image.BILINEAR, Image.BICUBIC, Image.LANCZOS, Image.HAMMING)
+
+
+def degrade(img, rng):
+    """One random acquisition-chain degradation of a 100x100 uint8 image.
+
+    Why: the v1.2.0 weights moved by up to 68 months on single validation images when the
+    100 px image was saved as JPEG at quality 85 (mean 4.6), and by up to 23 months after a
+    resampling round trip; clinical images arrive as JPEG and at other sizes. Four kinds,
+    equally likely: JPEG at 100 px; JPEG at a 2-4x larger size, then downscaled; a resampling
+    round trip with random filters and no compression; sensor-like Gaussian noise (sigma 1-4
+    grey levels). `rng` is numpy's global RandomState, which the checkpoint saves.
+    """
+    kind = rng.randint(4)
+    size = img.shape[0]
+    if kind == 3:
+        noisy = img.astype(np.float32) + rng.normal(0.0, rng.uniform(1.0, 4.0), img.shape)
+        return np.clip(noisy, 0, 255).round().astype(np.uint8)
+    im = Image.fromarray(img)
+    if kind == 0:
+        return _jpeg(im, int(rng.randint(50, 96)))
+    big = im.resize((size * int(rng.randint(2, 5)),) * 2, _UP[rng.randint(len(_UP))])
+    if kind == 1:
+        big = Image.fromarray(_jpeg(big, int(rng.randint(50, 96))))
+    return np.asarray(big.resize((size, size), _DOWN[rng.randint(len(_DOWN))]), dtype=np.uint8)
+
+
+def _jpeg(im, quality):
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("L"), dtype=np.uint8)
+
+
 def predict(model, images_u8, male, pix_mean, pix_std, batch=256, device="cpu"):
     model.eval()
     out = []
@@ -182,6 +219,11 @@ def main():
     ap.add_argument("--freeze", type=int, default=-1,
                     help="keep the ImageNet weights of the stem and the first N MBConv blocks fixed "
                          "(no backward pass through them: cheaper steps); -1 trains everything")
+    ap.add_argument("--degrade", type=float, default=0.0,
+                    help="probability that a training image gets a JPEG or resampling round trip or noise (see degrade)")
+    ap.add_argument("--consistency", type=float, default=0.0,
+                    help="weight of an L1 penalty between the readings of each image and a degraded "
+                         "copy (both trained on; steps cost twice as much)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
@@ -277,13 +319,35 @@ def main():
         total, count = 0.0, 0
         for step in range(steps_per_epoch):
             idx = torch.from_numpy(perm[step * args.batch:(step + 1) * args.batch])
-            x = images_t[idx].float().div_(255).unsqueeze(1)
-            x = (augment(x, gen, args.aug) - pix_mean) / pix_std
+            if args.consistency > 0:
+                # Clean and degraded copy of each image as two channels, so that one call of
+                # augment warps both identically; the network then sees 2x the batch.
+                clean = images[idx.numpy()]
+                deg = np.stack([degrade(im, np.random) for im in clean])
+                x = torch.from_numpy(np.stack([clean, deg], axis=1)).float().div_(255)
+                x = augment(x, gen, args.aug)
+                x = (torch.cat([x[:, :1], x[:, 1:]]) - pix_mean) / pix_std
+                idx = torch.cat([idx, idx])
+            elif args.degrade > 0:
+                batch = images[idx.numpy()].copy()
+                for j in np.flatnonzero(np.random.random(len(batch)) < args.degrade):
+                    batch[j] = degrade(batch[j], np.random)
+                x = torch.from_numpy(batch).float().div_(255).unsqueeze(1)
+                x = (augment(x, gen, args.aug) - pix_mean) / pix_std
+            else:
+                x = images_t[idx].float().div_(255).unsqueeze(1)
+                x = (augment(x, gen, args.aug) - pix_mean) / pix_std
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             m = male_t[idx].view(-1, 1).to(dev)
             y = age_t[idx].view(-1, 1).to(dev)
             pred = model(x, m)
-            loss = F.l1_loss((pred - age_mean) / age_std, (y - age_mean) / age_std)
+            l1 = F.l1_loss((pred - age_mean) / age_std, (y - age_mean) / age_std)
+            loss = l1
+            if args.consistency > 0:
+                # The reading should not depend on how the image was stored: penalise the
+                # gap between the clean and the degraded copy directly.
+                half = len(pred) // 2
+                loss = loss + args.consistency * F.l1_loss(pred[:half] / age_std, pred[half:] / age_std)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -296,7 +360,7 @@ def main():
                 torch._foreach_lerp_(ema_float, model_float, 1 - args.ema)
                 for be, bm in ema_int:
                     be.copy_(bm)
-            total += float(loss.detach()) * age_std * len(idx)
+            total += float(l1.detach()) * age_std * len(idx)
             count += len(idx)
         train_mae = total / count
         t_train = time.time() - t0

@@ -1,0 +1,102 @@
+"""Measures how much an exported model's reading moves when the validation images pass
+through the degradations of a real acquisition chain (JPEG, resampling, blur, noise).
+
+    python robustness.py --data ../../../shared/data/rsna-100px --model ../boneage-lite0.onnx
+
+One view per image (ONNX Runtime), or with `--tta` the shipped reading: the mean over the
+test-time views (export.TTA_SHIFTS). For each condition: MAE against the labels, and the
+shift of each reading from the clean image's reading (mean, 95th percentile, maximum).
+The clean MAE is the model card's one-view figure. The last three conditions are not among
+the degradations `train.py --degrade/--consistency` trains with, so they show whether
+robustness carries over to what training did not see.
+"""
+import argparse
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageFilter
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import train  # noqa: E402
+from export import TTA_SHIFTS, shift  # noqa: E402  (the views the shipped reading uses)
+
+
+def jpeg(im, quality):
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("L")
+
+
+def conditions(size):
+    big = size * 4
+    return [
+        ("JPEG q95 at 100 px", lambda im: jpeg(im, 95)),
+        ("JPEG q85 at 100 px", lambda im: jpeg(im, 85)),
+        ("JPEG q75 at 100 px", lambda im: jpeg(im, 75)),
+        ("4x bicubic up, JPEG q80, bilinear down",
+         lambda im: jpeg(im.resize((big, big), Image.BICUBIC), 80).resize((size, size), Image.BILINEAR)),
+        ("4x bicubic up, box down",
+         lambda im: im.resize((big, big), Image.BICUBIC).resize((size, size), Image.BOX)),
+        ("down to 80% and back up, bilinear (not trained)",
+         lambda im: im.resize((size * 4 // 5,) * 2, Image.BILINEAR).resize((size, size), Image.BILINEAR)),
+        ("Gaussian blur radius 0.6 (not trained)", lambda im: im.filter(ImageFilter.GaussianBlur(0.6))),
+        ("Gaussian noise sigma 3 grey levels, fixed seed", None),
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--split", default=os.path.join(HERE, "split.csv"))
+    ap.add_argument("--tta", action="store_true", help="mean over the test-time views (5x slower)")
+    args = ap.parse_args()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    mean, std = float(meta["preprocess.mean"]), float(meta["preprocess.std"])
+    _, images, male, age, is_val = train.load_dataset(args.data, args.split, os.path.join(HERE, "runs"))
+    val = np.flatnonzero(is_val)
+
+    views = TTA_SHIFTS if args.tta else [(0, 0)]
+
+    def read(imgs):
+        out = []
+        for k, i in enumerate(val):
+            readings = []
+            for dx, dy in views:
+                x = ((shift(imgs[k], dx, dy).astype(np.float32) / 255 - mean) / std)[None, None]
+                readings.append(float(sess.run(None, {"image": x, "male": male[i].reshape(1, 1)})[0].reshape(-1)[0]))
+            out.append(np.mean(readings))
+        return np.array(out)
+
+    clean = read(images[val])
+    result = {"model": os.path.basename(args.model), "version": meta.get("version", "?"),
+              "views": len(views), "clean_mae": round(float(np.abs(clean - age[val]).mean()), 2)}
+    print(f"{'clean':50s} MAE {result['clean_mae']:.2f}", flush=True)
+    rng = np.random.default_rng(0)
+    for name, fn in conditions(images.shape[1]):
+        if fn is None:
+            noisy = images[val].astype(np.float32) + rng.normal(0, 3, images[val].shape)
+            degraded = np.clip(noisy, 0, 255).round().astype(np.uint8)
+        else:
+            degraded = np.stack([np.asarray(fn(Image.fromarray(images[i])), dtype=np.uint8) for i in val])
+        got = read(degraded)
+        moved = np.abs(got - clean)
+        r = dict(mae=round(float(np.abs(got - age[val]).mean()), 2), mean_shift=round(float(moved.mean()), 2),
+                 p95_shift=round(float(np.percentile(moved, 95)), 1), max_shift=round(float(moved.max()), 1))
+        result[name] = r
+        print(f"{name:50s} MAE {r['mae']:.2f}  shift mean {r['mean_shift']:.2f}  p95 {r['p95_shift']:.1f}  "
+              f"max {r['max_shift']:.1f}", flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
