@@ -74,27 +74,43 @@ def main():
             for dx, dy in views:
                 x = ((shift(imgs[k], dx, dy).astype(np.float32) / 255 - mean) / std)[None, None]
                 readings.append(float(sess.run(None, {"image": x, "male": male[i].reshape(1, 1)})[0].reshape(-1)[0]))
-            out.append(np.mean(readings))
-        return np.array(out)
+            out.append((np.mean(readings), np.std(readings)))
+        return np.array(out).T
 
-    clean = read(images[val])
+    clean, spread = read(images[val])
     result = {"model": os.path.basename(args.model), "version": meta.get("version", "?"),
               "views": len(views), "clean_mae": round(float(np.abs(clean - age[val]).mean()), 2)}
     print(f"{'clean':50s} MAE {result['clean_mae']:.2f}", flush=True)
     rng = np.random.default_rng(0)
+    shifts = {}
     for name, fn in conditions(images.shape[1]):
         if fn is None:
             noisy = images[val].astype(np.float32) + rng.normal(0, 3, images[val].shape)
             degraded = np.clip(noisy, 0, 255).round().astype(np.uint8)
         else:
             degraded = np.stack([np.asarray(fn(Image.fromarray(images[i])), dtype=np.uint8) for i in val])
-        got = read(degraded)
+        got, _ = read(degraded)
         moved = np.abs(got - clean)
         r = dict(mae=round(float(np.abs(got - age[val]).mean()), 2), mean_shift=round(float(moved.mean()), 2),
                  p95_shift=round(float(np.percentile(moved, 95)), 1), max_shift=round(float(moved.max()), 1))
         result[name] = r
+        shifts[name] = moved
         print(f"{name:50s} MAE {r['mae']:.2f}  shift mean {r['mean_shift']:.2f}  p95 {r['p95_shift']:.1f}  "
               f"max {r['max_shift']:.1f}", flush=True)
+    if args.tta:
+        # Does the disagreement between the views (known at inference, no label needed) mark
+        # the readings that are least accurate and least stable?
+        wide = spread >= np.percentile(spread, 90)
+        err = np.abs(clean - age[val])
+        q85 = shifts["JPEG q85 at 100 px"]
+        result["view_spread_top10"] = dict(
+            threshold_months=round(float(spread[wide].min()), 2), n=int(wide.sum()),
+            mae=[round(float(err[wide].mean()), 2), round(float(err[~wide].mean()), 2)],
+            jpeg85_mean_shift=[round(float(q85[wide].mean()), 2), round(float(q85[~wide].mean()), 2)])
+        r = result["view_spread_top10"]
+        print(f"views' SD >= {r['threshold_months']:.2f} months (top 10%, n {r['n']}) vs the rest: "
+              f"MAE {r['mae'][0]:.2f} vs {r['mae'][1]:.2f}, JPEG q85 mean shift "
+              f"{r['jpeg85_mean_shift'][0]:.2f} vs {r['jpeg85_mean_shift'][1]:.2f}", flush=True)
     print(json.dumps(result))
 
 
