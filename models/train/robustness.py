@@ -6,12 +6,11 @@ through the degradations of a real acquisition chain (JPEG, resampling, blur, no
 One view per image (ONNX Runtime), or with `--tta` the shipped reading: the mean over the
 test-time views (export.TTA_SHIFTS). For each condition: MAE against the labels, and the
 shift of each reading from the clean image's reading (mean, 95th percentile, maximum).
-The clean MAE is the model card's one-view figure. The last three conditions are not among
+The clean MAE is the model card's figure for the same number of views. The last three conditions are not among
 the degradations `train.py --degrade/--consistency` trains with, so they show whether
 robustness carries over to what training did not see.
 """
 import argparse
-import io
 import json
 import os
 import sys
@@ -23,14 +22,8 @@ from PIL import Image, ImageFilter
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import train  # noqa: E402
+from train import jpeg  # noqa: E402  (the round trip train.degrade uses)
 from export import TTA_SHIFTS, shift  # noqa: E402  (the views the shipped reading uses)
-
-
-def jpeg(im, quality):
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    return Image.open(buf).convert("L")
 
 
 def conditions(size):

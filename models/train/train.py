@@ -156,18 +156,19 @@ def degrade(img, rng):
         return np.clip(noisy, 0, 255).round().astype(np.uint8)
     im = Image.fromarray(img)
     if kind == 0:
-        return _jpeg(im, int(rng.randint(50, 96)))
+        return np.asarray(jpeg(im, int(rng.randint(50, 96))), dtype=np.uint8)
     big = im.resize((size * int(rng.randint(2, 5)),) * 2, _UP[rng.randint(len(_UP))])
     if kind == 1:
-        big = Image.fromarray(_jpeg(big, int(rng.randint(50, 96))))
+        big = jpeg(big, int(rng.randint(50, 96)))
     return np.asarray(big.resize((size, size), _DOWN[rng.randint(len(_DOWN))]), dtype=np.uint8)
 
 
-def _jpeg(im, quality):
+def jpeg(im, quality):
+    """`im` (a PIL grayscale image) after a JPEG encode/decode round trip at `quality`."""
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=quality)
     buf.seek(0)
-    return np.asarray(Image.open(buf).convert("L"), dtype=np.uint8)
+    return Image.open(buf).convert("L")
 
 
 def predict(model, images_u8, male, pix_mean, pix_std, batch=256, device="cpu"):
@@ -302,7 +303,6 @@ def main():
     ema_float = [p for p in ema.parameters()] + [b for b in ema.buffers() if b.dtype.is_floating_point]
     model_float = [p.detach() for p in model.parameters()] + [b for b in model.buffers() if b.dtype.is_floating_point]
     ema_int = [(be, bm) for be, bm in zip(ema.buffers(), model.buffers()) if not be.dtype.is_floating_point]
-    images_t = torch.from_numpy(images)
     male_t = torch.from_numpy(male)
     age_t = torch.from_numpy(age)
     log = open(os.path.join(args.run, "log.jsonl"), "a")
@@ -328,14 +328,12 @@ def main():
                 x = augment(x, gen, args.aug)
                 x = (torch.cat([x[:, :1], x[:, 1:]]) - pix_mean) / pix_std
                 idx = torch.cat([idx, idx])
-            elif args.degrade > 0:
-                batch = images[idx.numpy()].copy()
-                for j in np.flatnonzero(np.random.random(len(batch)) < args.degrade):
-                    batch[j] = degrade(batch[j], np.random)
-                x = torch.from_numpy(batch).float().div_(255).unsqueeze(1)
-                x = (augment(x, gen, args.aug) - pix_mean) / pix_std
             else:
-                x = images_t[idx].float().div_(255).unsqueeze(1)
+                batch = images[idx.numpy()]
+                if args.degrade > 0:
+                    for j in np.flatnonzero(np.random.random(len(batch)) < args.degrade):
+                        batch[j] = degrade(batch[j], np.random)
+                x = torch.from_numpy(batch).float().div_(255).unsqueeze(1)
                 x = (augment(x, gen, args.aug) - pix_mean) / pix_std
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             m = male_t[idx].view(-1, 1).to(dev)
