@@ -26,6 +26,7 @@ targets=("$@")
 row=$(sed -n 2p tests/fixtures/val/expected.csv)
 id=$(cut -d, -f1 <<<"$row"); male=$(cut -d, -f2 <<<"$row")
 want_torch=$(cut -d, -f4 <<<"$row"); want_tta=$(cut -d, -f5 <<<"$row")
+want_sd=$(cut -d, -f6 <<<"$row")
 sex=female; [ "$male" = true ] && sex=male
 close() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.1) }'; }
 fail() { echo "test-arm: $target: $*" >&2; exit 1; }
@@ -59,10 +60,13 @@ for target in "${targets[@]}"; do
     grep -q "model.threds" <<<"$msg" || fail "bad key not named: $msg"
 
     # Prediction with the shipped model.
-    got=$("${run[@]}" "$bin" predict "tests/fixtures/val/images/$id.png" --sex "$sex" --json |
-        sed -E 's/.*"bone_age_months":([-0-9.e]+).*/\1/')
+    reply=$("${run[@]}" "$bin" predict "tests/fixtures/val/images/$id.png" --sex "$sex" --json)
+    got=$(sed -E 's/.*"bone_age_months":([-0-9.e]+).*/\1/' <<<"$reply")
     close "$got" "$want_tta" || fail "predicts $got months for $id.png, reference $want_tta"
-    echo "$target predict $id.png: $got months (reference $want_tta)"
+    # The spread of the test-time views, which decides the "views disagree" warning.
+    got_sd=$(sed -E 's/.*"view_spread_months":([-0-9.e]+).*/\1/' <<<"$reply")
+    close "$got_sd" "$want_sd" || fail "view SD $got_sd months for $id.png, reference $want_sd"
+    echo "$target predict $id.png: $got months, view SD $got_sd (reference $want_tta, $want_sd)"
 
     # The line protocol over TCP.
     port=$((20000 + RANDOM % 20000))

@@ -88,6 +88,44 @@ pub struct Metrics {
     pub by_age_band_years: Vec<Group>,
 }
 
+/// MAE of the readings the model flags as unstable (test-time views disagreeing, see
+/// [`crate::model::Contract::view_spread_warn_months`]) and of the rest: the check that the
+/// warning marks the weaker readings on labelled data.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpreadCheck {
+    pub warn_from_months: f64,
+    /// `None` when no reading (or every reading) was flagged.
+    pub flagged: Option<Group>,
+    pub rest: Option<Group>,
+}
+
+impl SpreadCheck {
+    /// From `(case, predicted months, view SD)`; `None` when the model has no threshold
+    /// or the readings have one view.
+    pub fn compute(results: &[(Case, f64, Option<f64>)], warn_from: Option<f64>) -> Option<Self> {
+        let limit = warn_from?;
+        let group = |name: &str, flagged: bool| {
+            let errs: Vec<f64> = results
+                .iter()
+                .filter_map(|(c, p, sd)| sd.map(|sd| (sd >= limit, (p - c.bone_age_months).abs())))
+                .filter(|(f, _)| *f == flagged)
+                .map(|(_, e)| e)
+                .collect();
+            (!errs.is_empty()).then(|| Group {
+                name: name.into(),
+                n: errs.len(),
+                mae: errs.iter().sum::<f64>() / errs.len() as f64,
+            })
+        };
+        let (flagged, rest) = (group("views disagree", true), group("views agree", false));
+        (flagged.is_some() || rest.is_some()).then_some(SpreadCheck {
+            warn_from_months: limit,
+            flagged,
+            rest,
+        })
+    }
+}
+
 impl Metrics {
     /// From `(case, predicted months)` pairs; `None` when there are none.
     pub fn compute(results: &[(Case, f64)]) -> Option<Metrics> {
@@ -152,6 +190,21 @@ mod tests {
         assert_eq!(m.by_age_band_years.len(), 2);
         assert_eq!(m.by_age_band_years[1].name, "10-15");
         assert!(Metrics::compute(&[]).is_none());
+    }
+
+    #[test]
+    fn spread_check_splits_on_the_threshold() {
+        let r = vec![
+            (case(Sex::Male, 100.0), 110.0, Some(5.0)), // flagged, error 10
+            (case(Sex::Male, 100.0), 98.0, Some(1.0)),  // error 2
+            (case(Sex::Female, 100.0), 104.0, Some(4.4)), // at the threshold: flagged, 4
+        ];
+        let c = SpreadCheck::compute(&r, Some(4.4)).unwrap();
+        assert_eq!(c.flagged, Some(Group { name: "views disagree".into(), n: 2, mae: 7.0 }));
+        assert_eq!(c.rest, Some(Group { name: "views agree".into(), n: 1, mae: 2.0 }));
+        assert_eq!(SpreadCheck::compute(&r, None), None);
+        let one_view: Vec<_> = r.into_iter().map(|(c, p, _)| (c, p, None)).collect();
+        assert_eq!(SpreadCheck::compute(&one_view, Some(4.4)), None);
     }
 
     #[test]

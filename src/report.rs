@@ -167,6 +167,9 @@ pub struct Reading {
     /// Half-width of the 95% interval (months), calibrated on the validation split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval95_months: Option<f64>,
+    /// SD of the test-time view readings (months); absent with one view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_spread_months: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chronological_age_months: Option<f64>,
     /// Bone age minus chronological age (months); positive = advanced.
@@ -221,6 +224,7 @@ impl Reading {
             c.training_range_months,
             c.model_id(),
         )
+        .with_view_spread(estimate.view_spread_months, c.view_spread_warn_months)
         .with_assessment(assessment))
     }
 
@@ -247,6 +251,7 @@ impl Reading {
             sex,
             bone_age_months,
             interval95_months,
+            view_spread_months: None,
             chronological_age_months: age.map(Age::months),
             difference_months: age.map(|a| bone_age_months - a.months()),
             sd_months: None,
@@ -256,6 +261,26 @@ impl Reading {
             warnings,
             model,
         }
+    }
+
+    /// Records how far the test-time views disagree, and warns when they disagree more
+    /// than the model's calibrated threshold: on the validation split such readings err
+    /// more and move more under JPEG or noise (models/README.md, "Robustness"), so the user
+    /// should look at the image before trusting the number.
+    pub fn with_view_spread(mut self, spread: Option<f64>, warn_from: Option<f64>) -> Reading {
+        self.view_spread_months = spread;
+        if let (Some(sd), Some(limit)) = (spread, warn_from) {
+            if sd >= limit {
+                self.warnings.push(format!(
+                    "the test-time views of this image disagree (SD {sd:.1} months; flagged \
+                     from {limit:.2}): the reading is less reliable than most and its 95% \
+                     interval may be too narrow; check that the image is the original \
+                     radiograph (not a JPEG copy, screenshot or photo of a screen), well \
+                     exposed and showing the whole hand, and review the reading"
+                ));
+            }
+        }
+        self
     }
 
     /// Adds the clinical part (SDS, category, adult height) and its warnings.
@@ -349,5 +374,19 @@ mod tests {
         assert_eq!(r.warnings.len(), 1);
         let r = Reading::new("x".into(), Sex::Male, 120.0, None, None, (1.0, 228.0), "m".into());
         assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn reading_warns_when_the_views_disagree() {
+        let r = || Reading::new("x".into(), Sex::Male, 120.0, None, None, (1.0, 228.0), "m".into());
+        let wide = r().with_view_spread(Some(5.0), Some(4.4));
+        assert_eq!(wide.view_spread_months, Some(5.0));
+        assert_eq!(wide.warnings.len(), 1);
+        assert!(wide.warnings[0].contains("SD 5.0 months"), "{:?}", wide.warnings);
+        assert!(r().with_view_spread(Some(4.0), Some(4.4)).warnings.is_empty());
+        // One view, or a model without a calibrated threshold: nothing to warn about.
+        assert!(r().with_view_spread(None, Some(4.4)).warnings.is_empty());
+        let unflagged = r().with_view_spread(Some(9.0), None);
+        assert!(unflagged.warnings.is_empty() && unflagged.view_spread_months == Some(9.0));
     }
 }

@@ -46,3 +46,30 @@ fn rust_matches_pytorch_on_validation_fixtures() {
 fn rust_tta_matches_the_reference_reading() {
     check(true, "pred_tta");
 }
+
+/// The spread of the test-time views, which decides the "views disagree" warning, is the
+/// one the threshold was calibrated on (ONNX Runtime, numpy's population SD), image by image.
+#[test]
+fn rust_view_spread_matches_the_reference() {
+    let mut config = Config::builtin().unwrap();
+    config.model.path = common::model_path();
+    config.model.tta = true;
+    let mut model = Model::load(&config.model).unwrap();
+    let limit = model.contract.view_spread_warn_months.expect("shipped model has a threshold");
+    let (mut flagged, mut worst) = (0, 0f64);
+    for (id, male, _, reference) in common::expected_column("view_sd_tta") {
+        let r = source::read_file(&common::val_image(&id)).unwrap();
+        let sex = if male { Sex::Male } else { Sex::Female };
+        let got = model.estimate(&r, sex).unwrap().view_spread_months.unwrap();
+        let diff = (got - reference).abs();
+        assert!(diff <= 0.05, "{id}: view SD rust {got:.4} vs reference {reference:.4}");
+        worst = worst.max(diff);
+        if (reference - limit).abs() > 0.05 {
+            assert_eq!(got >= limit, reference >= limit, "{id}: flag differs at {limit}");
+        }
+        flagged += usize::from(got >= limit);
+    }
+    // Not vacuous: the fixtures hold readings on both sides of the threshold.
+    assert!(flagged > 0 && flagged < 100, "{flagged} of the fixtures flagged");
+    eprintln!("view SD: worst |rust - reference| = {worst:.4} months, {flagged} flagged");
+}

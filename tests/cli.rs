@@ -305,6 +305,56 @@ fn eval_reproduces_the_known_mae() {
     }
     assert!(text.contains("MAE:") && text.contains("0-5 years") || text.contains("5-10 years"));
     assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), exp.len() + 1);
+    // The readings the warning flags, counted from the reference spreads.
+    let (.., limit) = spread_extremes();
+    let flagged = expected_column("view_sd_tta").iter().filter(|e| e.3 >= limit).count();
+    let spread = &last["view_spread"];
+    assert_eq!(spread["warn_from_months"].as_f64(), Some(limit), "{last}");
+    assert_eq!(spread["flagged"]["n"].as_u64(), Some(flagged as u64), "{last}");
+    assert_eq!(spread["rest"]["n"].as_u64(), Some((exp.len() - flagged) as u64), "{last}");
+    assert!(text.contains("views disagree"), "{text}");
+}
+
+/// The fixtures with the widest and narrowest spread of test-time views (reference values
+/// from val/expected.csv) and the model's warning threshold.
+fn spread_extremes() -> ((String, bool, f64), (String, bool, f64), f64) {
+    let mut by_sd = expected_column("view_sd_tta");
+    by_sd.sort_by(|a, b| a.3.total_cmp(&b.3));
+    let pick = |e: &(String, bool, f64, f64)| (e.0.clone(), e.1, e.3);
+    let limit = boneage::model::Model::read_contract(&model_path())
+        .unwrap()
+        .view_spread_warn_months
+        .expect("shipped model has a view-spread threshold");
+    (pick(&by_sd[by_sd.len() - 1]), pick(&by_sd[0]), limit)
+}
+
+#[test]
+fn readings_whose_views_disagree_carry_a_warning() {
+    let (wide, narrow, limit) = spread_extremes();
+    assert!(wide.2 > limit && narrow.2 < limit, "{wide:?} {narrow:?} {limit}");
+    let sex = |male: bool| if male { "male" } else { "female" };
+    let img = val_image(&wide.0);
+    let out = boneage(&["predict", path_str(&img), "--sex", sex(wide.1)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("warning: the test-time views of this image disagree"));
+
+    let (_, lines) = predict_json(&[path_str(&img), "--sex", sex(wide.1)]);
+    let v = &lines[0];
+    assert!((v["view_spread_months"].as_f64().unwrap() - wide.2).abs() < 0.05, "{v}");
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("views of this image")), "{v}");
+
+    let img = val_image(&narrow.0);
+    let (_, lines) = predict_json(&[path_str(&img), "--sex", sex(narrow.1)]);
+    let v = &lines[0];
+    assert!((v["view_spread_months"].as_f64().unwrap() - narrow.2).abs() < 0.05, "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+
+    // One view has no spread to judge: no value, no warning.
+    let (_, lines) =
+        predict_json(&["--no-tta", path_str(&val_image(&wide.0)), "--sex", sex(wide.1)]);
+    assert!(lines[0].get("view_spread_months").is_none(), "{}", lines[0]);
+    assert!(lines[0].get("warnings").is_none(), "{}", lines[0]);
 }
 
 #[test]
@@ -386,4 +436,19 @@ fn bench_breaks_inference_down_per_operator() {
     // Without --ops the field is null: the profile costs extra runs.
     let out = boneage(&["--no-tta", "bench", "--runs", "1", "--warmup", "0", "--json"]);
     assert!(json_lines(&out)[0]["ops"].is_null());
+}
+
+/// docs/model-contract.md is the model's specification: every key the shipped file
+/// carries is in its table, so a key added by export.py cannot go undocumented.
+#[test]
+fn every_metadata_key_of_the_shipped_model_is_documented() {
+    let spec = std::fs::read_to_string(root().join("docs/model-contract.md")).unwrap();
+    let contract = boneage::model::Model::read_contract(&model_path()).unwrap();
+    let undocumented: Vec<&str> = contract
+        .metadata
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !spec.contains(&format!("`{k}`")))
+        .collect();
+    assert!(undocumented.is_empty(), "not in docs/model-contract.md: {undocumented:?}");
 }

@@ -48,6 +48,10 @@ pub struct Contract {
     pub training_range_months: (f64, f64),
     /// Calibrated 95% interval half-widths by band of predicted age: (from, to, half-width).
     pub interval95: Vec<(f64, f64, f64)>,
+    /// SD of the test-time view readings (months) from which a reading is flagged as
+    /// unstable: the views of a clean radiograph agree, those of a degraded or unusual one
+    /// do not, and such readings err more (models/README.md, "Robustness").
+    pub view_spread_warn_months: Option<f64>,
     pub validation_mae: Option<f64>,
     pub training_data: String,
     pub license: String,
@@ -147,6 +151,14 @@ impl Contract {
                 invalid("uncertainty.interval95_bands_months", v, "\"FROM-TO:HALFWIDTH;...\"")
             })?,
         };
+        let view_spread_warn_months = match meta.get("uncertainty.view_spread_warn_months") {
+            None => None,
+            Some(v) => {
+                Some(v.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0).ok_or_else(
+                    || invalid("uncertainty.view_spread_warn_months", v, "a positive number"),
+                )?)
+            }
+        };
         let mut metadata: Vec<(String, String)> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         metadata.sort();
@@ -156,6 +168,7 @@ impl Contract {
             preprocess,
             training_range_months,
             interval95,
+            view_spread_warn_months,
             validation_mae: meta.get("validation_mae").and_then(|v| v.parse().ok()),
             training_data: meta.get("training_data").cloned().unwrap_or_default(),
             license: meta.get("license").cloned().unwrap_or_default(),
@@ -265,6 +278,19 @@ mod tests {
         let mut m = sample();
         m.insert("boneage.contract".into(), "2".into());
         assert!(Contract::from_metadata(&m).is_err());
+    }
+
+    #[test]
+    fn view_spread_threshold_is_optional_and_checked() {
+        assert_eq!(Contract::from_metadata(&sample()).unwrap().view_spread_warn_months, None);
+        let mut m = sample();
+        m.insert("uncertainty.view_spread_warn_months".into(), "4.42".into());
+        assert_eq!(Contract::from_metadata(&m).unwrap().view_spread_warn_months, Some(4.42));
+        for bad in ["-1", "0", "wide", "NaN"] {
+            m.insert("uncertainty.view_spread_warn_months".into(), bad.into());
+            let e = Contract::from_metadata(&m).unwrap_err().to_string();
+            assert!(e.contains("uncertainty.view_spread_warn_months") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -145,6 +145,9 @@ pub struct Estimate {
     pub bone_age_months: f64,
     /// Half-width of the calibrated 95% interval, when the model ships a table.
     pub interval95_months: Option<f64>,
+    /// Standard deviation of the test-time view readings (months); `None` for one view.
+    /// A wide spread marks an unstable reading (see [`Contract::view_spread_warn_months`]).
+    pub view_spread_months: Option<f64>,
 }
 
 impl Model {
@@ -217,6 +220,7 @@ impl Model {
         Ok(Estimate {
             bone_age_months: months,
             interval95_months: self.contract.interval95_months(months),
+            view_spread_months: None,
         })
     }
 
@@ -261,14 +265,15 @@ impl Model {
             return self.infer(input, sex);
         }
         let shifts = self.contract.preprocess.tta_shifts_px.clone();
-        let mut sum = 0.0;
+        let mut readings = Vec::with_capacity(shifts.len());
         for (dx, dy) in &shifts {
-            sum += self.infer(&preprocess::shifted(input, *dx, *dy), sex)?.bone_age_months;
+            readings.push(self.infer(&preprocess::shifted(input, *dx, *dy), sex)?.bone_age_months);
         }
-        let months = sum / shifts.len() as f64;
+        let (months, spread) = mean_and_sd(&readings);
         Ok(Estimate {
             bone_age_months: months,
             interval95_months: self.contract.interval95_months(months),
+            view_spread_months: Some(spread),
         })
     }
 
@@ -282,10 +287,27 @@ impl Model {
     }
 }
 
+/// Mean and population standard deviation (as numpy's `std`, which calibrated the
+/// threshold in models/train/export.py); `values` is never empty here.
+fn mean_and_sd(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, Precision};
+
+    #[test]
+    fn view_spread_is_the_population_sd() {
+        let (m, sd) = mean_and_sd(&[100.0, 102.0, 98.0, 104.0, 96.0]);
+        assert!((m - 100.0).abs() < 1e-12);
+        assert!((sd - 8.0f64.sqrt()).abs() < 1e-12, "{sd}");
+        assert_eq!(mean_and_sd(&[7.0]), (7.0, 0.0));
+    }
 
     /// The shipped model, with ONNX Runtime pointed at a file that does not exist.
     fn config(backend: BackendKind) -> ModelConfig {

@@ -17,7 +17,6 @@ pub fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
 }
 
-/// (id, male, label, PyTorch prediction) of the committed validation fixtures.
 /// (id, male, label, reading) per fixture, where reading is what the default configuration
 /// reports: the test-time-augmented prediction (`pred_tta`).
 pub fn expected() -> Vec<(String, bool, f64, f64)> {
@@ -25,7 +24,8 @@ pub fn expected() -> Vec<(String, bool, f64, f64)> {
 }
 
 /// As [`expected`], with the reference value from `column` of val/expected.csv
-/// (`pred_pytorch`: one view, PyTorch; `pred_tta`: mean over the test-time views).
+/// (`pred_pytorch`: one view, PyTorch; `pred_tta`: mean over the test-time views;
+/// `view_sd_tta`: their standard deviation).
 pub fn expected_column(column: &str) -> Vec<(String, bool, f64, f64)> {
     let text = std::fs::read_to_string(fixtures().join("val/expected.csv")).unwrap();
     let mut lines = text.lines();
