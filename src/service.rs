@@ -359,6 +359,7 @@ impl Service {
         .map_err(|e| format!("{}: {e}", req.path.display()))?;
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
+        rec.view_spread_months = reading.view_spread_months;
         rec.sds = reading.sds;
         rec.category = reading.category.map(|c| c.as_str().to_string());
         rec.adult_height_cm = reading.adult_height.map(|h| h.predicted_cm);

@@ -38,6 +38,9 @@ pub struct Record {
     pub bone_age_months: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval95_months: Option<f64>,
+    /// SD of the test-time view readings (months); absent with one view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_spread_months: Option<f64>,
     /// Standing height given with the request (cm).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height_cm: Option<f64>,
@@ -70,6 +73,7 @@ pub struct NewRecord {
     pub age_months: Option<f64>,
     pub bone_age_months: Option<f64>,
     pub interval95_months: Option<f64>,
+    pub view_spread_months: Option<f64>,
     pub height_cm: Option<f64>,
     pub sds: Option<f64>,
     pub category: Option<String>,
@@ -102,12 +106,13 @@ CREATE TABLE IF NOT EXISTS results (
 
 /// Columns added after the first release: (name, SQL type). Stores written by an older
 /// version get them on open, so their results stay readable.
-const ADDED_COLUMNS: [(&str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str); 6] = [
     ("height_cm", "REAL"),
     ("sds", "REAL"),
     ("category", "TEXT"),
     ("adult_height_cm", "REAL"),
     ("warnings", "TEXT"),
+    ("view_spread_months", "REAL"),
 ];
 
 impl Store {
@@ -149,8 +154,9 @@ impl Store {
             .execute(
                 "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
                  bone_age_months, interval95_months, model, status, error,
-                 height_cm, sds, category, adult_height_cm, warnings)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 height_cm, sds, category, adult_height_cm, warnings, view_spread_months)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17)",
                 params![
                     created_at,
                     r.source,
@@ -168,6 +174,7 @@ impl Store {
                     r.category,
                     r.adult_height_cm,
                     warnings_json(&r.warnings),
+                    r.view_spread_months,
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -182,6 +189,7 @@ impl Store {
             age_months: r.age_months,
             bone_age_months: r.bone_age_months,
             interval95_months: r.interval95_months,
+            view_spread_months: r.view_spread_months,
             height_cm: r.height_cm,
             sds: r.sds,
             category: r.category.clone(),
@@ -268,7 +276,7 @@ impl Store {
 
 const SELECT: &str = "SELECT id, created_at, source, image_sha256, exam_id, sex, age_months,
     bone_age_months, interval95_months, model, status, error,
-    height_cm, sds, category, adult_height_cm, warnings FROM results";
+    height_cm, sds, category, adult_height_cm, warnings, view_spread_months FROM results";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -292,6 +300,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
             .get::<_, Option<String>>(16)?
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default(),
+        view_spread_months: row.get(17)?,
     })
 }
 
@@ -396,6 +405,7 @@ mod tests {
                 category: Some("advanced".into()),
                 adult_height_cm: Some(160.2),
                 warnings: vec!["w1".into(), "w2".into()],
+                view_spread_months: Some(5.1),
                 ..Default::default()
             })
             .unwrap();
