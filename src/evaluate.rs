@@ -94,8 +94,9 @@ pub struct Metrics {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SpreadCheck {
     pub warn_from_months: f64,
-    /// `None` when no reading (or every reading) was flagged.
+    /// `None` when no reading was flagged.
     pub flagged: Option<Group>,
+    /// `None` when every reading was.
     pub rest: Option<Group>,
 }
 
