@@ -77,6 +77,14 @@ pub struct Group {
     pub mae: f64,
 }
 
+impl Group {
+    /// From signed errors (prediction - label); `None` for an empty group.
+    fn of_errors(name: String, errors: impl Iterator<Item = f64>) -> Option<Group> {
+        let (n, sum) = errors.fold((0, 0.0), |(n, sum), e| (n + 1, sum + e.abs()));
+        (n > 0).then(|| Group { name, n, mae: sum / n as f64 })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Metrics {
     pub n: usize,
@@ -106,17 +114,13 @@ impl SpreadCheck {
     pub fn compute(results: &[(Case, f64, Option<f64>)], warn_from: Option<f64>) -> Option<Self> {
         let limit = warn_from?;
         let group = |name: &str, flagged: bool| {
-            let errs: Vec<f64> = results
-                .iter()
-                .filter_map(|(c, p, sd)| sd.map(|sd| (sd >= limit, (p - c.bone_age_months).abs())))
-                .filter(|(f, _)| *f == flagged)
-                .map(|(_, e)| e)
-                .collect();
-            (!errs.is_empty()).then(|| Group {
-                name: name.into(),
-                n: errs.len(),
-                mae: errs.iter().sum::<f64>() / errs.len() as f64,
-            })
+            Group::of_errors(
+                name.into(),
+                results
+                    .iter()
+                    .filter(|(_, _, sd)| sd.is_some_and(|sd| (sd >= limit) == flagged))
+                    .map(|(c, p, _)| p - c.bone_age_months),
+            )
         };
         let (flagged, rest) = (group("views disagree", true), group("views agree", false));
         (flagged.is_some() || rest.is_some()).then_some(SpreadCheck {
@@ -136,13 +140,7 @@ impl Metrics {
         let n = results.len() as f64;
         let err = |(c, p): &(Case, f64)| p - c.bone_age_months;
         let group = |name: String, pick: &dyn Fn(&Case) -> bool| {
-            let sel: Vec<f64> =
-                results.iter().filter(|r| pick(&r.0)).map(|r| err(r).abs()).collect();
-            (!sel.is_empty()).then(|| Group {
-                name,
-                n: sel.len(),
-                mae: sel.iter().sum::<f64>() / sel.len() as f64,
-            })
+            Group::of_errors(name, results.iter().filter(|r| pick(&r.0)).map(err))
         };
         let by_sex = [Sex::Male, Sex::Female]
             .into_iter()

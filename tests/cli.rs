@@ -321,11 +321,7 @@ fn spread_extremes() -> ((String, bool, f64), (String, bool, f64), f64) {
     let mut by_sd = expected_column("view_sd_tta");
     by_sd.sort_by(|a, b| a.3.total_cmp(&b.3));
     let pick = |e: &(String, bool, f64, f64)| (e.0.clone(), e.1, e.3);
-    let limit = boneage::model::Model::read_contract(&model_path())
-        .unwrap()
-        .view_spread_warn_months
-        .expect("shipped model has a view-spread threshold");
-    (pick(&by_sd[by_sd.len() - 1]), pick(&by_sd[0]), limit)
+    (pick(&by_sd[by_sd.len() - 1]), pick(&by_sd[0]), view_spread_warn_months())
 }
 
 #[test]
@@ -341,8 +337,7 @@ fn readings_whose_views_disagree_carry_a_warning() {
     let (_, lines) = predict_json(&[path_str(&img), "--sex", sex(wide.1)]);
     let v = &lines[0];
     assert!((v["view_spread_months"].as_f64().unwrap() - wide.2).abs() < 0.05, "{v}");
-    let warnings = v["warnings"].as_array().unwrap();
-    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("views of this image")), "{v}");
+    assert!(warns_views_disagree(v), "{v}");
 
     let img = val_image(&narrow.0);
     let (_, lines) = predict_json(&[path_str(&img), "--sex", sex(narrow.1)]);

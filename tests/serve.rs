@@ -130,21 +130,13 @@ fn protocol_over_tcp() {
     // The spread of the test-time views and its warning are stored with the result
     // (fixture 0 is flagged with the shipped model: SD 8.7 months).
     let sd = common::expected_column("view_sd_tta")[0].3;
-    let limit = boneage::model::Model::read_contract(&common::model_path())
-        .unwrap()
-        .view_spread_warn_months
-        .unwrap();
+    let limit = common::view_spread_warn_months();
     let got = r["result"]["view_spread_months"].as_f64().unwrap();
     assert!((got - sd).abs() < 0.05, "{r}");
     let stored = c.send(&format!("RESULT id={id}"));
     assert_eq!(stored["result"]["view_spread_months"].as_f64(), Some(got), "{stored}");
-    let warned = |v: &Value| {
-        v["warnings"].as_array().is_some_and(|w| {
-            w.iter().any(|w| w.as_str().unwrap().contains("views of this image disagree"))
-        })
-    };
-    assert_eq!(warned(&r["result"]), sd >= limit, "{r}");
-    assert_eq!(warned(&stored["result"]), sd >= limit, "{stored}");
+    assert_eq!(common::warns_views_disagree(&r["result"]), sd >= limit, "{r}");
+    assert_eq!(common::warns_views_disagree(&stored["result"]), sd >= limit, "{stored}");
     assert_eq!(c.send(&format!("RESULT id={id}"))["result"]["id"].as_i64(), Some(id));
     assert_eq!(code(&c.send("RESULT id=999999")), "not_found");
     assert_eq!(c.send("HISTORY limit=5")["results"][0]["id"].as_i64(), Some(id));

@@ -68,3 +68,18 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The shipped model's view-spread warning threshold (months).
+pub fn view_spread_warn_months() -> f64 {
+    boneage::model::Model::read_contract(&model_path())
+        .unwrap()
+        .view_spread_warn_months
+        .expect("shipped model has a view-spread threshold")
+}
+
+/// Whether a JSON reading or stored result carries the "views disagree" warning.
+pub fn warns_views_disagree(v: &serde_json::Value) -> bool {
+    v["warnings"].as_array().is_some_and(|w| {
+        w.iter().any(|w| w.as_str().unwrap().contains("views of this image disagree"))
+    })
+}
