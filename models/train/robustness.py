@@ -6,6 +6,8 @@ through the degradations of a real acquisition chain (JPEG, resampling, blur, no
 One view per image (ONNX Runtime), or with `--tta` the shipped reading: the mean over the
 test-time views (export.TTA_SHIFTS). For each condition: MAE against the labels, and the
 shift of each reading from the clean image's reading (mean, 95th percentile, maximum).
+With `--tta` and a model that carries `uncertainty.view_spread_warn_months`, also how
+often the appliance's "views disagree" warning fires and how many large shifts it catches.
 The clean MAE is the model card's figure for the same number of views. The last three conditions are not among
 the degradations `train.py --degrade/--consistency` trains with, so they show whether
 robustness carries over to what training did not see.
@@ -24,6 +26,10 @@ sys.path.insert(0, HERE)
 import train  # noqa: E402
 from train import jpeg  # noqa: E402  (the round trip train.degrade uses)
 from export import TTA_SHIFTS, shift  # noqa: E402  (the views the shipped reading uses)
+
+
+# A reading that moves more than this when the image is degraded counts as a large shift.
+BIG_SHIFT_MONTHS = 12
 
 
 def conditions(size):
@@ -70,10 +76,26 @@ def main():
             out.append((np.mean(readings), np.std(readings)))
         return np.array(out).T
 
+    # The appliance's "views disagree" warning (docs/model-contract.md), when it can apply.
+    warn = float(meta["uncertainty.view_spread_warn_months"]) \
+        if args.tta and "uncertainty.view_spread_warn_months" in meta else None
+
+    def flag_text(r):
+        if warn is None:
+            return ""
+        text = f"  flagged {100 * r['flagged_share']:.1f}%"
+        if "big_shifts_flagged" in r:
+            text += f" (of the {r['big_shifts']} shifts > {BIG_SHIFT_MONTHS} mo: {100 * r['big_shifts_flagged']:.0f}%)"
+        return text
+
     clean, spread = read(images[val])
     result = {"model": os.path.basename(args.model), "version": meta.get("version", "?"),
               "views": len(views), "clean_mae": round(float(np.abs(clean - age[val]).mean()), 2)}
-    print(f"{'clean':50s} MAE {result['clean_mae']:.2f}", flush=True)
+    if warn is not None:
+        result["warn_from_months"] = warn
+        result["clean_flagged_share"] = round(float((spread >= warn).mean()), 3)
+    print(f"{'clean':50s} MAE {result['clean_mae']:.2f}"
+          + flag_text(dict(flagged_share=result.get("clean_flagged_share"))), flush=True)
     rng = np.random.default_rng(0)
     shifts = {}
     for name, fn in conditions(images.shape[1]):
@@ -82,14 +104,22 @@ def main():
             degraded = np.clip(noisy, 0, 255).round().astype(np.uint8)
         else:
             degraded = np.stack([np.asarray(fn(Image.fromarray(images[i])), dtype=np.uint8) for i in val])
-        got, _ = read(degraded)
+        got, got_spread = read(degraded)
         moved = np.abs(got - clean)
         r = dict(mae=round(float(np.abs(got - age[val]).mean()), 2), mean_shift=round(float(moved.mean()), 2),
                  p95_shift=round(float(np.percentile(moved, 95)), 1), max_shift=round(float(moved.max()), 1))
+        if warn is not None:
+            # How often the warning fires on the degraded copy, and how many of the readings
+            # that moved a lot it catches.
+            flagged, big = got_spread >= warn, moved > BIG_SHIFT_MONTHS
+            r["flagged_share"] = round(float(flagged.mean()), 3)
+            r["big_shifts"] = int(big.sum())
+            if big.any():
+                r["big_shifts_flagged"] = round(float(flagged[big].mean()), 3)
         result[name] = r
         shifts[name] = moved
         print(f"{name:50s} MAE {r['mae']:.2f}  shift mean {r['mean_shift']:.2f}  p95 {r['p95_shift']:.1f}  "
-              f"max {r['max_shift']:.1f}", flush=True)
+              f"max {r['max_shift']:.1f}" + flag_text(r), flush=True)
     if args.tta:
         # Does the disagreement between the views (known at inference, no label needed) mark
         # the readings that are least accurate and least stable?
