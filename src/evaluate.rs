@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::model::{Estimate, ViewSpreadRule};
 use crate::report::Sex;
 
 /// Age bands (years) for the per-band MAE, as in the model card.
@@ -69,19 +70,39 @@ pub fn read_labels(path: &Path) -> Result<Vec<Case>, LabelsError> {
     Ok(cases)
 }
 
-/// Mean absolute error and count for a subgroup.
+/// A labelled case and the model's reading of it.
+pub type Scored = (Case, Estimate);
+
+/// Mean absolute error, count and interval coverage for a subgroup.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Group {
     pub name: String,
     pub n: usize,
     pub mae: f64,
+    /// Share of readings whose 95% interval holds the label: the check that the
+    /// calibration in the model still holds; `None` when the model ships no intervals.
+    pub interval95_coverage: Option<f64>,
 }
 
 impl Group {
-    /// From signed errors (prediction - label); `None` for an empty group.
-    fn of_errors(name: String, errors: impl Iterator<Item = f64>) -> Option<Group> {
-        let (n, sum) = errors.fold((0, 0.0), |(n, sum), e| (n + 1, sum + e.abs()));
-        (n > 0).then(|| Group { name, n, mae: sum / n as f64 })
+    /// `None` for an empty group.
+    fn of<'a>(name: String, scored: impl Iterator<Item = &'a Scored>) -> Option<Group> {
+        let (mut n, mut sum, mut with_interval, mut covered) = (0, 0.0, 0, 0);
+        for (case, est) in scored {
+            let error = (est.bone_age_months - case.bone_age_months).abs();
+            n += 1;
+            sum += error;
+            if let Some(hw) = est.interval95_months {
+                with_interval += 1;
+                covered += usize::from(error <= hw);
+            }
+        }
+        (n > 0).then(|| Group {
+            name,
+            n,
+            mae: sum / n as f64,
+            interval95_coverage: (with_interval == n).then(|| covered as f64 / n as f64),
+        })
     }
 }
 
@@ -92,13 +113,15 @@ pub struct Metrics {
     pub rmse: f64,
     /// Mean of prediction minus truth: positive means the model reads ages too old.
     pub bias: f64,
+    /// As [`Group::interval95_coverage`], over all readings.
+    pub interval95_coverage: Option<f64>,
     pub by_sex: Vec<Group>,
     pub by_age_band_years: Vec<Group>,
 }
 
-/// MAE of the readings the model flags as unstable (test-time views disagreeing, see
-/// [`crate::model::Contract::view_spread_warn_months`]) and of the rest: the check that the
-/// warning marks the weaker readings on labelled data.
+/// MAE and interval coverage of the readings the model flags as unstable (test-time views
+/// disagreeing, see [`ViewSpreadRule`]) and of the rest: the check that the warning marks
+/// the weaker readings on labelled data and that their widened interval holds.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SpreadCheck {
     pub warn_from_months: f64,
@@ -109,22 +132,20 @@ pub struct SpreadCheck {
 }
 
 impl SpreadCheck {
-    /// From `(case, predicted months, view SD)`; `None` when the model has no threshold
-    /// or the readings have one view.
-    pub fn compute(results: &[(Case, f64, Option<f64>)], warn_from: Option<f64>) -> Option<Self> {
-        let limit = warn_from?;
+    /// `None` when the model has no rule or the readings have one view.
+    pub fn compute(results: &[Scored], rule: Option<ViewSpreadRule>) -> Option<Self> {
+        let rule = rule?;
         let group = |name: &str, flagged: bool| {
-            Group::of_errors(
+            Group::of(
                 name.into(),
-                results
-                    .iter()
-                    .filter(|(_, _, sd)| sd.is_some_and(|sd| (sd >= limit) == flagged))
-                    .map(|(c, p, _)| p - c.bone_age_months),
+                results.iter().filter(|(_, est)| {
+                    est.view_spread_months.is_some_and(|sd| rule.flags(sd) == flagged)
+                }),
             )
         };
         let (flagged, rest) = (group("views disagree", true), group("views agree", false));
         (flagged.is_some() || rest.is_some()).then_some(SpreadCheck {
-            warn_from_months: limit,
+            warn_from_months: rule.warn_from_months,
             flagged,
             rest,
         })
@@ -132,15 +153,13 @@ impl SpreadCheck {
 }
 
 impl Metrics {
-    /// From `(case, predicted months)` pairs; `None` when there are none.
-    pub fn compute(results: &[(Case, f64)]) -> Option<Metrics> {
-        if results.is_empty() {
-            return None;
-        }
+    /// `None` when there are no results.
+    pub fn compute(results: &[Scored]) -> Option<Metrics> {
+        let all = Group::of("all".into(), results.iter())?;
         let n = results.len() as f64;
-        let err = |(c, p): &(Case, f64)| p - c.bone_age_months;
+        let err = |(c, e): &Scored| e.bone_age_months - c.bone_age_months;
         let group = |name: String, pick: &dyn Fn(&Case) -> bool| {
-            Group::of_errors(name, results.iter().filter(|r| pick(&r.0)).map(err))
+            Group::of(name, results.iter().filter(|r| pick(&r.0)))
         };
         let by_sex = [Sex::Male, Sex::Female]
             .into_iter()
@@ -156,10 +175,11 @@ impl Metrics {
             })
             .collect();
         Some(Metrics {
-            n: results.len(),
-            mae: results.iter().map(|r| err(r).abs()).sum::<f64>() / n,
+            n: all.n,
+            mae: all.mae,
             rmse: (results.iter().map(|r| err(r).powi(2)).sum::<f64>() / n).sqrt(),
             bias: results.iter().map(err).sum::<f64>() / n,
+            interval95_coverage: all.interval95_coverage,
             by_sex,
             by_age_band_years,
         })
@@ -170,40 +190,55 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn case(sex: Sex, age: f64) -> Case {
-        Case { id: "x".into(), sex, bone_age_months: age }
+    fn scored(sex: Sex, age: f64, predicted: f64, hw: Option<f64>, sd: Option<f64>) -> Scored {
+        let est =
+            Estimate { bone_age_months: predicted, interval95_months: hw, view_spread_months: sd };
+        (Case { id: "x".into(), sex, bone_age_months: age }, est)
     }
 
     #[test]
     fn metrics_by_hand() {
         let r = vec![
-            (case(Sex::Male, 24.0), 30.0),     // +6, band 0-5
-            (case(Sex::Female, 130.0), 126.0), // -4, band 10-15
+            scored(Sex::Male, 24.0, 30.0, Some(5.0), None), // +6, band 0-5, not covered
+            scored(Sex::Female, 130.0, 126.0, Some(4.0), None), // -4, band 10-15, covered
         ];
         let m = Metrics::compute(&r).unwrap();
         assert_eq!(m.n, 2);
         assert!((m.mae - 5.0).abs() < 1e-12);
         assert!((m.bias - 1.0).abs() < 1e-12);
         assert!((m.rmse - (26.0f64).sqrt()).abs() < 1e-12);
-        assert_eq!(m.by_sex[0], Group { name: "male".into(), n: 1, mae: 6.0 });
+        assert_eq!(m.interval95_coverage, Some(0.5));
+        let male = Group { name: "male".into(), n: 1, mae: 6.0, interval95_coverage: Some(0.0) };
+        assert_eq!(m.by_sex[0], male);
         assert_eq!(m.by_age_band_years.len(), 2);
         assert_eq!(m.by_age_band_years[1].name, "10-15");
         assert!(Metrics::compute(&[]).is_none());
+        // A model without an interval table: no coverage to report, not 0%.
+        let no_intervals = vec![scored(Sex::Male, 24.0, 30.0, None, None)];
+        assert_eq!(Metrics::compute(&no_intervals).unwrap().interval95_coverage, None);
     }
 
     #[test]
     fn spread_check_splits_on_the_threshold() {
         let r = vec![
-            (case(Sex::Male, 100.0), 110.0, Some(5.0)), // flagged, error 10
-            (case(Sex::Male, 100.0), 98.0, Some(1.0)),  // error 2
-            (case(Sex::Female, 100.0), 104.0, Some(4.4)), // at the threshold: flagged, 4
+            scored(Sex::Male, 100.0, 110.0, Some(36.0), Some(5.0)), // flagged, error 10
+            scored(Sex::Male, 100.0, 98.0, Some(1.0), Some(1.0)),   // error 2, not covered
+            scored(Sex::Female, 100.0, 104.0, Some(36.0), Some(4.4)), // at the threshold: flagged
         ];
-        let c = SpreadCheck::compute(&r, Some(4.4)).unwrap();
-        assert_eq!(c.flagged, Some(Group { name: "views disagree".into(), n: 2, mae: 7.0 }));
-        assert_eq!(c.rest, Some(Group { name: "views agree".into(), n: 1, mae: 2.0 }));
+        let rule = ViewSpreadRule { warn_from_months: 4.4, interval95_months: Some(36.0) };
+        let c = SpreadCheck::compute(&r, Some(rule)).unwrap();
+        let group = |name: &str, n, mae, cov| Group {
+            name: name.into(),
+            n,
+            mae,
+            interval95_coverage: Some(cov),
+        };
+        assert_eq!(c.flagged, Some(group("views disagree", 2, 7.0, 1.0)));
+        assert_eq!(c.rest, Some(group("views agree", 1, 2.0, 0.0)));
         assert_eq!(SpreadCheck::compute(&r, None), None);
-        let one_view: Vec<_> = r.into_iter().map(|(c, p, _)| (c, p, None)).collect();
-        assert_eq!(SpreadCheck::compute(&one_view, Some(4.4)), None);
+        let one_view: Vec<_> =
+            r.into_iter().map(|(c, e)| (c, Estimate { view_spread_months: None, ..e })).collect();
+        assert_eq!(SpreadCheck::compute(&one_view, Some(rule)), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::clinical::{self, AdultHeight, Assessment, Category, Thresholds};
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, ViewSpreadRule};
 use crate::source::Radiograph;
 
 /// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
@@ -224,7 +224,7 @@ impl Reading {
             c.training_range_months,
             c.model_id(),
         )
-        .with_view_spread(estimate.view_spread_months, c.view_spread_warn_months)
+        .with_view_spread(estimate.view_spread_months, c.view_spread)
         .with_assessment(assessment))
     }
 
@@ -266,20 +266,31 @@ impl Reading {
     /// Records how far the test-time views disagree, and warns when they disagree more
     /// than the model's calibrated threshold: on the validation split such readings err
     /// more and move more under JPEG or noise (models/README.md, "Robustness"), so the user
-    /// should look at the image before trusting the number.
-    pub fn with_view_spread(mut self, spread: Option<f64>, warn_from: Option<f64>) -> Reading {
+    /// should look at the image before trusting the number. The interval was already
+    /// widened by the model ([`crate::model::Contract::interval95_months`]); the warning
+    /// says so, or says the interval may be too narrow when the model has no width for
+    /// flagged readings.
+    pub fn with_view_spread(
+        mut self,
+        spread: Option<f64>,
+        rule: Option<ViewSpreadRule>,
+    ) -> Reading {
         self.view_spread_months = spread;
-        if let (Some(sd), Some(limit)) = (spread, warn_from) {
-            if sd >= limit {
-                self.warnings.push(format!(
-                    "the test-time views of this image disagree (SD {sd:.1} months; flagged \
-                     from {limit:.2}): the reading is less reliable than most and its 95% \
-                     interval may be too narrow; check that the image is the original \
-                     radiograph (not a JPEG copy, screenshot or photo of a screen), well \
-                     exposed and showing the whole hand, and review the reading"
-                ));
-            }
+        let (Some(sd), Some(rule)) = (spread, rule) else { return self };
+        if !rule.flags(sd) {
+            return self;
         }
+        let interval = match (rule.interval95_months, self.interval95_months) {
+            (Some(_), Some(hw)) => format!("its 95% interval is widened to ±{hw:.1} months"),
+            _ => "its 95% interval may be too narrow".to_string(),
+        };
+        self.warnings.push(format!(
+            "the test-time views of this image disagree (SD {sd:.1} months; flagged from \
+             {:.2}): the reading is less reliable than most and {interval}; check that the \
+             image is the original radiograph (not a JPEG copy, screenshot or photo of a \
+             screen), well exposed and showing the whole hand, and review the reading",
+            rule.warn_from_months
+        ));
         self
     }
 
@@ -378,15 +389,20 @@ mod tests {
 
     #[test]
     fn reading_warns_when_the_views_disagree() {
-        let r = || Reading::new("x".into(), Sex::Male, 120.0, None, None, (1.0, 228.0), "m".into());
-        let wide = r().with_view_spread(Some(5.0), Some(4.4));
+        let r = |hw| Reading::new("x".into(), Sex::Male, 120.0, hw, None, (1.0, 228.0), "m".into());
+        let rule = |hw| Some(ViewSpreadRule { warn_from_months: 4.4, interval95_months: hw });
+        let wide = r(Some(36.3)).with_view_spread(Some(5.0), rule(Some(36.3)));
         assert_eq!(wide.view_spread_months, Some(5.0));
         assert_eq!(wide.warnings.len(), 1);
-        assert!(wide.warnings[0].contains("SD 5.0 months"), "{:?}", wide.warnings);
-        assert!(r().with_view_spread(Some(4.0), Some(4.4)).warnings.is_empty());
+        let w = &wide.warnings[0];
+        assert!(w.contains("SD 5.0 months") && w.contains("widened to ±36.3 months"), "{w}");
+        // A model that flags but has no width for flagged readings: say the interval is short.
+        let w = &r(Some(20.0)).with_view_spread(Some(5.0), rule(None)).warnings[0];
+        assert!(w.contains("may be too narrow"), "{w}");
+        assert!(r(None).with_view_spread(Some(4.0), rule(None)).warnings.is_empty());
         // One view, or a model without a calibrated threshold: nothing to warn about.
-        assert!(r().with_view_spread(None, Some(4.4)).warnings.is_empty());
-        let unflagged = r().with_view_spread(Some(9.0), None);
+        assert!(r(None).with_view_spread(None, rule(None)).warnings.is_empty());
+        let unflagged = r(None).with_view_spread(Some(9.0), None);
         assert!(unflagged.warnings.is_empty() && unflagged.view_spread_months == Some(9.0));
     }
 }

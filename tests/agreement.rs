@@ -55,7 +55,7 @@ fn rust_view_spread_matches_the_reference() {
     config.model.path = common::model_path();
     config.model.tta = true;
     let mut model = Model::load(&config.model).unwrap();
-    let limit = model.contract.view_spread_warn_months.expect("shipped model has a threshold");
+    let limit = common::view_spread_warn_months();
     let (mut flagged, mut worst) = (0, 0f64);
     for (id, male, _, reference) in common::expected_column("view_sd_tta") {
         let r = source::read_file(&common::val_image(&id)).unwrap();

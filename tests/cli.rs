@@ -313,6 +313,20 @@ fn eval_reproduces_the_known_mae() {
     assert_eq!(spread["flagged"]["n"].as_u64(), Some(flagged as u64), "{last}");
     assert_eq!(spread["rest"]["n"].as_u64(), Some((exp.len() - flagged) as u64), "{last}");
     assert!(text.contains("views disagree"), "{text}");
+    // Interval coverage: what the model's own table and flagged width give on the
+    // reference readings (one case may sit on an interval's edge: tolerance 1.5 cases).
+    let contract = boneage::model::Model::read_contract(&model_path()).unwrap();
+    let sds = expected_column("view_sd_tta");
+    let covered = exp.iter().zip(&sds).filter(|(e, sd)| {
+        (e.3 - e.2).abs() <= contract.interval95_months(e.3, Some(sd.3)).unwrap()
+    });
+    let want = covered.count() as f64 / exp.len() as f64;
+    let got = last["interval95_coverage"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1.5 / exp.len() as f64, "coverage {got} vs {want}");
+    let share = |v: &serde_json::Value| v.as_f64().is_some_and(|c| (0.0..=1.0).contains(&c));
+    assert!(share(&spread["flagged"]["interval95_coverage"]), "{last}");
+    assert!(share(&last["by_sex"][0]["interval95_coverage"]), "{last}");
+    assert!(text.contains("95% interval holds the label"), "{text}");
 }
 
 /// The fixtures with the widest and narrowest spread of test-time views (reference values
@@ -338,18 +352,25 @@ fn readings_whose_views_disagree_carry_a_warning() {
     let v = &lines[0];
     assert!((v["view_spread_months"].as_f64().unwrap() - wide.2).abs() < 0.05, "{v}");
     assert!(warns_views_disagree(v), "{v}");
+    // Its interval is the one calibrated on flagged readings (wider than every age band of
+    // the shipped table), and the warning says so.
+    let flagged_hw = view_spread_rule().interval95_months.expect("shipped model has one");
+    assert_eq!(v["interval95_months"].as_f64(), Some(flagged_hw), "{v}");
+    assert!(v["warnings"].to_string().contains(&format!("widened to ±{flagged_hw:.1}")), "{v}");
 
     let img = val_image(&narrow.0);
     let (_, lines) = predict_json(&[path_str(&img), "--sex", sex(narrow.1)]);
     let v = &lines[0];
     assert!((v["view_spread_months"].as_f64().unwrap() - narrow.2).abs() < 0.05, "{v}");
     assert!(v.get("warnings").is_none(), "{v}");
+    assert!(v["interval95_months"].as_f64().unwrap() < flagged_hw, "{v}");
 
     // One view has no spread to judge: no value, no warning.
     let (_, lines) =
         predict_json(&["--no-tta", path_str(&val_image(&wide.0)), "--sex", sex(wide.1)]);
     assert!(lines[0].get("view_spread_months").is_none(), "{}", lines[0]);
     assert!(lines[0].get("warnings").is_none(), "{}", lines[0]);
+    assert!(lines[0]["interval95_months"].as_f64().unwrap() < flagged_hw, "{}", lines[0]);
 }
 
 #[test]

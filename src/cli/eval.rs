@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use boneage::config::Config;
-use boneage::evaluate::{self, Case, Metrics, SpreadCheck};
+use boneage::evaluate::{self, Group, Metrics, Scored, SpreadCheck};
 use boneage::source;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -21,7 +21,8 @@ pub struct Args {
     /// Print the metrics as one JSON object on the last line
     #[arg(long)]
     json: bool,
-    /// Write per-image predictions (id,male,boneage,predicted,error,view_sd) to this CSV
+    /// Write per-image predictions (id,male,boneage,predicted,error,view_sd,interval95)
+    /// to this CSV
     #[arg(long, value_name = "CSV")]
     out: Option<PathBuf>,
 }
@@ -39,14 +40,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut results: Vec<(Case, f64, Option<f64>)> = Vec::with_capacity(cases.len());
+    let mut results: Vec<Scored> = Vec::with_capacity(cases.len());
     let mut failures: Vec<String> = Vec::new();
     for case in cases {
         let path = args.images.join(format!("{}.png", case.id));
         match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
             model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))
         }) {
-            Ok(est) => results.push((case, est.bone_age_months, est.view_spread_months)),
+            Ok(est) => results.push((case, est)),
             Err(e) => failures.push(e),
         }
         bar.inc(1);
@@ -56,8 +57,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.out {
         let mut w = csv::Writer::from_path(out)
             .with_context(|| format!("cannot write {}", out.display()))?;
-        w.write_record(["id", "male", "boneage", "predicted", "error", "view_sd"])?;
-        for (c, p, sd) in &results {
+        w.write_record(["id", "male", "boneage", "predicted", "error", "view_sd", "interval95"])?;
+        let optional = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        for (c, est) in &results {
+            let p = est.bone_age_months;
             let male = if c.sex == boneage::Sex::Male { "true" } else { "false" };
             w.write_record([
                 c.id.as_str(),
@@ -65,7 +68,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 &c.bone_age_months.to_string(),
                 &format!("{p:.3}"),
                 &format!("{:.3}", p - c.bone_age_months),
-                &sd.map_or(String::new(), |sd| format!("{sd:.3}")),
+                &optional(est.view_spread_months),
+                &optional(est.interval95_months),
             ])?;
         }
         w.flush()?;
@@ -73,9 +77,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     for f in &failures {
         eprintln!("boneage: failed: {f}");
     }
-    let spread = SpreadCheck::compute(&results, model.contract.view_spread_warn_months);
-    let scored: Vec<(Case, f64)> = results.into_iter().map(|(c, p, _)| (c, p)).collect();
-    let metrics = Metrics::compute(&scored);
+    let spread = SpreadCheck::compute(&results, model.contract.view_spread);
+    let metrics = Metrics::compute(&results);
     let mut stdout = std::io::stdout().lock();
     if let Some(m) = &metrics {
         print_text(&mut stdout, m, spread.as_ref(), failures.len())?;
@@ -89,6 +92,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             "mae": metrics.as_ref().map(|m| m.mae),
             "rmse": metrics.as_ref().map(|m| m.rmse),
             "bias": metrics.as_ref().map(|m| m.bias),
+            "interval95_coverage": metrics.as_ref().and_then(|m| m.interval95_coverage),
             "by_sex": metrics.as_ref().map(|m| &m.by_sex),
             "by_age_band_years": metrics.as_ref().map(|m| &m.by_age_band_years),
             "view_spread": spread,
@@ -114,16 +118,25 @@ fn print_text(
     writeln!(out, "MAE:     {:.2} months", m.mae)?;
     writeln!(out, "RMSE:    {:.2} months", m.rmse)?;
     writeln!(out, "bias:    {:+.2} months (prediction - label)", m.bias)?;
+    if let Some(c) = m.interval95_coverage {
+        writeln!(out, "95% interval holds the label: {:.1}%", 100.0 * c)?;
+    }
+    let line = |out: &mut dyn Write, name: &str, g: &Group| {
+        let covered = g
+            .interval95_coverage
+            .map_or(String::new(), |c| format!(", interval holds {:.1}%", 100.0 * c));
+        writeln!(out, "  {name:<14} n={:<5} MAE {:.2}{covered}", g.n, g.mae)
+    };
     for g in &m.by_sex {
-        writeln!(out, "  {:<14} n={:<5} MAE {:.2}", g.name, g.n, g.mae)?;
+        line(out, &g.name, g)?;
     }
     for g in &m.by_age_band_years {
-        writeln!(out, "  {:<14} n={:<5} MAE {:.2}", format!("{} years", g.name), g.n, g.mae)?;
+        line(out, &format!("{} years", g.name), g)?;
     }
     if let Some(s) = spread {
         writeln!(out, "test-time views (warning from view SD {:.2} months):", s.warn_from_months)?;
         for g in [&s.flagged, &s.rest].into_iter().flatten() {
-            writeln!(out, "  {:<14} n={:<5} MAE {:.2}", g.name, g.n, g.mae)?;
+            line(out, &g.name, g)?;
         }
     }
     Ok(())

@@ -48,15 +48,32 @@ pub struct Contract {
     pub training_range_months: (f64, f64),
     /// Calibrated 95% interval half-widths by band of predicted age: (from, to, half-width).
     pub interval95: Vec<(f64, f64, f64)>,
-    /// SD of the test-time view readings (months) from which a reading is flagged as
-    /// unstable: the views of a clean radiograph agree, those of a degraded or unusual one
-    /// do not, and such readings err more (models/README.md, "Robustness").
-    pub view_spread_warn_months: Option<f64>,
+    /// When a reading counts as unstable, and its interval then; `None` for a model
+    /// without the `uncertainty.view_spread_*` keys.
+    pub view_spread: Option<ViewSpreadRule>,
     pub validation_mae: Option<f64>,
     pub training_data: String,
     pub license: String,
     /// All metadata, for `model-info`.
     pub metadata: Vec<(String, String)>,
+}
+
+/// The views of a clean radiograph agree, those of a degraded or unusual one do not, and
+/// such readings err more (models/README.md, "Robustness"): the model says from which
+/// spread to warn and how wide their 95% interval must be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewSpreadRule {
+    /// SD of the test-time view readings (months) from which a reading is flagged.
+    pub warn_from_months: f64,
+    /// 95% interval half-width for flagged readings, calibrated on them alone: the age-band
+    /// table, calibrated on all readings, covers only ~85% of them.
+    pub interval95_months: Option<f64>,
+}
+
+impl ViewSpreadRule {
+    pub fn flags(&self, view_spread_months: f64) -> bool {
+        view_spread_months >= self.warn_from_months
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -151,13 +168,25 @@ impl Contract {
                 invalid("uncertainty.interval95_bands_months", v, "\"FROM-TO:HALFWIDTH;...\"")
             })?,
         };
-        let view_spread_warn_months = match meta.get("uncertainty.view_spread_warn_months") {
-            None => None,
-            Some(v) => {
-                Some(v.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0).ok_or_else(
-                    || invalid("uncertainty.view_spread_warn_months", v, "a positive number"),
-                )?)
+        let optional_months = |key: &'static str| -> Result<Option<f64>, ContractError> {
+            meta.get(key)
+                .map(|v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                        .ok_or_else(|| invalid(key, v, "a positive number of months"))
+                })
+                .transpose()
+        };
+        const WARN: &str = "uncertainty.view_spread_warn_months";
+        const FLAGGED_HW: &str = "uncertainty.interval95_flagged_months";
+        let view_spread = match (optional_months(WARN)?, optional_months(FLAGGED_HW)?) {
+            (Some(warn_from_months), interval95_months) => {
+                Some(ViewSpreadRule { warn_from_months, interval95_months })
             }
+            (None, None) => None,
+            // An interval for flagged readings with no rule to flag them: a broken export.
+            (None, Some(_)) => return Err(ContractError::Missing(WARN)),
         };
         let mut metadata: Vec<(String, String)> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -168,7 +197,7 @@ impl Contract {
             preprocess,
             training_range_months,
             interval95,
-            view_spread_warn_months,
+            view_spread,
             validation_mae: meta.get("validation_mae").and_then(|v| v.parse().ok()),
             training_data: meta.get("training_data").cloned().unwrap_or_default(),
             license: meta.get("license").cloned().unwrap_or_default(),
@@ -181,8 +210,14 @@ impl Contract {
         format!("{} v{}", self.name, self.version)
     }
 
-    /// The 95% interval half-width for a predicted age, from the calibration table.
-    pub fn interval95_months(&self, predicted: f64) -> Option<f64> {
+    /// The 95% interval half-width for a predicted age, from the calibration table,
+    /// widened for a reading whose test-time views disagree (`view_spread_months` is
+    /// `None` for a single view, which has no spread).
+    pub fn interval95_months(
+        &self,
+        predicted: f64,
+        view_spread_months: Option<f64>,
+    ) -> Option<f64> {
         let first = self.interval95.first()?;
         let last = self.interval95.last()?;
         let band = self
@@ -190,7 +225,11 @@ impl Contract {
             .iter()
             .find(|(lo, hi, _)| predicted >= *lo && predicted < *hi)
             .unwrap_or(if predicted < first.0 { first } else { last });
-        Some(band.2)
+        let flagged = match (self.view_spread, view_spread_months) {
+            (Some(rule), Some(sd)) if rule.flags(sd) => rule.interval95_months,
+            _ => None,
+        };
+        Some(flagged.map_or(band.2, |hw| hw.max(band.2)))
     }
 }
 
@@ -257,9 +296,11 @@ mod tests {
         assert_eq!(c.preprocess.width, 100);
         assert_eq!(c.preprocess.mean, 0.18);
         assert_eq!(c.training_range_months, (1.0, 228.0));
-        assert_eq!(c.interval95_months(30.0), Some(10.5));
-        assert_eq!(c.interval95_months(100.0), Some(15.0));
-        assert_eq!(c.interval95_months(300.0), Some(15.0));
+        assert_eq!(c.interval95_months(30.0, None), Some(10.5));
+        assert_eq!(c.interval95_months(100.0, None), Some(15.0));
+        assert_eq!(c.interval95_months(300.0, None), Some(15.0));
+        // No view-spread rule in this model: a wide spread changes nothing.
+        assert_eq!(c.interval95_months(100.0, Some(50.0)), Some(15.0));
         assert_eq!(c.model_id(), "test v0.1.0");
     }
 
@@ -281,16 +322,43 @@ mod tests {
     }
 
     #[test]
-    fn view_spread_threshold_is_optional_and_checked() {
-        assert_eq!(Contract::from_metadata(&sample()).unwrap().view_spread_warn_months, None);
+    fn view_spread_rule_is_optional_and_checked() {
+        assert_eq!(Contract::from_metadata(&sample()).unwrap().view_spread, None);
         let mut m = sample();
         m.insert("uncertainty.view_spread_warn_months".into(), "4.42".into());
-        assert_eq!(Contract::from_metadata(&m).unwrap().view_spread_warn_months, Some(4.42));
-        for bad in ["-1", "0", "wide", "NaN"] {
-            m.insert("uncertainty.view_spread_warn_months".into(), bad.into());
-            let e = Contract::from_metadata(&m).unwrap_err().to_string();
-            assert!(e.contains("uncertainty.view_spread_warn_months") && e.contains(bad), "{e}");
+        let rule = Contract::from_metadata(&m).unwrap().view_spread.unwrap();
+        assert_eq!(rule, ViewSpreadRule { warn_from_months: 4.42, interval95_months: None });
+        assert!(rule.flags(4.42) && !rule.flags(4.41));
+        m.insert("uncertainty.interval95_flagged_months".into(), "36.29".into());
+        let rule = Contract::from_metadata(&m).unwrap().view_spread.unwrap();
+        assert_eq!(rule.interval95_months, Some(36.29));
+        for key in ["uncertainty.view_spread_warn_months", "uncertainty.interval95_flagged_months"]
+        {
+            let mut m = m.clone();
+            for bad in ["-1", "0", "wide", "NaN"] {
+                m.insert(key.into(), bad.into());
+                let e = Contract::from_metadata(&m).unwrap_err().to_string();
+                assert!(e.contains(key) && e.contains(bad), "{e}");
+            }
         }
+        m.remove("uncertainty.view_spread_warn_months");
+        let e = Contract::from_metadata(&m).unwrap_err().to_string();
+        assert!(e.contains("uncertainty.view_spread_warn_months"), "{e}");
+    }
+
+    #[test]
+    fn flagged_readings_get_the_wider_interval() {
+        let mut m = sample();
+        m.insert("uncertainty.view_spread_warn_months".into(), "4.42".into());
+        m.insert("uncertainty.interval95_flagged_months".into(), "12".into());
+        let c = Contract::from_metadata(&m).unwrap();
+        assert_eq!(c.interval95_months(100.0, Some(4.42)), Some(15.0), "band is wider: kept");
+        assert_eq!(c.interval95_months(30.0, Some(4.42)), Some(12.0));
+        assert_eq!(c.interval95_months(30.0, Some(4.41)), Some(10.5));
+        assert_eq!(c.interval95_months(30.0, None), Some(10.5), "one view: the table");
+        m.remove("uncertainty.interval95_flagged_months");
+        let c = Contract::from_metadata(&m).unwrap();
+        assert_eq!(c.interval95_months(30.0, Some(9.0)), Some(10.5), "flag without a width");
     }
 
     #[test]

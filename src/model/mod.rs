@@ -13,7 +13,7 @@ mod memory;
 mod ort;
 mod tract;
 
-pub use contract::{Contract, ContractError, Fit, Preprocess, ResizeFilter};
+pub use contract::{Contract, ContractError, Fit, Preprocess, ResizeFilter, ViewSpreadRule};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -143,10 +143,11 @@ pub struct Model {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
     pub bone_age_months: f64,
-    /// Half-width of the calibrated 95% interval, when the model ships a table.
+    /// Half-width of the calibrated 95% interval, when the model ships a table; widened
+    /// when the views disagree (see [`Contract::interval95_months`]).
     pub interval95_months: Option<f64>,
     /// Standard deviation of the test-time view readings (months); `None` for one view.
-    /// A wide spread marks an unstable reading (see [`Contract::view_spread_warn_months`]).
+    /// A wide spread marks an unstable reading (see [`Contract::view_spread`]).
     pub view_spread_months: Option<f64>,
 }
 
@@ -219,7 +220,7 @@ impl Model {
         }
         Ok(Estimate {
             bone_age_months: months,
-            interval95_months: self.contract.interval95_months(months),
+            interval95_months: self.contract.interval95_months(months, None),
             view_spread_months: None,
         })
     }
@@ -272,7 +273,7 @@ impl Model {
         let (months, spread) = mean_and_sd(&readings);
         Ok(Estimate {
             bone_age_months: months,
-            interval95_months: self.contract.interval95_months(months),
+            interval95_months: self.contract.interval95_months(months, Some(spread)),
             view_spread_months: Some(spread),
         })
     }

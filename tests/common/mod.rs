@@ -69,12 +69,17 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The shipped model's view-spread warning threshold (months).
-pub fn view_spread_warn_months() -> f64 {
+/// The shipped model's rule for readings whose test-time views disagree.
+pub fn view_spread_rule() -> boneage::model::ViewSpreadRule {
     boneage::model::Model::read_contract(&model_path())
         .unwrap()
-        .view_spread_warn_months
-        .expect("shipped model has a view-spread threshold")
+        .view_spread
+        .expect("shipped model has a view-spread rule")
+}
+
+/// The shipped model's view-spread warning threshold (months).
+pub fn view_spread_warn_months() -> f64 {
+    view_spread_rule().warn_from_months
 }
 
 /// Whether a JSON reading or stored result carries the "views disagree" warning.
