@@ -8,6 +8,10 @@ test-time views (export.TTA_SHIFTS). For each condition: MAE against the labels,
 shift of each reading from the clean image's reading (mean, 95th percentile, maximum).
 With `--tta` and a model that carries `uncertainty.view_spread_warn_months`, also how
 often the appliance's "views disagree" warning fires and how many large shifts it catches.
+With a model that carries `uncertainty.interval95_bands_months`, also how often the 95%
+interval the appliance would show holds the label: the age-band table alone, and (with
+`--tta`) widened for flagged readings by `uncertainty.interval95_flagged_months`, as
+`Contract::interval95_months` does.
 The clean MAE is the model card's figure for the same number of views. The last three conditions are not among
 the degradations `train.py --degrade/--consistency` trains with, so they show whether
 robustness carries over to what training did not see.
@@ -25,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import train  # noqa: E402
 from train import jpeg  # noqa: E402  (the round trip train.degrade uses)
-from export import TTA_SHIFTS, shift  # noqa: E402  (the views the shipped reading uses)
+from export import TTA_SHIFTS, half_widths, shift  # noqa: E402  (as the shipped reading)
 
 
 # A reading that moves more than this when the image is degraded counts as a large shift.
@@ -80,10 +84,31 @@ def main():
     warn = float(meta["uncertainty.view_spread_warn_months"]) \
         if args.tta and "uncertainty.view_spread_warn_months" in meta else None
 
+    # The appliance's 95% interval (docs/model-contract.md), when the model has one.
+    bands = [tuple(float(x) for x in band.replace(":", "-").split("-"))
+             for band in meta["uncertainty.interval95_bands_months"].split(";")] \
+        if "uncertainty.interval95_bands_months" in meta else None
+    flagged_hw = float(meta["uncertainty.interval95_flagged_months"]) \
+        if warn is not None and "uncertainty.interval95_flagged_months" in meta else None
+
+    def coverage(pred, sd):
+        """Share of labels inside the table's interval, and inside the shipped one."""
+        hw = half_widths(bands, pred)
+        out = dict(interval95_coverage_bands=round(float((np.abs(pred - age[val]) <= hw).mean()), 3))
+        if flagged_hw is not None:
+            hw = np.where(sd >= warn, np.maximum(hw, flagged_hw), hw)
+            out["interval95_coverage"] = round(float((np.abs(pred - age[val]) <= hw).mean()), 3)
+        return out
+
     def flag_text(r):
+        text = ""
+        if "interval95_coverage_bands" in r:
+            text += f"  interval holds {100 * r['interval95_coverage_bands']:.1f}%"
+            if "interval95_coverage" in r:
+                text += f" (widened: {100 * r['interval95_coverage']:.1f}%)"
         if warn is None:
-            return ""
-        text = f"  flagged {100 * r['flagged_share']:.1f}%"
+            return text
+        text += f"  flagged {100 * r['flagged_share']:.1f}%"
         if "big_shifts_flagged" in r:
             text += f" (of the {r['big_shifts']} shifts > {BIG_SHIFT_MONTHS} mo: {100 * r['big_shifts_flagged']:.0f}%)"
         return text
@@ -91,11 +116,12 @@ def main():
     clean, spread = read(images[val])
     result = {"model": os.path.basename(args.model), "version": meta.get("version", "?"),
               "views": len(views), "clean_mae": round(float(np.abs(clean - age[val]).mean()), 2)}
+    clean_r = coverage(clean, spread) if bands else {}
     if warn is not None:
         result["warn_from_months"] = warn
-        result["clean_flagged_share"] = round(float((spread >= warn).mean()), 3)
-    print(f"{'clean':50s} MAE {result['clean_mae']:.2f}"
-          + flag_text(dict(flagged_share=result.get("clean_flagged_share"))), flush=True)
+        result["clean_flagged_share"] = clean_r["flagged_share"] = round(float((spread >= warn).mean()), 3)
+    result["clean"] = clean_r
+    print(f"{'clean':50s} MAE {result['clean_mae']:.2f}" + flag_text(clean_r), flush=True)
     rng = np.random.default_rng(0)
     shifts = {}
     for name, fn in conditions(images.shape[1]):
@@ -108,6 +134,8 @@ def main():
         moved = np.abs(got - clean)
         r = dict(mae=round(float(np.abs(got - age[val]).mean()), 2), mean_shift=round(float(moved.mean()), 2),
                  p95_shift=round(float(np.percentile(moved, 95)), 1), max_shift=round(float(moved.max()), 1))
+        if bands:
+            r.update(coverage(got, got_spread))
         if warn is not None:
             # How often the warning fires on the degraded copy, and how many of the readings
             # that moved a lot it catches.
