@@ -137,6 +137,11 @@ fn protocol_over_tcp() {
     assert_eq!(stored["result"]["view_spread_months"].as_f64(), Some(got), "{stored}");
     assert_eq!(common::warns_views_disagree(&r["result"]), sd >= limit, "{r}");
     assert_eq!(common::warns_views_disagree(&stored["result"]), sd >= limit, "{stored}");
+    // So is the interval, widened for a flagged reading.
+    let interval = r["result"]["interval95_months"].as_f64().unwrap();
+    let flagged_hw = common::view_spread_rule().interval95_months.expect("shipped model has one");
+    assert_eq!(interval >= flagged_hw, sd >= limit, "{r}");
+    assert_eq!(stored["result"]["interval95_months"].as_f64(), Some(interval), "{stored}");
     assert_eq!(c.send(&format!("RESULT id={id}"))["result"]["id"].as_i64(), Some(id));
     assert_eq!(code(&c.send("RESULT id=999999")), "not_found");
     assert_eq!(c.send("HISTORY limit=5")["results"][0]["id"].as_i64(), Some(id));

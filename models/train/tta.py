@@ -5,6 +5,11 @@
 Views are integer pixel shifts of the 100x100 input (edge-replicated), which the Rust side
 could reproduce exactly without interpolation. Prints the MAE for each view set so the
 choice (and whether TTA earns its cost: N views = N inferences) rests on numbers.
+
+With `--intensity`, also the shipped 5-view cross repeated on grey-level variants of the
+image (gamma 0.85 and 1.15, contrast 0.9x and 1.1x about the image mean, rounded back to
+8 bits): 15 and 25 views, with a paired bootstrap interval for the change against the
+5 shifts alone.
 """
 import argparse
 import json
@@ -20,11 +25,23 @@ import train  # noqa: E402
 from export import shift  # noqa: E402  (the shift the shipped reading uses)
 
 
+# Grey-level variants for --intensity, on 0-255 floats.
+INTENSITY = {
+    "none": lambda a: a,
+    "gamma0.85": lambda a: 255 * (a / 255) ** 0.85,
+    "gamma1.15": lambda a: 255 * (a / 255) ** 1.15,
+    "contrast0.9": lambda a: np.clip(a.mean() + 0.9 * (a - a.mean()), 0, 255),
+    "contrast1.1": lambda a: np.clip(a.mean() + 1.1 * (a - a.mean()), 0, 255),
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--split", default=os.path.join(HERE, "split.csv"))
+    ap.add_argument("--intensity", action="store_true",
+                    help="also grey-level variants of the shipped views (5x slower)")
     args = ap.parse_args()
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
@@ -36,20 +53,34 @@ def main():
              "5 (+-2 px cross)": [(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)],
              "9 (+-2 px grid)": [(dx, dy) for dx in (-2, 0, 2) for dy in (-2, 0, 2)],
              "9 (+-3 px grid)": [(dx, dy) for dx in (-3, 0, 3) for dy in (-3, 0, 3)]}
+    views = {name: [(dx, dy, "none") for dx, dy in vs] for name, vs in views.items()}
+    if args.intensity:
+        cross = [(dx, dy) for dx, dy, _ in views["5 (+-2 px cross)"]]
+        for name, tfs in (("15 (cross x gamma 0.85/1/1.15)", ["none", "gamma0.85", "gamma1.15"]),
+                          ("15 (cross x contrast 0.9/1/1.1)", ["none", "contrast0.9", "contrast1.1"]),
+                          ("25 (cross x all five)", list(INTENSITY))):
+            views[name] = [(dx, dy, tf) for tf in tfs for dx, dy in cross]
     allv = sorted({v for vs in views.values() for v in vs})
     preds = {v: [] for v in allv}
     for img_u8, m in zip(images[is_val], male[is_val]):
-        img = img_u8.astype(np.float32) / 255.0
         m_in = np.array([[m]], np.float32)
-        for v in allv:
-            x = ((shift(img, *v) - mean) / std)[None, None].astype(np.float32)
-            preds[v].append(float(sess.run(None, {"image": x, "male": m_in})[0].ravel()[0]))
+        for dx, dy, tf in allv:
+            img = np.round(INTENSITY[tf](img_u8.astype(np.float32))) / 255.0
+            x = ((shift(img, dx, dy) - mean) / std)[None, None].astype(np.float32)
+            preds[(dx, dy, tf)].append(float(sess.run(None, {"image": x, "male": m_in})[0].ravel()[0]))
     ages = age[is_val]
-    out = {}
+    out, err = {}, {}
     for name, vs in views.items():
-        p = np.mean([preds[v] for v in vs], axis=0)
-        out[name] = round(float(np.abs(p - ages).mean()), 3)
-    print(json.dumps({"n": len(ages), "mae_by_views": out}, indent=1))
+        err[name] = np.abs(np.mean([preds[v] for v in vs], axis=0) - ages)
+        out[name] = round(float(err[name].mean()), 3)
+    result = {"n": len(ages), "mae_by_views": out}
+    if args.intensity:
+        # Paired bootstrap: is the gain over the shipped views more than resampling noise?
+        rng = np.random.default_rng(0)
+        diff = err["25 (cross x all five)"] - err["5 (+-2 px cross)"]
+        boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+        result["25_minus_5_ci95"] = [round(float(np.percentile(boots, q)), 3) for q in (2.5, 97.5)]
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
