@@ -88,8 +88,7 @@ def view_spread_check(spread, pred, age, table, flag_share=0.10):
     err = np.abs(pred - age)
     # Rounded up, so the stored value still covers the case that sets the quantile.
     flagged_hw = np.ceil(float(np.quantile(err[flagged], 0.95, method="higher")) * 100) / 100
-    hw = np.where(flagged, np.maximum(half_widths(table, pred), flagged_hw),
-                  half_widths(table, pred))
+    hw = shipped_half_widths(table, pred, spread, warn_from, flagged_hw)
     group = lambda sel: dict(n=int(sel.sum()), mae=float(err[sel].mean()),
                              interval95_coverage_bands_only=coverage(table, pred[sel], age[sel]),
                              interval95_coverage=float((err[sel] <= hw[sel]).mean()))
@@ -112,8 +111,8 @@ def flagged_cross_coverage(spread, pred, age, flag_share, seeds=20):
             warn_from = round(float(np.percentile(spread[a], 100 * (1 - flag_share))), 2)
             f_a, f_b = spread[a] >= warn_from, spread[b] >= warn_from
             flagged_hw = float(np.quantile(err[a][f_a], 0.95, method="higher"))
-            hw = half_widths(interval_table(pred[a], age[a]), pred[b])
-            ok = err[b] <= np.where(f_b, np.maximum(hw, flagged_hw), hw)
+            ok = err[b] <= shipped_half_widths(interval_table(pred[a], age[a]), pred[b],
+                                               spread[b], warn_from, flagged_hw)
             out["all"].append(ok.mean())
             out["flagged"].append(ok[f_b].mean())
             out["rest"].append(ok[~f_b].mean())
@@ -148,6 +147,13 @@ def half_widths(table, pred):
     hw = np.array([r[2] for r in table])
     edges = [r[0] for r in table]
     return hw[np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, len(table) - 1)]
+
+
+def shipped_half_widths(table, pred, spread, warn_from, flagged_hw):
+    """The half-width the appliance shows (as `Contract::interval95_months`): the table's,
+    widened to `flagged_hw` for a reading whose views' SD is at least `warn_from`."""
+    hw = half_widths(table, pred)
+    return np.where(spread >= warn_from, np.maximum(hw, flagged_hw), hw)
 
 
 def coverage(table, pred, age):

@@ -29,7 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import train  # noqa: E402
 from train import jpeg  # noqa: E402  (the round trip train.degrade uses)
-from export import TTA_SHIFTS, half_widths, shift  # noqa: E402  (as the shipped reading)
+# The views and the interval of the shipped reading.
+from export import TTA_SHIFTS, half_widths, shift, shipped_half_widths  # noqa: E402
 
 
 # A reading that moves more than this when the image is degraded counts as a large shift.
@@ -96,7 +97,7 @@ def main():
         hw = half_widths(bands, pred)
         out = dict(interval95_coverage_bands=round(float((np.abs(pred - age[val]) <= hw).mean()), 3))
         if flagged_hw is not None:
-            hw = np.where(sd >= warn, np.maximum(hw, flagged_hw), hw)
+            hw = shipped_half_widths(bands, pred, sd, warn, flagged_hw)
             out["interval95_coverage"] = round(float((np.abs(pred - age[val]) <= hw).mean()), 3)
         return out
 
