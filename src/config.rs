@@ -318,12 +318,21 @@ pub enum ConfigError {
 
 impl Config {
     /// The compiled-in defaults; relative paths resolve against `./firmware-config`, so a
-    /// binary run from the installation (or repository) root finds `models/`.
+    /// binary run from the repository root finds `models/`.
     ///
     /// # Errors
     /// Only if the compiled-in file is broken, which a unit test rules out.
     pub fn builtin() -> Result<Config, ConfigError> {
-        Config::parse(DEFAULT_TOML, Path::new("firmware-config/default.toml"))
+        Config::builtin_in(Path::new(""))
+    }
+
+    /// The compiled-in defaults as if installed in `root` (`root/firmware-config/`), so that
+    /// an installed binary finds its own model whatever the working directory is.
+    ///
+    /// # Errors
+    /// Only if the compiled-in file is broken, which a unit test rules out.
+    pub fn builtin_in(root: &Path) -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_TOML, &root.join("firmware-config").join("default.toml"))
     }
 
     /// Reads, parses and validates a config file.

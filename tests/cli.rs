@@ -426,6 +426,44 @@ fn missing_model_says_how_to_fix_it() {
     assert!(err.contains("/nonexistent/m.onnx") && err.contains("--model"), "{err}");
 }
 
+/// An installation (`/opt/boneage/{boneage,firmware-config,models}`) finds its own model
+/// without `--config`, from any working directory and through a symlink on the PATH.
+#[test]
+fn installed_binary_finds_its_model_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("opt/boneage");
+    std::fs::create_dir_all(inst.join("firmware-config")).unwrap();
+    std::fs::create_dir_all(inst.join("models")).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_boneage"), inst.join("boneage")).unwrap();
+    std::os::unix::fs::symlink(model_path(), inst.join("models/boneage-lite0.onnx")).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(inst.join("boneage"), bin.join("boneage")).unwrap();
+    let elsewhere = dir.path().join("home");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let run = |exe: &Path| {
+        std::process::Command::new(exe)
+            .args(["model-info", "--json"])
+            .current_dir(&elsewhere)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&bin.join("boneage"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = json_lines(&out)[0]["path"].as_str().unwrap().to_string();
+    assert!(path.starts_with(path_str(&inst)), "{path}");
+
+    // A bare binary (no firmware-config/ beside it) keeps looking under the working
+    // directory, and says how to point it at a model.
+    std::fs::remove_dir(inst.join("firmware-config")).unwrap();
+    let out = run(&inst.join("boneage"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("firmware-config/../models/boneage-lite0.onnx"), "{err}");
+    assert!(err.contains("--model FILE"), "{err}");
+}
+
 #[test]
 fn version_names_crate_and_model() {
     let out = boneage(&["--version"]);

@@ -28,7 +28,9 @@ pub const EXIT_USAGE: u8 = 2;
     disable_version_flag = true
 )]
 struct Cli {
-    /// Configuration file (default: the built-in firmware-config/default.toml)
+    /// Configuration file (default: the built-in firmware-config/default.toml, with its
+    /// relative paths taken from the binary's folder when that holds firmware-config/, as in
+    /// an installation, else from the working directory)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// ONNX model file (overrides [model] path)
@@ -70,7 +72,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
-        None => Config::builtin()?,
+        None => Config::builtin_in(&install_root())?,
     };
     if let Some(model) = &cli.model {
         config.model.path = model.clone();
@@ -129,6 +131,18 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the built-in defaults are anchored: the binary's own folder when it is an
+/// installation (has `firmware-config/` beside it, e.g. `/opt/boneage/boneage`, also through
+/// a symlink in `/usr/local/bin`), so `boneage predict` works from any working directory;
+/// otherwise the working directory, as when run from the repository.
+fn install_root() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .filter(|dir| dir.join("firmware-config").is_dir())
+        .unwrap_or_default()
 }
 
 /// Loads the model named in the config, with the file in the error.

@@ -30,7 +30,8 @@ fn proto(path: &Path) -> Result<tract_onnx::pb::ModelProto, ModelError> {
     if !path.is_file() {
         return Err(ModelError::Load {
             path: path.to_path_buf(),
-            message: "no such file; set [model] path in the config or pass --model".into(),
+            message: "no such file; pass --model FILE, or set [model] path in a --config file"
+                .into(),
         });
     }
     tract_onnx::onnx()
