@@ -94,9 +94,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, img: &GrayImage) {
+    /// Counts one image from its gate verdict ([`quality::check`] on synthetic pixels,
+    /// [`quality::check_radiograph`] on decoded files, which also looks at colour).
+    fn add<T>(&mut self, verdict: Result<T, quality::Rejection>) {
         self.n += 1;
-        if let Err(r) = quality::check(img) {
+        if let Err(r) = verdict {
             self.rejected += 1;
             let key = format!("{r:?}").split([' ', '{', '(']).next().unwrap_or("?").to_string();
             *self.reasons.entry(key).or_default() += 1;
@@ -118,8 +120,8 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
     let mut sample: Vec<GrayImage> = Vec::new();
     for (i, p) in files.iter().enumerate() {
         let Ok(r) = source::read_file(p) else { continue };
-        good.add(&r.pixels);
-        if let Err(why) = quality::check(&r.pixels) {
+        good.add(quality::check_radiograph(&r));
+        if let Err(why) = quality::check_radiograph(&r) {
             if examples.len() < 10 {
                 examples.push(format!("{}: {why}", p.display()));
             }
@@ -138,25 +140,22 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
     let sizes = [(100, 100), (256, 256), (512, 640), (1024, 768)];
     for &(w, h) in &sizes {
         for level in [0.0, 0.02, 0.5, 0.9, 1.0] {
-            bad.entry("uniform").or_default().add(&GrayImage::from_pixel(
-                w,
-                h,
-                image::Luma([level]),
-            ));
+            let img = GrayImage::from_pixel(w, h, image::Luma([level]));
+            bad.entry("uniform").or_default().add(quality::check(&img));
         }
         for _ in 0..5 {
             let lvl = rng.unit() as f32;
             let img = GrayImage::from_fn(w, h, |_, _| {
                 image::Luma([(lvl + 0.01 * rng.unit() as f32).min(1.0)])
             });
-            bad.entry("uniform + faint noise").or_default().add(&img);
+            bad.entry("uniform + faint noise").or_default().add(quality::check(&img));
             let img = GrayImage::from_fn(w, h, |_, _| image::Luma([rng.unit() as f32]));
-            bad.entry("uniform noise").or_default().add(&img);
+            bad.entry("uniform noise").or_default().add(quality::check(&img));
             let img = GrayImage::from_fn(w, h, |_, _| {
                 let g = (0..4).map(|_| rng.unit()).sum::<f64>() / 4.0;
                 image::Luma([g as f32])
             });
-            bad.entry("gaussian-like noise").or_default().add(&img);
+            bad.entry("gaussian-like noise").or_default().add(quality::check(&img));
         }
         for k in 0..4 {
             let img = GrayImage::from_fn(w, h, |x, y| {
@@ -169,17 +168,19 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
                 };
                 image::Luma([v.clamp(0.0, 1.0)])
             });
-            bad.entry("gradients").or_default().add(&img);
+            bad.entry("gradients").or_default().add(quality::check(&img));
         }
         for cell in [2, 5, 10, 25, 64] {
             let img = GrayImage::from_fn(w, h, |x, y| {
                 image::Luma([if (x / cell + y / cell) % 2 == 0 { 0.1 } else { 0.9 }])
             });
-            bad.entry("checkerboards").or_default().add(&img);
+            bad.entry("checkerboards").or_default().add(quality::check(&img));
         }
         for (fg, bgc) in [(Gray8::BLACK, 255u8), (Gray8::WHITE, 0u8)] {
             for big in [false, true] {
-                bad.entry("text pages").or_default().add(&text_page(w, h, fg, bgc, big));
+                bad.entry("text pages")
+                    .or_default()
+                    .add(quality::check(&text_page(w, h, fg, bgc, big)));
             }
         }
         for f in [2.0f32, 7.0, 15.0] {
@@ -190,34 +191,35 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
                     + 0.25 * (f * 0.7 * fy * std::f32::consts::TAU + 1.0).cos();
                 image::Luma([v])
             });
-            bad.entry("sinusoid patterns").or_default().add(&img);
+            bad.entry("sinusoid patterns").or_default().add(quality::check(&img));
         }
     }
     for img in &sample {
         let inv = GrayImage::from_fn(img.width(), img.height(), |x, y| {
             image::Luma([1.0 - img.get_pixel(x, y).0[0]])
         });
-        bad.entry("inverted radiographs").or_default().add(&inv);
+        bad.entry("inverted radiographs").or_default().add(quality::check(&inv));
         let sat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
             image::Luma([(img.get_pixel(x, y).0[0] * 4.0).min(1.0)])
         });
-        bad.entry("overexposed x4 radiographs").or_default().add(&sat);
+        bad.entry("overexposed x4 radiographs").or_default().add(quality::check(&sat));
         let flat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
             image::Luma([0.45 + 0.1 * img.get_pixel(x, y).0[0]])
         });
-        bad.entry("washed-out radiographs").or_default().add(&flat);
+        bad.entry("washed-out radiographs").or_default().add(quality::check(&flat));
         let strip = image::imageops::resize(img, 400, 100, image::imageops::FilterType::Triangle);
-        bad.entry("strip (4:1) radiographs").or_default().add(&strip);
+        bad.entry("strip (4:1) radiographs").or_default().add(quality::check(&strip));
     }
     let mut other = Tally::default();
     for p in others {
         match source::read_file(Path::new(p)) {
             Ok(r) => {
-                other.add(&r.pixels);
+                let verdict = quality::check_radiograph(&r);
                 println!(
                     "  other {p}: {}",
-                    quality::check(&r.pixels).err().map_or("accepted".into(), |e| e.to_string())
+                    verdict.as_ref().err().map_or("accepted".into(), |e| e.to_string())
                 );
+                other.add(verdict);
             }
             Err(e) => println!("  other {p}: unreadable ({e})"),
         }

@@ -12,7 +12,7 @@ use std::fmt;
 
 use image::imageops::{self, FilterType};
 
-use crate::source::GrayImage;
+use crate::source::{GrayImage, Radiograph};
 
 /// Side of the square the statistics are computed on: the training images' size.
 pub const QUALITY_SIDE_PX: u32 = 100;
@@ -46,6 +46,8 @@ pub struct Features {
 /// Why an image was refused; `Display` is the message shown to the technician.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Rejection {
+    #[error("{percent:.0}% of the image is in colour; a radiograph is grey - send the radiograph itself, not a photo or screenshot")]
+    Colour { percent: f64 },
     #[error("image is only {width}x{height} px; at least {MIN_SIDE_PX} px a side is needed - send the full-resolution radiograph")]
     TooSmall { width: u32, height: u32 },
     #[error("image is {ratio:.1} times longer than it is wide - send the whole hand radiograph, not a strip or a stitched image")]
@@ -78,6 +80,10 @@ struct Range {
     hi: f64,
 }
 
+/// Coloured pixels allowed (see [`Radiograph::colour_fraction`]): room for a coloured
+/// marker or annotation burnt into a grey radiograph. Photos and screenshots measured
+/// 9-47%.
+const MAX_COLOUR_FRACTION: f64 = 0.02;
 const MIN_STD: f64 = 0.015;
 const MAX_WHITE_FRACTION: f64 = 0.40;
 const MIN_SPAN: f64 = 0.08;
@@ -159,6 +165,18 @@ pub fn check(pixels: &GrayImage) -> Result<Features, Rejection> {
     Ok(f)
 }
 
+/// Runs the gate on a decoded file: its colour first (lost once it is made grey), then
+/// [`check`] on the pixels.
+///
+/// # Errors
+/// As [`check`], or [`Rejection::Colour`].
+pub fn check_radiograph(radiograph: &Radiograph) -> Result<Features, Rejection> {
+    if radiograph.colour_fraction > MAX_COLOUR_FRACTION {
+        return Err(Rejection::Colour { percent: radiograph.colour_fraction * 100.0 });
+    }
+    check(&radiograph.pixels)
+}
+
 /// The decision on measured features, split from [`measure`] so it can be unit-tested.
 ///
 /// # Errors
@@ -224,6 +242,42 @@ mod tests {
             let r = (dx * dx + dy * dy).sqrt();
             image::Luma([(0.1 + 0.6 * (1.0 - r).max(0.0)) as f32])
         })
+    }
+
+    #[test]
+    fn colour_images_are_refused_grey_ones_in_rgb_are_not() {
+        let encode = |img: image::RgbImage| {
+            let mut png = Vec::new();
+            image::DynamicImage::ImageRgb8(img)
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            crate::source::read_bytes(std::path::Path::new("x.png"), &png).unwrap()
+        };
+        let grey = |x: u32, y: u32| (0.1 + 0.6 * (1.0 - blob_r(x, y)).max(0.0)) * 255.0;
+        // A grey radiograph stored as RGB, with a small red marker burnt in: accepted.
+        let marked = encode(image::RgbImage::from_fn(200, 240, |x, y| {
+            let v = grey(x, y) as u8;
+            if x < 12 && y < 12 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([v, v, v])
+            }
+        }));
+        assert!(marked.colour_fraction > 0.0 && marked.colour_fraction < 0.01);
+        check_radiograph(&marked).unwrap();
+        // The same picture tinted (a photo of a film on a light box): refused by colour.
+        let tinted = encode(image::RgbImage::from_fn(200, 240, |x, y| {
+            let v = grey(x, y);
+            image::Rgb([v as u8, (v * 0.8) as u8, (v * 0.5) as u8])
+        }));
+        let e = check_radiograph(&tinted).unwrap_err();
+        assert!(matches!(e, Rejection::Colour { .. }) && e.to_string().contains("grey"), "{e}");
+    }
+
+    fn blob_r(x: u32, y: u32) -> f64 {
+        let dx = (f64::from(x) - 100.0) / 60.0;
+        let dy = (f64::from(y) - 120.0) / 80.0;
+        (dx * dx + dy * dy).sqrt()
     }
 
     #[test]

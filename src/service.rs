@@ -334,7 +334,7 @@ impl Service {
     ) -> Result<(Reading, source::Radiograph), String> {
         let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
         if self.quality_gate {
-            quality::check(&radiograph.pixels).map_err(|why| {
+            quality::check_radiograph(&radiograph).map_err(|why| {
                 format!("{}: rejected by the quality gate: {why}", req.path.display())
             })?;
         }

@@ -84,7 +84,7 @@ fn analyse(
 ) -> Result<(Reading, Radiograph), String> {
     let radiograph = source::read_file(path).map_err(|e| e.to_string())?;
     if config.quality.enabled {
-        quality::check(&radiograph.pixels)
+        quality::check_radiograph(&radiograph)
             .map_err(|why| format!("{}: rejected by the quality gate: {why}", path.display()))?;
     }
     let sex = args.sex.or(radiograph.patient.sex).ok_or_else(|| {

@@ -42,6 +42,7 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         pixels: raster::to_gray(&img),
         bit_depth: decoded.bits_stored() as u8,
         format: "DICOM",
+        colour_fraction: raster::colour_fraction(&img),
         patient: patient_info(&obj),
     })
 }

@@ -45,8 +45,16 @@ pub struct Radiograph {
     /// Bits per sample of the stored image (8, 16, ...), for the record.
     pub bit_depth: u8,
     pub format: &'static str,
+    /// Fraction of pixels whose colour channels differ by more than
+    /// [`COLOUR_CHROMA`]: 0 for grey images. Radiographs are grey, so the quality gate
+    /// refuses a colourful image (a photo, a screenshot) before the model sees it.
+    pub colour_fraction: f64,
     pub patient: PatientInfo,
 }
+
+/// Channel spread (max - min, in `[0, 1]`) above which a pixel counts as coloured: far
+/// above what JPEG chroma noise leaves on a grey image saved in colour.
+pub const COLOUR_CHROMA: f32 = 0.1;
 
 /// Failure to read one radiograph; always names the file.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageFormat};
 
-use super::{GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind};
+use super::{GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind, COLOUR_CHROMA};
 
 pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> {
     let format = image::guess_format(bytes).map_err(|_| {
@@ -33,8 +33,26 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         pixels: to_gray(&img),
         bit_depth,
         format: name,
+        colour_fraction: colour_fraction(&img),
         patient: PatientInfo::default(),
     })
+}
+
+/// Share of pixels with a visible colour (see [`Radiograph::colour_fraction`]); grey
+/// formats are 0 without looking.
+pub(crate) fn colour_fraction(img: &DynamicImage) -> f64 {
+    if !img.color().has_color() {
+        return 0.0;
+    }
+    let rgb = img.to_rgb32f();
+    let coloured = rgb
+        .pixels()
+        .filter(|p| {
+            let [r, g, b] = p.0;
+            r.max(g).max(b) - r.min(g).min(b) > COLOUR_CHROMA
+        })
+        .count();
+    coloured as f64 / (f64::from(img.width()) * f64::from(img.height())).max(1.0)
 }
 
 /// Grayscale in `[0, 1]`. Gray images keep their full precision (x / 255 or x / 65535,
