@@ -87,10 +87,7 @@ impl Age {
     /// Age at `exam` for someone born on `birth`, both DICOM dates (`YYYYMMDD`), counted in
     /// whole days so leap years do not shift it. `None` for a malformed or reversed pair.
     pub fn between_dates(birth: &str, exam: &str) -> Option<Age> {
-        let days = days_from_civil(birth)?;
-        let exam = days_from_civil(exam)?;
-        let months = (exam - days) as f64 / (365.25 / 12.0);
-        Age::from_months(months).ok()
+        Age::from_months(months_between_dates(birth, exam)?).ok()
     }
 
     /// Whole years and remaining whole months (rounded to the nearest month).
@@ -133,6 +130,13 @@ impl FromStr for Age {
         }
         Age::from_months(years * 12.0 + months)
     }
+}
+
+/// Months from `birth` to `exam` (DICOM `YYYYMMDD` dates), whatever the sign or size, so a
+/// caller can say why an age is unusable; `None` only for a malformed date.
+pub fn months_between_dates(birth: &str, exam: &str) -> Option<f64> {
+    let days = days_from_civil(exam)? - days_from_civil(birth)?;
+    Some(days as f64 / (365.25 / 12.0))
 }
 
 /// Days since 1970-01-01 of a `YYYYMMDD` date (H. Hinnant's civil-date algorithm).

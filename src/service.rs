@@ -338,16 +338,16 @@ impl Service {
                 format!("{}: rejected by the quality gate: {why}", req.path.display())
             })?;
         }
-        let sex = req.sex.or(radiograph.patient.sex).ok_or_else(|| {
+        let (sex, age, notes) = radiograph.patient.resolve(req.sex, req.age);
+        let sex = sex.ok_or_else(|| {
             format!("{}: patient sex unknown; give sex=male|female", req.path.display())
         })?;
-        let age = req.age.or(radiograph.patient.age);
         if rec.exam_id.is_none() {
             rec.exam_id = radiograph.patient.accession.clone();
         }
         rec.sex = Some(sex.to_string());
         rec.age_months = age.map(Age::months);
-        let reading = Reading::from_model(
+        let mut reading = Reading::from_model(
             &mut lock(&self.model),
             req.path.display().to_string(),
             &radiograph,
@@ -357,6 +357,7 @@ impl Service {
             self.thresholds,
         )
         .map_err(|e| format!("{}: {e}", req.path.display()))?;
+        reading.warnings.extend(notes);
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
         rec.view_spread_months = reading.view_spread_months;

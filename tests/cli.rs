@@ -270,11 +270,35 @@ fn dicom_tags_pixels_inversion_and_rescale() {
     assert!((lines[2]["chronological_age_months"].as_f64().unwrap() - 124.0).abs() < 0.1);
     assert!(stderr(&out).contains("nosex.dcm: patient sex unknown"), "{}", stderr(&out));
 
-    // The flag overrides the tag.
+    // The flag overrides the tag, and the reading says they disagree.
     let other = if male { "female" } else { "male" };
     let (_, lines) = predict_json(&[path_str(&plain), "--sex", other, "--age", "60"]);
     assert_eq!(lines[0]["sex"], other);
     assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(60.0));
+    let warnings = lines[0]["warnings"].to_string();
+    assert!(warnings.contains("the file says") && warnings.contains("PatientSex"), "{warnings}");
+    assert!(warnings.contains("chronological age 5 y 0 m was given"), "{warnings}");
+
+    // Exact dates win over a whole-year PatientAge that does not fit them; an adult's dates
+    // are not silently dropped.
+    let mismatch = dir.path().join("mismatch.dcm");
+    let adult = dir.path().join("adult.dcm");
+    let dated = |age: &'static str, birth: &'static str| {
+        [
+            (tags::PATIENT_SEX, sex_tag),
+            (tags::PATIENT_AGE, age),
+            (tags::PATIENT_BIRTH_DATE, birth),
+            (tags::STUDY_DATE, "20240701"),
+        ]
+    };
+    write_dicom(&mismatch, &id, false, 1.0, &dated("008Y", "20140301"));
+    write_dicom(&adult, &id, false, 1.0, &dated("044Y", "19800101"));
+    let (_, lines) = predict_json(&[path_str(&mismatch), path_str(&adult)]);
+    assert!((lines[0]["chronological_age_months"].as_f64().unwrap() - 124.0).abs() < 0.1);
+    assert!(lines[0]["warnings"].to_string().contains("008Y disagrees"), "{}", lines[0]);
+    assert!(lines[1].get("chronological_age_months").is_none(), "{}", lines[1]);
+    let warnings = lines[1]["warnings"].to_string();
+    assert!(warnings.contains("44.5 years") && warnings.contains("044Y"), "{warnings}");
 }
 
 #[test]

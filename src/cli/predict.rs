@@ -87,13 +87,15 @@ fn analyse(
         quality::check_radiograph(&radiograph)
             .map_err(|why| format!("{}: rejected by the quality gate: {why}", path.display()))?;
     }
-    let sex = args.sex.or(radiograph.patient.sex).ok_or_else(|| {
-        format!(
-            "{}: patient sex unknown (the file has no usable PatientSex); pass --sex male or --sex female",
-            path.display()
-        )
+    let (sex, age, notes) = radiograph.patient.resolve(args.sex, args.age);
+    let sex = sex.ok_or_else(|| {
+        let why = if radiograph.format == "DICOM" {
+            "the file has no usable PatientSex"
+        } else {
+            "image files carry no patient data"
+        };
+        format!("{}: patient sex unknown ({why}); pass --sex male or --sex female", path.display())
     })?;
-    let age = args.age.or(radiograph.patient.age);
     let mut reading = Reading::from_model(
         model,
         path.display().to_string(),
@@ -104,6 +106,7 @@ fn analyse(
         config.reading.thresholds(),
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
+    reading.warnings.extend(notes);
     let p = &radiograph.patient;
     reading.id = args.id.clone().or_else(|| p.patient_id.clone()).or_else(|| p.accession.clone());
     Ok((reading, radiograph))

@@ -18,6 +18,14 @@ use crate::report::Sex;
 /// Heights accepted for adult-height prediction (cm); anything else is a typo.
 pub const HEIGHT_RANGE_CM: (f64, f64) = (40.0, 230.0);
 
+/// An SDS beyond this is almost always a wrong input (an age typed in the wrong unit, the
+/// wrong patient) rather than a child: even marked delays and advances are within ±5.
+pub const IMPLAUSIBLE_SDS: f64 = 5.0;
+
+/// Predicted adult heights outside this range (cm) mean a wrong height or age, not a
+/// prediction to report without a check.
+pub const PLAUSIBLE_ADULT_HEIGHT_CM: (f64, f64) = (120.0, 220.0);
+
 /// Where the SDS splits delayed / normal / advanced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
@@ -99,7 +107,7 @@ pub fn assess(
         if height_cm.is_some() {
             a.warnings.push(
                 "no adult height prediction: the chronological age is needed to choose the \
-                 Bayley-Pinneau table; pass --age"
+                 Bayley-Pinneau table; give the age (--age, or age= over the protocol)"
                     .into(),
             );
         }
@@ -111,6 +119,14 @@ pub fn assess(
             a.sd_months = Some(sd);
             a.sds = Some(sds);
             a.category = Some(Category::from_sds(sds, thresholds));
+            if sds.abs() > IMPLAUSIBLE_SDS {
+                a.warnings.push(format!(
+                    "SDS {sds:+.1} is implausible (beyond ±{IMPLAUSIBLE_SDS:.0}): check the \
+                     chronological age, {ca:.1} months ({}); a bare number is read as months, \
+                     write 10y for ten years",
+                    crate::report::Age::from_months(ca).map_or(String::new(), |a| a.to_string())
+                ));
+            }
         }
         None => {
             let (lo, hi) = greulich_pyle::range_months(sex);
@@ -124,8 +140,17 @@ pub fn assess(
         let tempo = Tempo::from_difference_months(bone_age_months - ca);
         match bayley_pinneau::percent_of_mature_height(sex, tempo, bone_age_months) {
             Some(pct) => {
+                let predicted = h / (pct / 100.0);
+                let (lo, hi) = PLAUSIBLE_ADULT_HEIGHT_CM;
+                if !(lo..=hi).contains(&predicted) {
+                    a.warnings.push(format!(
+                        "predicted adult height {predicted:.1} cm is implausible (outside \
+                         {lo:.0}-{hi:.0} cm): check the height ({h:.1} cm; centimetres, not \
+                         inches) and the chronological age"
+                    ));
+                }
                 a.adult_height = Some(AdultHeight {
-                    predicted_cm: h / (pct / 100.0),
+                    predicted_cm: predicted,
                     current_cm: h,
                     percent_of_mature_height: pct,
                     table: tempo,
@@ -243,6 +268,21 @@ mod tests {
         // Height without age: cannot choose the table.
         let a = assess(Sex::Male, 150.0, None, Some(150.0), t);
         assert!(a.adult_height.is_none() && a.warnings[0].contains("--age"));
+    }
+
+    #[test]
+    fn implausible_inputs_are_flagged_not_hidden() {
+        let t = Thresholds::default();
+        // "--age 10" read as 10 months for a bone age of 7 years: SDS far beyond 5.
+        let a = assess(Sex::Female, 92.0, Some(10.0), None, t);
+        assert!(a.sds.unwrap() > IMPLAUSIBLE_SDS, "{a:?}");
+        assert!(a.warnings.iter().any(|w| w.contains("implausible") && w.contains("10y")), "{a:?}");
+        // A height in inches (55) for a 10-year-old: the prediction is kept but questioned.
+        let a = assess(Sex::Male, 120.0, Some(120.0), Some(55.0), t);
+        assert!(a.adult_height.is_some());
+        assert!(a.warnings.iter().any(|w| w.contains("inches")), "{a:?}");
+        // Ordinary inputs: no warning.
+        assert!(assess(Sex::Male, 130.0, Some(120.0), Some(140.0), t).warnings.is_empty());
     }
 
     #[test]

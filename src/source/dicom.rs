@@ -4,8 +4,9 @@
 //! baseline/extended/lossless, RLE, deflate). The modality LUT (rescale slope/intercept) and
 //! the first VOI LUT or window in the file are applied, MONOCHROME1 is inverted so bone is
 //! bright, then the result is scaled to `[0, 1]` with 16-bit precision.
-//! Patient facts: PatientSex, PatientAge (or PatientBirthDate vs StudyDate/AcquisitionDate),
-//! PatientID and AccessionNumber, when present.
+//! Patient facts: PatientSex, the age (PatientBirthDate vs StudyDate/AcquisitionDate/
+//! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
+//! but unusable become notes on the reading.
 
 use std::path::Path;
 
@@ -14,7 +15,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption};
 
 use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
-use crate::report::{Age, Sex};
+use crate::report::{months_between_dates, Age, Sex, MAX_AGE_MONTHS};
 
 /// A DICOM Part 10 file has "DICM" after a 128-byte preamble.
 pub(super) fn is_dicom(bytes: &[u8]) -> bool {
@@ -59,19 +60,92 @@ fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
         "F" => Some(Sex::Female),
         _ => None, // "O" or anything else: unknown, the user must say
     });
-    let age = text(obj, tags::PATIENT_AGE).and_then(|s| parse_age_string(&s)).or_else(|| {
-        let birth = text(obj, tags::PATIENT_BIRTH_DATE)?;
-        let exam = text(obj, tags::STUDY_DATE)
-            .or_else(|| text(obj, tags::ACQUISITION_DATE))
-            .or_else(|| text(obj, tags::CONTENT_DATE))?;
-        Age::between_dates(&birth, &exam)
-    });
+    let exam = text(obj, tags::STUDY_DATE)
+        .or_else(|| text(obj, tags::ACQUISITION_DATE))
+        .or_else(|| text(obj, tags::CONTENT_DATE));
+    let (age, notes) = chronological_age(
+        text(obj, tags::PATIENT_AGE).as_deref(),
+        text(obj, tags::PATIENT_BIRTH_DATE).as_deref(),
+        exam.as_deref(),
+    );
     PatientInfo {
         sex,
         age,
         patient_id: text(obj, tags::PATIENT_ID),
         accession: text(obj, tags::ACCESSION_NUMBER),
+        notes,
     }
+}
+
+/// The chronological age from PatientAge and the birth and exam dates, and a note for
+/// each tag that was present but not used. The dates win: PatientAge is usually whole
+/// years, rounded down, which can be 11 months short, and an SDS from it would be wrong
+/// by up to one SD. A file whose age cannot be used must say so, or the reader assumes
+/// there was none.
+fn chronological_age(
+    stated: Option<&str>,
+    birth: Option<&str>,
+    exam: Option<&str>,
+) -> (Option<Age>, Vec<String>) {
+    let mut notes = Vec::new();
+    let stated_age = stated.and_then(|s| {
+        let parsed = parse_age_string(s);
+        if parsed.is_none() {
+            notes.push(format!(
+                "the file's PatientAge {s:?} is not a usable DICOM age (nnnD/W/M/Y, under \
+                 {MAX_AGE_MONTHS:.0} months) and was ignored; give the age with --age if it matters"
+            ));
+        }
+        parsed
+    });
+    let dated = match (birth, exam) {
+        (Some(b), Some(e)) => match months_between_dates(b, e) {
+            None => {
+                notes.push(format!(
+                    "the file's PatientBirthDate {b:?} or exam date {e:?} is not a YYYYMMDD date; \
+                     no age was taken from the dates"
+                ));
+                None
+            }
+            Some(m) if m < 0.0 => {
+                notes.push(format!(
+                    "the file's PatientBirthDate {b} is after its exam date {e}; no age was taken \
+                     from the dates: check the patient record"
+                ));
+                None
+            }
+            Some(m) => match Age::from_months(m) {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    notes.push(format!(
+                        "the file's dates give an age of {:.1} years (born {b}, exam {e}), \
+                         outside the 0-{:.0} years this reading covers; no chronological age \
+                         was used: check that this is a child's radiograph and the right patient",
+                        m / 12.0,
+                        MAX_AGE_MONTHS / 12.0
+                    ));
+                    None
+                }
+            },
+        },
+        _ => None,
+    };
+    if let (Some(d), Some(s), Some(text)) = (dated, stated_age, stated) {
+        // PatientAge counts whole units (rounded down): consistent if the exact age lies in
+        // [stated, stated + one unit], with a month's slack for how the unit was counted.
+        let unit = match text.as_bytes().last() {
+            Some(b'Y') => 12.0,
+            Some(b'M') => 1.0,
+            _ => 0.25,
+        };
+        if d.months() < s.months() - 1.0 || d.months() > s.months() + unit + 1.0 {
+            notes.push(format!(
+                "the file's PatientAge {text} disagrees with its dates ({d} from PatientBirthDate \
+                 and the exam date); the dates were used: check the patient record"
+            ));
+        }
+    }
+    (dated.or(stated_age), notes)
 }
 
 /// DICOM AS value: `nnnD`, `nnnW`, `nnnM` or `nnnY`.
@@ -101,6 +175,34 @@ mod tests {
         assert!((parse_age_string("030D").unwrap().months() - 0.9856).abs() < 1e-3);
         assert_eq!(parse_age_string("10Y"), None);
         assert_eq!(parse_age_string("010X"), None);
+    }
+
+    #[test]
+    fn dates_win_over_patient_age_and_unusable_ages_are_explained() {
+        let months = |r: (Option<Age>, Vec<String>)| (r.0.map(|a| a.months().round()), r.1);
+        // 11 y 6 m by the dates; PatientAge 011Y agrees (whole years) but is coarser.
+        let (m, notes) =
+            months(chronological_age(Some("011Y"), Some("20130101"), Some("20240701")));
+        assert_eq!(m, Some(138.0));
+        assert!(notes.is_empty(), "{notes:?}");
+        // PatientAge 009Y does not fit the dates: the dates win, with a note.
+        let (m, notes) =
+            months(chronological_age(Some("009Y"), Some("20130101"), Some("20240701")));
+        assert_eq!(m, Some(138.0));
+        assert!(notes[0].contains("009Y disagrees"), "{notes:?}");
+        // PatientAge alone is used as it is.
+        assert_eq!(months(chronological_age(Some("011Y"), None, None)), (Some(132.0), vec![]));
+        // Each unusable source says why; nothing usable, no age.
+        for (stated, birth, exam, says) in [
+            (None, Some("19800101"), Some("20240701"), "44.5 years"),
+            (None, Some("20240801"), Some("20240701"), "after its exam date"),
+            (None, Some("2013-01-01"), Some("20240701"), "not a YYYYMMDD date"),
+            (Some("040Y"), None, None, "not a usable DICOM age"),
+        ] {
+            let (m, notes) = months(chronological_age(stated, birth, exam));
+            assert_eq!(m, None);
+            assert!(notes.len() == 1 && notes[0].contains(says), "{notes:?}");
+        }
     }
 
     #[test]

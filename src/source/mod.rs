@@ -34,6 +34,38 @@ pub struct PatientInfo {
     pub age: Option<Age>,
     pub patient_id: Option<String>,
     pub accession: Option<String>,
+    /// Patient tags that were present but not used, and why: shown with the reading.
+    pub notes: Vec<String>,
+}
+
+impl PatientInfo {
+    /// Sex and age for a reading: what the operator gave wins over the file, but a
+    /// disagreement becomes a warning (a wrong patient or a wrong file is the usual cause),
+    /// as do the file's own [`notes`](Self::notes).
+    pub fn resolve(
+        &self,
+        sex: Option<Sex>,
+        age: Option<Age>,
+    ) -> (Option<Sex>, Option<Age>, Vec<String>) {
+        let mut warnings = self.notes.clone();
+        if let (Some(given), Some(tagged)) = (sex, self.sex) {
+            if given != tagged {
+                warnings.push(format!(
+                    "sex {given} was given but the file says {tagged} (PatientSex): the reading \
+                     uses {given}; check that this is the right patient"
+                ));
+            }
+        }
+        if let (Some(given), Some(tagged)) = (age, self.age) {
+            if (given.months() - tagged.months()).abs() > 1.0 {
+                warnings.push(format!(
+                    "chronological age {given} was given but the file says {tagged}: the reading \
+                     uses {given}; check that this is the right patient"
+                ));
+            }
+        }
+        (sex.or(self.sex), age.or(self.age), warnings)
+    }
 }
 
 /// A decoded radiograph ready for preprocessing.
