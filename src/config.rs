@@ -498,6 +498,23 @@ impl Config {
                 });
             }
         }
+        if self.hot_folder.enabled {
+            // Checked lexically, like the camera folder below.
+            let inbox = normalize(&self.hot_folder.path);
+            let overlapping = self.protocol.allowed_dirs.iter().find(|d| {
+                let d = normalize(d);
+                inbox.starts_with(&d) || d.starts_with(&inbox)
+            });
+            if let Some(d) = overlapping {
+                return Err(value_err(
+                    "protocol.allowed_dirs",
+                    format!("{:?}", d.display().to_string()),
+                    "folders apart from the enabled hot folder ([hot_folder] path): the folder \
+                     watcher would also analyse, and move away, a file put there for ANALYZE; \
+                     use a folder of its own such as /var/lib/boneage/requests",
+                ));
+            }
+        }
         self.validate_camera(path)
     }
 
@@ -772,6 +789,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("camera.device"), "{e}");
+    }
+
+    #[test]
+    fn analyze_folders_stay_out_of_the_hot_folder() {
+        let text = "[hot_folder]\nenabled = true\npath = \"/srv/in\"\n[protocol]\nallowed_dirs = ";
+        for dirs in ["[\"/srv/in\"]", "[\"/srv\"]", "[\"/srv/req\", \"/srv/in/sub\"]"] {
+            let e = Config::parse(&format!("{text}{dirs}\n"), Path::new("x.toml")).unwrap_err();
+            assert!(e.to_string().contains("protocol.allowed_dirs"), "{e}");
+        }
+        Config::parse(&format!("{text}[\"/srv/req\"]\n"), Path::new("x.toml")).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, Parity};
 use crate::display::{Display, Screen};
@@ -177,30 +177,31 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
         if shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let failure = match hotfolder::read_sidecar(&path) {
-            Err(message) => Some(message),
-            Ok(side) => {
-                let req = Request {
-                    path: path.clone(),
-                    via: "hot-folder".into(),
-                    sex: side.sex,
-                    age: side.age,
-                    height_cm: side.height_cm,
-                    exam_id: side.exam_id,
-                    once: true,
-                };
-                match service.analyze(&req) {
-                    Ok(r) => {
-                        log::info!("{}: result {} stored", path.display(), r.id);
-                        None
-                    }
-                    Err(ServiceError::Analysis { message, .. }) => Some(message),
-                    Err(ServiceError::Store(e)) => {
-                        // Nothing stored: leave the file where it is to be retried.
-                        log::error!("{}: {e}; will retry", path.display());
-                        continue;
-                    }
-                }
+        let side = hotfolder::read_sidecar(&path);
+        let facts = side.clone().unwrap_or_default();
+        let req = Request {
+            path: path.clone(),
+            via: "hot-folder".into(),
+            sex: facts.sex,
+            age: facts.age,
+            height_cm: facts.height_cm,
+            exam_id: facts.exam_id,
+            once: true,
+        };
+        let outcome = match side {
+            Ok(_) => service.analyze(&req),
+            Err(message) => service.reject(&req, message),
+        };
+        let failure = match outcome {
+            Ok(r) => {
+                log::info!("{}: result {} stored", path.display(), r.id);
+                None
+            }
+            Err(ServiceError::Analysis { message, .. }) => Some(message),
+            Err(ServiceError::Store(e)) => {
+                // Nothing stored: leave the file where it is to be retried.
+                log::error!("{}: {e}; will retry", path.display());
+                continue;
             }
         };
         if let Some(why) = &failure {
@@ -240,15 +241,18 @@ fn accept_loop(
             }
         };
         if active.load(Ordering::Acquire) >= cfg.max_connections {
-            refuse(stream, cfg.max_connections);
+            let max = cfg.max_connections;
+            thread::spawn(move || refuse(stream, max));
             continue;
         }
         active.fetch_add(1, Ordering::AcqRel);
         let mut session = Session::new(Arc::clone(&service), "tcp", Arc::clone(&allowed));
-        if public {
+        // A loopback client need not AUTH, but a token it sends is still checked: a wrong
+        // one must not be confirmed.
+        if public || !cfg.token.is_empty() {
             session.required_token = Some(cfg.token.clone());
-            session.authenticated = false;
         }
+        session.authenticated = !public;
         let (active, stop) = (Arc::clone(&active), Arc::clone(shutdown));
         let limits = ConnectionLimits { max_line_bytes: cfg.max_line_bytes, timeout_closes: true };
         let idle = Duration::from_secs(cfg.idle_timeout_s);
@@ -259,16 +263,50 @@ fn accept_loop(
             active.fetch_sub(1, Ordering::AcqRel);
         });
     }
+    // Connections finish the command in hand, and store its result, before the process
+    // exits: a client never loses an analysis it was told about. Each connection sees the
+    // shutdown within one read tick; the cap only guards against a stuck peer write.
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let left = active.load(Ordering::Acquire);
+    if left > 0 {
+        log::warn!("stopping with {left} tcp connection(s) still busy");
+    }
 }
 
+/// Longest wait at shutdown for connections to finish their command (an analysis takes
+/// under a second; a reply write times out after 10 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Answers a connection over the limit with `unavailable` and closes it cleanly: one write,
+/// then half-close, then drain what the client already sent, so the close is a FIN and the
+/// client reads the whole reply instead of a reset.
 fn refuse(mut stream: TcpStream, max: usize) {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let reply = ProtocolError::new(
         codes::UNAVAILABLE,
         format!("too many connections (limit {max}); try again later"),
     )
     .to_reply();
-    let _ = writeln!(stream, "{reply}");
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(&line).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn handle_tcp(

@@ -48,6 +48,20 @@ pub struct Request {
     pub once: bool,
 }
 
+impl Request {
+    /// Whether `done`, stored for the same file, already answers this request: it succeeded
+    /// and agrees with every fact this request gives. A stored failure is analysed again (the
+    /// cause may have been fixed), and so is an image dropped again with a corrected
+    /// sidecar; only the crash-recovery case, the identical request, reuses the result.
+    pub fn answered_by(&self, done: &Record) -> bool {
+        let sex = self.sex.is_none_or(|s| done.sex.as_deref() == Some(s.to_string().as_str()));
+        let age =
+            self.age.is_none_or(|a| done.age_months.is_some_and(|m| (m - a.months()).abs() < 1e-6));
+        let exam = self.exam_id.is_none() || done.exam_id == self.exam_id;
+        done.error.is_none() && sex && age && exam && done.height_cm == self.height_cm
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The analysis failed and the failure was stored as `record`.
@@ -253,10 +267,27 @@ impl Service {
         result
     }
 
-    fn analyze_inner(&self, req: &Request) -> Result<Record, ServiceError> {
-        let source_label = format!("{}:{}", req.via, req.path.display());
+    /// Stores a request refused before analysis (a hot-folder file whose sidecar is
+    /// unreadable), so the failure is in the history like any other.
+    ///
+    /// # Errors
+    /// [`ServiceError::Analysis`] carrying the stored failure, or [`ServiceError::Store`].
+    pub fn reject(&self, req: &Request, message: String) -> Result<Record, ServiceError> {
+        let (mut rec, _) = self.new_record(req);
+        rec.error = Some(message.clone());
+        let record = self.store().insert(&rec)?;
+        self.show(&Screen::Error {
+            what: message.clone(),
+            action: "fix the request and send the image again".into(),
+        });
+        Err(ServiceError::Analysis { message, record: Box::new(record) })
+    }
+
+    /// The record a request starts as, and the file's bytes: read and hashed once, so the
+    /// same bytes serve the exactly-once check and the analysis.
+    fn new_record(&self, req: &Request) -> (NewRecord, Result<Vec<u8>, source::SourceError>) {
         let mut rec = NewRecord {
-            source: source_label,
+            source: format!("{}:{}", req.via, req.path.display()),
             exam_id: req.exam_id.clone(),
             sex: req.sex.map(|s| s.to_string()),
             age_months: req.age.map(Age::months),
@@ -264,20 +295,20 @@ impl Service {
             model: self.identity.model_version.clone(),
             ..NewRecord::default()
         };
-        // Read and hash once: the same bytes serve the exactly-once check and the analysis.
         let bytes = source::read_limited(&req.path);
         if let Ok(bytes) = &bytes {
             rec.image_sha256 = hex(&Sha256::digest(bytes));
         }
+        (rec, bytes)
+    }
+
+    fn analyze_inner(&self, req: &Request) -> Result<Record, ServiceError> {
+        let (mut rec, bytes) = self.new_record(req);
         if req.once && !rec.image_sha256.is_empty() {
-            if let Some(done) = self.store().find(&rec.source, &rec.image_sha256)? {
+            let found = self.store().find(&rec.source, &rec.image_sha256)?;
+            if let Some(done) = found.filter(|done| req.answered_by(done)) {
                 log::info!("{} already analysed as result {}", req.path.display(), done.id);
-                return match &done.error {
-                    None => Ok(done),
-                    Some(e) => {
-                        Err(ServiceError::Analysis { message: e.clone(), record: Box::new(done) })
-                    }
-                };
+                return Ok(done);
             }
         }
         self.show(&Screen::Analysing { source: req.path.display().to_string() });

@@ -51,7 +51,7 @@ fn config_in(dir: &Path) -> Config {
     c.tcp.enabled = true;
     c.tcp.bind = "127.0.0.1:0".parse().unwrap();
     c.tcp.idle_timeout_s = 30;
-    c.protocol.allowed_dirs = vec![dir.join("inbox"), dir.join("allowed")];
+    c.protocol.allowed_dirs = vec![dir.join("allowed")];
     c
 }
 
@@ -201,6 +201,39 @@ fn protocol_over_tcp() {
     assert_eq!(code(&c.send_raw(long.as_bytes())), "line_too_long");
     assert_eq!(c.send("PING")["reply"], "pong");
     assert_eq!(c.send_raw(b"STATUS\r\n")["ok"], true);
+    // The limit (4096 by default) counts the command, not a CRLF ending: a line of exactly
+    // 4096 bytes is parsed (and refused for its argument), with either ending.
+    let at_limit = format!("PING {}", "x".repeat(4096 - 5));
+    assert_eq!(code(&c.send_raw(format!("{at_limit}\r\n").as_bytes())), "bad_argument");
+    assert_eq!(code(&c.send_raw(format!("{at_limit}\n").as_bytes())), "bad_argument");
+    assert_eq!(code(&c.send_raw(format!("{at_limit}x\r\n").as_bytes())), "line_too_long");
+}
+
+#[test]
+fn loopback_checks_a_token_it_is_sent() {
+    // Loopback needs no AUTH, but a wrong token must not be confirmed.
+    let server = start(|c| c.tcp.token = "s3cret".into());
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.send("STATUS")["ok"], true);
+    assert_eq!(code(&c.send("AUTH token=wrong")), "unauthorized");
+    assert_eq!(c.send("AUTH token=s3cret")["authenticated"], true);
+}
+
+#[test]
+fn shutdown_waits_for_the_analysis_in_progress() {
+    let mut server = start(|_| {});
+    let img = server.dir.path().join("allowed/t.png");
+    copy_fixture(5, &img);
+    let mut c = Client::connect(server.addr);
+    c.writer.write_all(format!("ANALYZE sex=m path={}\n", img.display()).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // As SIGTERM does: set the flag, and the service returns only when it is safe to exit.
+    server.stop.store(true, Ordering::Relaxed);
+    server.thread.take().unwrap().join().unwrap();
+    assert_eq!(server.store().count().unwrap(), 1, "the result was stored before stopping");
+    let mut line = String::new();
+    c.reader.read_line(&mut line).unwrap();
+    assert!(line.contains("\"ok\":true"), "the client got its reply: {line}");
 }
 
 #[test]
@@ -227,9 +260,13 @@ fn connection_limit_and_half_open_clients() {
     let b = TcpStream::connect(server.addr).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // ...a third is told why and closed, and the service is not blocked.
+    // (It sends at once, as clients do: the reply must still arrive whole, not as a reset.)
     let mut third = Client::connect(server.addr);
+    third.writer.write_all(b"PING\nSTATUS\n").unwrap();
     let mut line = String::new();
     third.reader.read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(code(&reply), "unavailable");
     assert!(line.contains("too many connections"), "{line}");
     drop((a, b));
     std::thread::sleep(Duration::from_millis(300));
@@ -286,6 +323,30 @@ fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     let shot = image::open(&screen).unwrap();
     assert_eq!((shot.width(), shot.height()), (800, 480));
     let _ = std::fs::remove_file(&screen);
+    drop(store);
+
+    // Dropped again with the same sidecar: the stored result answers (what makes a restart
+    // safe). With a corrected sidecar: analysed again. A bad sidecar: stored as a failure.
+    let drop_in = |name: &str, sidecar: &str| {
+        copy_fixture(1, &inbox.join(format!("{name}.png")));
+        std::fs::write(inbox.join(format!("{name}.json")), sidecar).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while inbox.join(format!("{name}.png")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.store().history(100).unwrap()
+    };
+    let sex = if male { "m" } else { "f" };
+    let same = format!(r#"{{"sex":"{sex}","age":"9y","id":"HF-1"}}"#);
+    assert_eq!(drop_in("with-sidecar", &same).len(), 4);
+    let corrected = format!(r#"{{"sex":"{sex}","age":"9y6m","id":"HF-1"}}"#);
+    let rows = drop_in("with-sidecar", &corrected);
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0].age_months, Some(114.0), "{:?}", rows[0]);
+    let rows = drop_in("bad-sidecar", r#"{"weight":3}"#);
+    assert_eq!(rows.len(), 6);
+    assert!(rows[0].error.as_deref().unwrap().contains("weight"), "{:?}", rows[0]);
+    assert!(inbox.join("failed/bad-sidecar.png.error.txt").exists());
 }
 
 #[test]

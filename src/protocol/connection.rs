@@ -73,12 +73,20 @@ pub fn serve_connection<R: BufRead, W: Write>(
             }
         };
         reader.consume(used);
-        if line.len() > limits.max_line_bytes {
+        // One byte of room for the `\r` of a CRLF ending, which is not part of the limit.
+        if line.len() > limits.max_line_bytes + 1 {
             too_long = true;
             line.clear();
         }
         if !done {
             continue;
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.len() > limits.max_line_bytes {
+            too_long = true;
+            line.clear();
         }
         let reply = if too_long {
             ProtocolError::new(
@@ -87,9 +95,6 @@ pub fn serve_connection<R: BufRead, W: Write>(
             )
             .to_reply()
         } else {
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
             match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => {
                     line.clear();

@@ -14,7 +14,8 @@ pub struct Session {
     pub service: Arc<Service>,
     /// How requests on this connection are labelled in the store ("tcp", "serial").
     pub via: String,
-    /// `Some(token)` when this connection must `AUTH` before anything but PING/HELP.
+    /// The configured token, which `AUTH` checks. Whether it must be sent before anything
+    /// but PING/HELP is `authenticated` starting false (public binds).
     pub required_token: Option<String>,
     pub authenticated: bool,
     /// Canonical folders ANALYZE may read from.

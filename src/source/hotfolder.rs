@@ -49,11 +49,22 @@ pub struct SidecarInfo {
     pub exam_id: Option<String>,
 }
 
+/// Size and modification time of a file, and of its sidecar when it has one: a file is
+/// ready only when neither has changed for the stable time.
+type Snapshot = (u64, Option<SystemTime>, Option<(u64, Option<SystemTime>)>);
+
+/// How long an empty file or a sidecar without its image may sit before it is moved to
+/// `failed/`: long enough for any copy to finish, short enough that a stray file does not
+/// wait for (and get applied to) a later image of the same name.
+pub const STRAY_AFTER: Duration = Duration::from_secs(60);
+
 pub struct HotFolder {
     dir: PathBuf,
     stable: Duration,
-    /// Last seen (size, mtime) of each candidate and since when it has been unchanged.
-    seen: HashMap<PathBuf, (u64, Option<SystemTime>, Instant)>,
+    /// Last snapshot of each candidate and sidecar, and since when it has been unchanged.
+    seen: HashMap<PathBuf, (Snapshot, Instant)>,
+    /// [`STRAY_AFTER`], shorter in tests.
+    stray_after: Duration,
 }
 
 impl HotFolder {
@@ -66,14 +77,30 @@ impl HotFolder {
             std::fs::create_dir_all(&d)
                 .map_err(|source| HotFolderError { path: d.clone(), source })?;
         }
-        Ok(HotFolder { dir: dir.to_path_buf(), stable, seen: HashMap::new() })
+        Ok(HotFolder {
+            dir: dir.to_path_buf(),
+            stable,
+            seen: HashMap::new(),
+            stray_after: STRAY_AFTER,
+        })
+    }
+
+    /// Changes how long empty files and sidecars without an image wait ([`STRAY_AFTER`]).
+    #[must_use]
+    pub fn with_stray_after(mut self, wait: Duration) -> HotFolder {
+        self.stray_after = wait;
+        self
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Files that are complete and ready for analysis, oldest name first.
+    /// Files that are complete and ready for analysis, oldest name first. An image waits
+    /// until its sidecar, if any, is also complete; an empty file is offered only after
+    /// [`STRAY_AFTER`] (so that it fails visibly instead of sitting there); a sidecar whose
+    /// image has not arrived within [`STRAY_AFTER`] is moved to `failed/` with a note, so it
+    /// is never applied to a later image of the same name.
     ///
     /// # Errors
     /// [`HotFolderError`] when the folder cannot be listed (unplugged USB stick).
@@ -82,29 +109,66 @@ impl HotFolder {
         let now = Instant::now();
         let mut ready = Vec::new();
         let mut present = Vec::new();
+        let mut images = Vec::new();
+        let mut sidecars = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(err)? {
             let Ok(entry) = entry else { continue };
             let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };
-            if !meta.is_file() || !is_candidate(&path) {
+            if !meta.is_file() {
                 continue;
             }
+            if is_sidecar(&path) {
+                sidecars.push((path, meta));
+            } else if is_candidate(&path) {
+                images.push((path, meta));
+            }
+        }
+        for (path, meta) in &images {
+            let side =
+                std::fs::metadata(sidecar_path(path)).ok().map(|m| (m.len(), m.modified().ok()));
+            let snap = (meta.len(), meta.modified().ok(), side);
             present.push(path.clone());
-            let key = (meta.len(), meta.modified().ok());
-            match self.seen.get(&path) {
-                Some(&(len, mtime, since)) if (len, mtime) == key => {
-                    if now.duration_since(since) >= self.stable && len > 0 {
-                        ready.push(path);
-                    }
-                }
-                _ => {
-                    self.seen.insert(path, (key.0, key.1, now));
+            let Some(waited) = self.unchanged_for(path, snap, now) else { continue };
+            if waited >= self.stable && (meta.len() > 0 || waited >= self.stray_after) {
+                ready.push(path.clone());
+            }
+        }
+        for (path, meta) in &sidecars {
+            if images.iter().any(|(image, _)| sidecar_path(image) == *path) {
+                continue;
+            }
+            let snap = (meta.len(), meta.modified().ok(), None);
+            present.push(path.clone());
+            let waited = self.unchanged_for(path, snap, now);
+            if waited.is_some_and(|w| w >= self.stray_after.max(self.stable)) {
+                let why = format!(
+                    "sidecar without an image: no image named {}.* arrived within {} s; write \
+                     the sidecar first, then its image, and drop both again",
+                    path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default(),
+                    self.stray_after.as_secs()
+                );
+                log::warn!("{}: {why}", path.display());
+                if let Err(e) = self.move_to(FAILED_DIR, path, Some(&why)) {
+                    log::error!("{e}");
                 }
             }
         }
         self.seen.retain(|p, _| present.contains(p));
         ready.sort();
         Ok(ready)
+    }
+
+    /// How long `path` has looked like `snap`; `None` when it is new or just changed (a
+    /// first sighting only starts the clock, even with a zero stable time).
+    fn unchanged_for(&mut self, path: &Path, snap: Snapshot, now: Instant) -> Option<Duration> {
+        match self.seen.get(path) {
+            Some(&(seen, since)) if seen == snap => Some(now.duration_since(since)),
+            _ => {
+                self.seen.insert(path.to_path_buf(), (snap, now));
+                None
+            }
+        }
     }
 
     /// Moves a processed file (and its sidecar) to `done/`, or to `failed/` with the reason.
@@ -114,24 +178,49 @@ impl HotFolder {
     /// caller's store check keeps that from producing a second result).
     pub fn finish(&mut self, path: &Path, failure: Option<&str>) -> Result<(), HotFolderError> {
         let sub = if failure.is_some() { FAILED_DIR } else { DONE_DIR };
-        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        let dest_dir = self.dir.join(sub);
-        let dest = unique(&dest_dir, &name);
-        let err = |source| HotFolderError { path: path.to_path_buf(), source };
-        if let Some(reason) = failure {
-            let mut note = dest.clone().into_os_string();
-            note.push(".error.txt");
-            std::fs::write(&note, format!("{reason}\n")).map_err(err)?;
-        }
-        std::fs::rename(path, &dest).map_err(err)?;
+        let dest_dir = self.move_to(sub, path, failure)?;
         let sidecar = sidecar_path(path);
         if sidecar.exists() {
             let side_name = sidecar.file_name().map(PathBuf::from).unwrap_or_default();
             let _ = std::fs::rename(&sidecar, unique(&dest_dir, &side_name));
         }
-        self.seen.remove(path);
         Ok(())
     }
+
+    /// Moves `path` into the subfolder `sub` (recreated if someone removed it), with
+    /// `<name>.error.txt` beside it when there is a `failure`; returns the subfolder.
+    fn move_to(
+        &mut self,
+        sub: &str,
+        path: &Path,
+        failure: Option<&str>,
+    ) -> Result<PathBuf, HotFolderError> {
+        let dest_dir = self.dir.join(sub);
+        std::fs::create_dir_all(&dest_dir)
+            .map_err(|source| HotFolderError { path: dest_dir.clone(), source })?;
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+        let dest = unique(&dest_dir, &name);
+        if let Some(reason) = failure {
+            let mut note = dest.clone().into_os_string();
+            note.push(".error.txt");
+            std::fs::write(&note, format!("{reason}\n"))
+                .map_err(|source| HotFolderError { path: PathBuf::from(&note), source })?;
+        }
+        std::fs::rename(path, &dest).map_err(|source| HotFolderError {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("cannot move to {}: {source}", dest.display()),
+            ),
+        })?;
+        self.seen.remove(path);
+        Ok(dest_dir)
+    }
+}
+
+fn is_sidecar(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.') && name.to_ascii_lowercase().ends_with(".json")
 }
 
 fn is_candidate(path: &Path) -> bool {
@@ -229,6 +318,40 @@ mod tests {
         let again = hf.poll().unwrap();
         hf.finish(&again[0], Some("again")).unwrap();
         assert!(dir.path().join("failed/a.png.1").exists(), "a repeated name never overwrites");
+    }
+
+    #[test]
+    fn images_wait_for_their_sidecar_and_strays_are_moved_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0))
+            .unwrap()
+            .with_stray_after(Duration::from_millis(300));
+        let (img, side) = (dir.path().join("a.png"), dir.path().join("a.json"));
+        std::fs::write(&img, b"x").unwrap();
+        std::fs::write(&side, b"{").unwrap();
+        hf.poll().unwrap();
+        // The sidecar is still being written: the image waits for it.
+        std::fs::write(&side, br#"{"sex":"F"}"#).unwrap();
+        let t = std::time::SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&side).unwrap().set_modified(t).unwrap();
+        assert!(hf.poll().unwrap().is_empty(), "sidecar changed: wait");
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+        // A missing failed/ (unplugged, deleted) is recreated, not retried for ever.
+        std::fs::remove_dir(dir.path().join(FAILED_DIR)).unwrap();
+        hf.finish(&img, Some("why")).unwrap();
+        assert!(
+            dir.path().join("failed/a.png").exists() && dir.path().join("failed/a.json").exists()
+        );
+
+        // A sidecar whose image never comes, and an empty file, leave after the wait.
+        std::fs::write(dir.path().join("late.json"), br#"{"sex":"M"}"#).unwrap();
+        std::fs::write(dir.path().join("empty.png"), b"").unwrap();
+        assert!(hf.poll().unwrap().is_empty());
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(hf.poll().unwrap(), vec![dir.path().join("empty.png")]);
+        assert!(!dir.path().join("late.json").exists());
+        let why = std::fs::read_to_string(dir.path().join("failed/late.json.error.txt")).unwrap();
+        assert!(why.contains("sidecar without an image"), "{why}");
     }
 
     #[test]
