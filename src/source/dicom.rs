@@ -30,6 +30,10 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(dicom_err("no pixel data (is this a report or structured document?)".into()));
     }
+    let dim = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
+    if let (Some(rows), Some(cols)) = (dim(tags::ROWS), dim(tags::COLUMNS)) {
+        raster::check_pixels(path, cols, rows)?;
+    }
     let decoded = obj.decode_pixel_data().map_err(|e| {
         let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
         dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {e}"))

@@ -27,6 +27,14 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Smallest accepted side; smaller images cannot hold a readable hand.
 pub const MIN_SIDE_PX: u32 = 32;
 
+/// Largest accepted image, in pixels: hand radiographs are under 20 megapixels (a
+/// 35x43 cm plate at 100 µm is 15). The cap keeps a declared-huge image (a few hundred
+/// kilobytes of PNG can claim 12000x12000) from exhausting a small board's memory.
+pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// Memory the image decoder may take for one file (40 megapixels of 16-bit RGBA is 320 MB).
+pub const MAX_DECODE_BYTES: u64 = 384 * 1024 * 1024;
+
 /// What the file says about the patient and exam (DICOM tags); all optional.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PatientInfo {
@@ -113,6 +121,8 @@ pub enum SourceErrorKind {
     Dicom(String),
     #[error("image is {width}x{height} px; at least {MIN_SIDE_PX}x{MIN_SIDE_PX} is needed")]
     TooSmall { width: u32, height: u32 },
+    #[error("image is {width}x{height} px ({:.0} megapixels), over the {} megapixel limit; hand radiographs are under 20: send the radiograph at its native resolution", f64::from(*width) * f64::from(*height) / 1e6, MAX_PIXELS / 1_000_000)]
+    TooManyPixels { width: u32, height: u32 },
 }
 
 impl SourceError {

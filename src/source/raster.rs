@@ -4,7 +4,10 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageFormat};
 
-use super::{GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind, COLOUR_CHROMA};
+use super::{
+    GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind, COLOUR_CHROMA,
+    MAX_DECODE_BYTES, MAX_PIXELS,
+};
 
 pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> {
     let format = image::guess_format(bytes).map_err(|_| {
@@ -24,18 +27,54 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
             return Err(SourceError::new(path, SourceErrorKind::UnknownFormat(hint)));
         }
     };
-    let img = image::load_from_memory_with_format(bytes, format).map_err(|e| {
+    let decode_err = |e: image::ImageError| {
         SourceError::new(path, SourceErrorKind::Decode { format: name, reason: e.to_string() })
-    })?;
+    };
+    // Size from the header first: a small file can declare a huge image (a PNG bomb), which
+    // must be refused before any pixel memory is taken.
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (width, height) = reader().into_dimensions().map_err(decode_err)?;
+    check_pixels(path, width, height)?;
+    let mut decoder = reader();
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    decoder.limits(limits);
+    let img = decoder.decode().map_err(decode_err)?;
     let bit_depth = (img.color().bits_per_pixel() / u16::from(img.color().channel_count())) as u8;
     Ok(Radiograph {
         origin: path.display().to_string(),
-        pixels: to_gray(&img),
+        pixels: match &img {
+            DynamicImage::ImageLuma16(g) => gray16_by_bits_used(g),
+            other => to_gray(other),
+        },
         bit_depth,
         format: name,
         colour_fraction: colour_fraction(&img),
         patient: PatientInfo::default(),
     })
+}
+
+/// A 16-bit grey image in `[0, 1]`, scaled by the smallest `2^n - 1` (n from 8 to 16) that
+/// holds its brightest pixel. Detectors deliver 10 to 14 bits, and many exports store them
+/// unscaled in a 16-bit PNG or TIFF; divided by 65535 such an image is nearly black and
+/// would be refused as uniform (or read wrongly). A full-range 16-bit image (brightest pixel
+/// at or above 32768) is divided by 65535 as before, and 8-bit data stored in 16 bits gets
+/// exactly its 8-bit reading.
+fn gray16_by_bits_used(g: &image::ImageBuffer<image::Luma<u16>, Vec<u16>>) -> GrayImage {
+    let max = g.pixels().map(|p| p[0]).max().unwrap_or(0);
+    let bits = (16 - max.leading_zeros()).max(8);
+    let scale = f32::from(u16::MAX >> (16 - bits));
+    GrayImage::from_fn(g.width(), g.height(), |x, y| {
+        image::Luma([f32::from(g.get_pixel(x, y)[0]) / scale])
+    })
+}
+
+/// Refuses images over [`MAX_PIXELS`], naming the size.
+pub(crate) fn check_pixels(path: &Path, width: u32, height: u32) -> Result<(), SourceError> {
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(SourceError::new(path, SourceErrorKind::TooManyPixels { width, height }));
+    }
+    Ok(())
 }
 
 /// Share of pixels with a visible colour (see [`Radiograph::colour_fraction`]); grey
@@ -44,15 +83,29 @@ pub(crate) fn colour_fraction(img: &DynamicImage) -> f64 {
     if !img.color().has_color() {
         return 0.0;
     }
-    let rgb = img.to_rgb32f();
-    let coloured = rgb
-        .pixels()
-        .filter(|p| {
-            let [r, g, b] = p.0;
-            r.max(g).max(b) - r.min(g).min(b) > COLOUR_CHROMA
-        })
-        .count();
+    let mut coloured = 0usize;
+    for_each_rgb(img, |[r, g, b]| {
+        if r.max(g).max(b) - r.min(g).min(b) > COLOUR_CHROMA {
+            coloured += 1;
+        }
+    });
     coloured as f64 / (f64::from(img.width()) * f64::from(img.height())).max(1.0)
+}
+
+/// Calls `f` with each pixel as RGB in `[0, 1]`, row by row. 8-bit images (nearly all
+/// colour files) are read in place: a float copy of a large photo would take 12 bytes per
+/// pixel on a board with little memory.
+fn for_each_rgb(img: &DynamicImage, mut f: impl FnMut([f32; 3])) {
+    let unit = |v: u8| f32::from(v) / 255.0;
+    match img {
+        DynamicImage::ImageRgb8(rgb) => {
+            rgb.pixels().for_each(|p| f([unit(p[0]), unit(p[1]), unit(p[2])]));
+        }
+        DynamicImage::ImageRgba8(rgba) => {
+            rgba.pixels().for_each(|p| f([unit(p[0]), unit(p[1]), unit(p[2])]));
+        }
+        other => other.to_rgb32f().pixels().for_each(|p| f(p.0)),
+    }
 }
 
 /// Grayscale in `[0, 1]`. Gray images keep their full precision (x / 255 or x / 65535,
@@ -69,11 +122,75 @@ pub(crate) fn to_gray(img: &DynamicImage) -> GrayImage {
         }),
         DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLumaA16(_) => img.to_luma32f(),
         _ => {
-            let rgb = img.to_rgb32f();
-            GrayImage::from_fn(w, h, |x, y| {
-                let p = rgb.get_pixel(x, y).0;
-                image::Luma([(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).clamp(0.0, 1.0)])
-            })
+            let mut luma = Vec::with_capacity(w as usize * h as usize);
+            for_each_rgb(img, |[r, g, b]| {
+                luma.push((0.299 * r + 0.587 * g + 0.114 * b).clamp(0.0, 1.0));
+            });
+            GrayImage::from_raw(w, h, luma).unwrap_or_else(|| GrayImage::new(w, h))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PNG that declares `w`x`h` but holds no pixel data: what the size check sees.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+        let crc = crc32(&ihdr);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc.to_be_bytes());
+        // One empty-ish IDAT (a zlib stream of nothing) and IEND: a short, valid file.
+        for (kind, data) in
+            [(&b"IDAT"[..], &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..]), (b"IEND", &[])]
+        {
+            let mut chunk = kind.to_vec();
+            chunk.extend_from_slice(data);
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&chunk);
+            png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
+        png
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn sixteen_bit_files_use_the_bits_they_hold() {
+        let img = |max: u16| {
+            image::ImageBuffer::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 0 } else { max }]))
+        };
+        let top = |max| gray16_by_bits_used(&img(max)).get_pixel(63, 0)[0];
+        assert_eq!(top(4095), 1.0, "12-bit data fills the range");
+        assert_eq!(top(255), 1.0, "8-bit data in 16 bits reads as 8-bit");
+        assert_eq!(top(1000), 1000.0 / 1023.0, "10 bits");
+        assert_eq!(top(65535), 1.0);
+        assert_eq!(top(40000), 40000.0 / 65535.0, "full-range 16-bit is unchanged");
+        assert_eq!(top(0), 0.0);
+    }
+
+    #[test]
+    fn declared_huge_images_are_refused_before_decoding() {
+        let e = decode(Path::new("bomb.png"), &png_header(12_000, 12_000)).unwrap_err();
+        assert!(matches!(e.kind, SourceErrorKind::TooManyPixels { .. }), "{e}");
+        assert!(e.to_string().contains("144 megapixels"), "{e}");
+        // Within the limit the header passes and the missing pixel data is the error.
+        let e = decode(Path::new("short.png"), &png_header(3000, 4000)).unwrap_err();
+        assert!(matches!(e.kind, SourceErrorKind::Decode { .. }), "{e}");
     }
 }
