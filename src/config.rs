@@ -357,9 +357,13 @@ impl Config {
         check_keys(&merged, &user, "")
             .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
         merge(&mut merged, user);
-        let mut config: Config = merged.try_into().map_err(|e: toml::de::Error| {
-            ConfigError::Parse { path: path.to_path_buf(), message: e.message().to_string() }
-        })?;
+        // serde_path_to_error: a bad value deep in a section ("unknown variant `gpu`") is
+        // reported with its key, as every other config error is.
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
+            .map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("key `{}`: {}", e.path(), e.inner().message()),
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -610,6 +614,8 @@ fn check_keys(defaults: &toml::Table, user: &toml::Table, prefix: &str) -> Resul
         };
         match (default, value) {
             (toml::Value::Table(d), toml::Value::Table(u)) => check_keys(d, u, &full)?,
+            // `-2` where the default is `-2.0`: a number is a number ([`merge`] converts).
+            (toml::Value::Float(_), toml::Value::Integer(_)) => {}
             (d, u) if d.type_str() != u.type_str() => {
                 return Err(format!(
                     "key `{full}` = {u}: expected {} {} (default: {d})",
@@ -628,6 +634,9 @@ fn merge(base: &mut toml::Table, user: toml::Table) {
     for (key, value) in user {
         match (base.get_mut(&key), value) {
             (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u),
+            (Some(toml::Value::Float(_)), toml::Value::Integer(i)) => {
+                base.insert(key, toml::Value::Float(i as f64));
+            }
             (_, value) => {
                 base.insert(key, value);
             }
@@ -789,6 +798,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("camera.device"), "{e}");
+    }
+
+    #[test]
+    fn value_errors_name_the_key_and_integers_serve_as_floats() {
+        let err = |text: &str| Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();
+        assert!(
+            err("[model]\nbackend = \"gpu\"\n").contains("key `model.backend`: unknown variant")
+        );
+        assert!(err("[tcp]\nbind = \"nonsense\"\n").contains("key `tcp.bind`"));
+        assert!(err("[model]\nthreads = -1\n").contains("key `model.threads`"));
+        let c = Config::parse("[reading]\ndelayed_below_sds = -3\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.reading.delayed_below_sds, -3.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::model::{Estimate, ViewSpreadRule};
-use crate::report::Sex;
+use crate::report::{Sex, MAX_AGE_MONTHS};
 
 /// Age bands (years) for the per-band MAE, as in the model card.
 pub const AGE_BANDS_YEARS: [(u32, u32); 4] = [(0, 5), (5, 10), (10, 15), (15, 19)];
@@ -46,6 +46,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<Case>, LabelsError> {
         });
     };
     let mut cases = Vec::new();
+    let mut seen = std::collections::HashMap::new();
     for record in reader.records() {
         let record = record.map_err(read_err)?;
         let line = record.position().map_or(0, |p| p.line());
@@ -60,9 +61,19 @@ pub fn read_labels(path: &Path) -> Result<Vec<Case>, LabelsError> {
         let age: f64 = field(ca)
             .parse()
             .ok()
-            .filter(|a: &f64| a.is_finite() && *a >= 0.0)
-            .ok_or_else(|| row_err(format!("boneage is {:?}", field(ca))))?;
-        cases.push(Case { id: field(ci).to_string(), sex, bone_age_months: age });
+            .filter(|a: &f64| a.is_finite() && (0.0..=MAX_AGE_MONTHS).contains(a))
+            .ok_or_else(|| {
+                row_err(format!(
+                    "boneage is {:?}; expected months, 0 to {MAX_AGE_MONTHS}",
+                    field(ca)
+                ))
+            })?;
+        let id = field(ci).to_string();
+        // A repeated id would count one image twice and skew the MAE without a trace.
+        if let Some(first) = seen.insert(id.clone(), line) {
+            return Err(row_err(format!("id {id:?} repeats line {first}")));
+        }
+        cases.push(Case { id, sex, bone_age_months: age });
     }
     if cases.is_empty() {
         return Err(LabelsError::Empty { path: path.to_path_buf() });
@@ -251,5 +262,10 @@ mod tests {
         std::fs::write(&p, "id,male,boneage\n1,true,120\n2,False,100\n").unwrap();
         let cases = read_labels(&p).unwrap();
         assert_eq!(cases[1].sex, Sex::Female);
+        std::fs::write(&p, "id,male,boneage\n1,true,120\n1,true,120\n").unwrap();
+        let e = read_labels(&p).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("repeats line 2"), "{e}");
+        std::fs::write(&p, "id,male,boneage\n1,true,9999\n").unwrap();
+        assert!(read_labels(&p).unwrap_err().to_string().contains("9999"));
     }
 }

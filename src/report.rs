@@ -125,7 +125,8 @@ impl FromStr for Age {
             "" => 0.0,
             r => r.strip_suffix('m').ok_or_else(bad)?.parse::<f64>().map_err(|_| bad())?,
         };
-        if years < 0.0 || months < 0.0 {
+        // "10y13m" is a typo, not 11 years 1 month: with years given, months are 0-11.
+        if years < 0.0 || months < 0.0 || (t.contains('y') && months >= 12.0) {
             return Err(bad());
         }
         Age::from_months(years * 12.0 + months)
@@ -356,6 +357,8 @@ mod tests {
         assert_eq!(m("10.5y"), Ok(126.0));
         assert!(matches!(m("ten"), Err(ParseError::AgeSyntax(_))));
         assert!(matches!(m("10y4"), Err(ParseError::AgeSyntax(_))));
+        assert!(matches!(m("10y13m"), Err(ParseError::AgeSyntax(_))));
+        assert_eq!(m("10y11.5m"), Ok(131.5));
         assert!(matches!(m("-3"), Err(ParseError::AgeRange(_))));
         assert!(matches!(m("300"), Err(ParseError::AgeRange(_))));
         assert!(matches!(m(""), Err(ParseError::AgeSyntax(_))));

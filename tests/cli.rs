@@ -489,6 +489,13 @@ fn installed_binary_finds_its_model_from_any_directory() {
 }
 
 #[test]
+fn version_fails_when_the_unit_cannot_analyse() {
+    let out = boneage(&["--model", "/nonexistent/m.onnx", "--version"]);
+    assert_eq!(out.status.code(), Some(2), "a unit check must be able to fail");
+    assert!(stdout(&out).contains("model unavailable"), "{}", stdout(&out));
+}
+
+#[test]
 fn version_names_crate_and_model() {
     let out = boneage(&["--version"]);
     assert!(out.status.success());

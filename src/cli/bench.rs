@@ -17,7 +17,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "samples")]
     images: PathBuf,
     /// Timed iterations (after warm-up)
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     runs: usize,
     /// Untimed warm-up iterations
     #[arg(long, default_value_t = 10)]

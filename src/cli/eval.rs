@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use boneage::config::Config;
 use boneage::evaluate::{self, Group, Metrics, Scored, SpreadCheck};
-use boneage::source;
+use boneage::{quality, source};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -42,9 +42,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     );
     let mut results: Vec<Scored> = Vec::with_capacity(cases.len());
     let mut failures: Vec<String> = Vec::new();
+    let mut gate_refused: Vec<String> = Vec::new();
     for case in cases {
         let path = args.images.join(format!("{}.png", case.id));
         match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
+            // Scored all the same, so the MAE stays comparable with the model card; but
+            // the user learns how many of these images `predict` and `serve` would refuse.
+            if config.quality.enabled {
+                if let Err(why) = quality::check_radiograph(&r) {
+                    gate_refused.push(format!("{}: {why}", case.id));
+                }
+            }
             model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))
         }) {
             Ok(est) => results.push((case, est)),
@@ -82,6 +90,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     if let Some(m) = &metrics {
         print_text(&mut stdout, m, spread.as_ref(), failures.len())?;
+        if !gate_refused.is_empty() {
+            writeln!(
+                stdout,
+                "quality gate: {} of these images would be refused by predict and serve \
+                 (counted above all the same; listed with --json)",
+                gate_refused.len()
+            )?;
+        }
     } else {
         writeln!(stdout, "no image could be analysed ({} failed)", failures.len())?;
     }
@@ -98,6 +114,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             "view_spread": spread,
             "failed": failures.len(),
             "failures": failures,
+            "quality_gate_refused": gate_refused,
         });
         writeln!(stdout, "{obj}")?;
     }

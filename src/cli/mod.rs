@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     /// One inference pass per image instead of the model's test-time views (overrides
-    /// [model] tta; faster, about 0.2 months less accurate with v1.2.0)
+    /// [model] tta; faster, about 0.2 months less accurate with the shipped model)
     #[arg(long, global = true)]
     no_tta: bool,
     /// Print the program and model versions
@@ -90,17 +90,22 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
     if cli.version {
         // Cheap: reads only the model's metadata, never builds the plan.
-        let model = match Model::read_contract(&config.model.path) {
-            Ok(c) => format!("model {} ({})", c.model_id(), config.model.path.display()),
-            Err(e) => format!("model unavailable: {e}"),
+        let (model, model_ok) = match Model::read_contract(&config.model.path) {
+            Ok(c) => (format!("model {} ({})", c.model_id(), config.model.path.display()), true),
+            Err(e) => (format!("model unavailable: {e}"), false),
         };
+        let backend = boneage::model::check_backend(&config.model);
+        let backend_ok = backend.is_ok();
+        let backend = backend.unwrap_or_else(|not_usable| not_usable);
         println!(
-            "boneage {} [{}] ; {model} ; backend {}",
+            "boneage {} [{}] ; {model} ; backend {backend}",
             env!("CARGO_PKG_VERSION"),
             build_features(),
-            boneage::model::describe_backend(&config.model)
         );
-        return Ok(ExitCode::SUCCESS);
+        // A unit check (docs/deploy.md) must be able to fail: exit 2 when the unit could
+        // not analyse anything as configured.
+        let usable = model_ok && backend_ok;
+        return Ok(if usable { ExitCode::SUCCESS } else { ExitCode::from(EXIT_USAGE) });
     }
     let Some(command) = cli.command else {
         anyhow::bail!(

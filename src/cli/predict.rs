@@ -39,6 +39,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     if args.report.is_some() && args.images.len() != 1 {
         anyhow::bail!("--report writes one page for one image; got {} images", args.images.len());
     }
+    if let Some(out) = &args.report {
+        document::check_target(out)?;
+    }
     let mut model = super::load_model(config)?;
     let mut failed = 0usize;
     for path in &args.images {

@@ -119,6 +119,30 @@ impl Sheet {
     }
 }
 
+/// Checks, before any analysis, that a report can be written to `path`: a known extension
+/// and an existing folder. Catching a typo here saves a reading that would otherwise be
+/// printed and then reported as failed.
+///
+/// # Errors
+/// [`DocumentError::Format`] or [`DocumentError::Write`] naming the path.
+pub fn check_target(path: &Path) -> Result<(), DocumentError> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("pdf" | "png")) {
+        return Err(DocumentError::Format { path: path.to_path_buf() });
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(DocumentError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("folder {} does not exist", dir.display()),
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Writes the report, choosing PDF or PNG by the file extension.
 ///
 /// # Errors

@@ -109,6 +109,14 @@ fn load_ort(_config: &ModelConfig) -> Result<Loaded, ModelError> {
 /// building an inference plan or session (cheap enough for `--version`). For `ort` and
 /// `auto` this loads the ONNX Runtime library and checks the providers are in it.
 pub fn describe_backend(config: &ModelConfig) -> String {
+    check_backend(config).unwrap_or_else(|not_usable| not_usable)
+}
+
+/// The backend the config would run, or (as `Err`) why the configured one cannot run.
+///
+/// # Errors
+/// The description of an unusable backend ("ort, not usable: ...").
+pub fn check_backend(config: &ModelConfig) -> Result<String, String> {
     #[cfg(feature = "ort")]
     let ort = match config.precision {
         Precision::F32 => self::ort::describe(config),
@@ -121,10 +129,10 @@ pub fn describe_backend(config: &ModelConfig) -> String {
         Err(ModelError::Unavailable { backend: "ort", reason: NO_ORT_FEATURE.into() });
     let tract = tract::name(config.precision);
     match (config.backend, ort) {
-        (BackendKind::Tract, _) => tract.into(),
-        (_, Ok(name)) => name,
-        (BackendKind::Ort, Err(e)) => format!("ort, not usable: {e}"),
-        (BackendKind::Auto, Err(e)) => format!("{tract} (auto: {e})"),
+        (BackendKind::Tract, _) => Ok(tract.into()),
+        (_, Ok(name)) => Ok(name),
+        (BackendKind::Ort, Err(e)) => Err(format!("ort, not usable: {e}")),
+        (BackendKind::Auto, Err(e)) => Ok(format!("{tract} (auto: {e})")),
     }
 }
 

@@ -27,6 +27,16 @@ fn load_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
 }
 
 fn proto(path: &Path) -> Result<tract_onnx::pb::ModelProto, ModelError> {
+    let problem = if path.is_dir() {
+        Some("is a folder; pass the .onnx file inside it")
+    } else if path.metadata().is_ok_and(|m| m.len() == 0) {
+        Some("file is empty (0 bytes); copy the model file again")
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        return Err(ModelError::Load { path: path.to_path_buf(), message: message.into() });
+    }
     if !path.is_file() {
         return Err(ModelError::Load {
             path: path.to_path_buf(),
