@@ -188,6 +188,7 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             exam_id: facts.exam_id,
             once: true,
         };
+        hf.begin(&path);
         let outcome = match side {
             Ok(_) => service.analyze(&req),
             Err(message) => service.reject(&req, message),
@@ -201,6 +202,7 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             Err(ServiceError::Store(e)) => {
                 // Nothing stored: leave the file where it is to be retried.
                 log::error!("{}: {e}; will retry", path.display());
+                hf.retry_later(&path);
                 continue;
             }
         };

@@ -312,9 +312,25 @@ impl Service {
             }
         }
         self.show(&Screen::Analysing { source: req.path.display().to_string() });
-        let outcome = bytes
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| self.run_model(req, &bytes, &mut rec));
+        let outcome = bytes.map_err(|e| e.to_string()).and_then(|bytes| {
+            // A decoder or backend bug must cost one image, not the service (and, through a
+            // restart loop, every file after it in the hot folder).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run_model(req, &bytes, &mut rec)
+            }))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(format!(
+                    "{}: internal error while analysing this file ({what}); the service goes \
+                     on - please report the file to the maintainers",
+                    req.path.display()
+                ))
+            })
+        });
         if let Err(message) = &outcome {
             rec.error = Some(message.clone());
         }

@@ -21,6 +21,12 @@ use crate::report::{Age, Sex};
 
 pub const DONE_DIR: &str = "done";
 pub const FAILED_DIR: &str = "failed";
+/// Hidden folder of attempt counters, one small file per image being analysed.
+pub const ATTEMPTS_DIR: &str = ".attempts";
+/// Analyses a file may start without finishing (the process died: out of memory, a
+/// crash, power) before it is set aside, so one bad file cannot stop the folder for good.
+/// Three, so a power cut or two never costs a good file.
+pub const MAX_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 #[error("hot folder {}: {source}", path.display())]
@@ -125,6 +131,18 @@ impl HotFolder {
             }
         }
         for (path, meta) in &images {
+            if self.attempts(path) >= MAX_ATTEMPTS {
+                let why = format!(
+                    "the service stopped {MAX_ATTEMPTS} times while analysing this file (out of \
+                     memory, a crash or power loss); it was set aside so the other files go on: \
+                     check the file and drop it again"
+                );
+                log::error!("{}: {why}", path.display());
+                if let Err(e) = self.move_to(FAILED_DIR, path, Some(&why)) {
+                    log::error!("{e}");
+                }
+                continue;
+            }
             let side =
                 std::fs::metadata(sidecar_path(path)).ok().map(|m| (m.len(), m.modified().ok()));
             let snap = (meta.len(), meta.modified().ok(), side);
@@ -157,6 +175,35 @@ impl HotFolder {
         self.seen.retain(|p, _| present.contains(p));
         ready.sort();
         Ok(ready)
+    }
+
+    /// Records that an analysis of `path` starts; [`finish`](Self::finish) clears it. Written
+    /// before the work, so a process that dies during it leaves the count behind.
+    pub fn begin(&mut self, path: &Path) {
+        let marker = self.attempts_marker(path);
+        let count = self.attempts(path) + 1;
+        let written = std::fs::create_dir_all(self.dir.join(ATTEMPTS_DIR))
+            .and_then(|()| std::fs::write(&marker, count.to_string()));
+        if let Err(e) = written {
+            log::warn!("{}: {e}; a crash on this file would not be counted", marker.display());
+        }
+    }
+
+    /// Forgets a started analysis that ended without a verdict for a reason outside the
+    /// file (the store could not be written): the file will be retried, uncounted.
+    pub fn retry_later(&mut self, path: &Path) {
+        let _ = std::fs::remove_file(self.attempts_marker(path));
+    }
+
+    fn attempts(&self, path: &Path) -> u32 {
+        std::fs::read_to_string(self.attempts_marker(path))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn attempts_marker(&self, path: &Path) -> PathBuf {
+        self.dir.join(ATTEMPTS_DIR).join(path.file_name().unwrap_or_default())
     }
 
     /// How long `path` has looked like `snap`; `None` when it is new or just changed (a
@@ -213,6 +260,7 @@ impl HotFolder {
                 format!("cannot move to {}: {source}", dest.display()),
             ),
         })?;
+        let _ = std::fs::remove_file(self.attempts_marker(path));
         self.seen.remove(path);
         Ok(dest_dir)
     }
@@ -352,6 +400,32 @@ mod tests {
         assert!(!dir.path().join("late.json").exists());
         let why = std::fs::read_to_string(dir.path().join("failed/late.json.error.txt")).unwrap();
         assert!(why.contains("sidecar without an image"), "{why}");
+    }
+
+    #[test]
+    fn a_file_that_keeps_killing_the_service_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+        let img = dir.path().join("poison.png");
+        std::fs::write(&img, b"x").unwrap();
+        hf.poll().unwrap();
+        for _ in 0..MAX_ATTEMPTS {
+            // Each "process" offers the file and dies during the analysis.
+            assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+            hf.begin(&img);
+            hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+            hf.poll().unwrap();
+        }
+        assert!(hf.poll().unwrap().is_empty());
+        let why = std::fs::read_to_string(dir.path().join("failed/poison.png.error.txt")).unwrap();
+        assert!(why.contains("set aside"), "{why}");
+        // A file that finishes clears its count.
+        std::fs::write(&img, b"y").unwrap();
+        hf.poll().unwrap();
+        let ready = hf.poll().unwrap();
+        hf.begin(&ready[0]);
+        hf.finish(&img, None).unwrap();
+        assert!(!dir.path().join(ATTEMPTS_DIR).join("poison.png").exists());
     }
 
     #[test]
