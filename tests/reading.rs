@@ -276,6 +276,7 @@ fn pdf_and_png_reports() {
         "--report",
         &format!("{}/r.docx", dir.path().display()),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    // Refused before any analysis: a usage error, not a failed image.
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(".pdf or .png"), "{}", stderr(&out));
 }
