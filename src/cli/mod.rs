@@ -78,6 +78,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         config.model.path = model.clone();
     }
     if let Some(threads) = cli.threads {
+        // The same bound as `[model] threads` in a config file.
+        anyhow::ensure!(
+            threads <= boneage::config::MAX_THREADS,
+            "--threads {threads}: expected 0 (one per core) to {}",
+            boneage::config::MAX_THREADS
+        );
         config.model.threads = threads;
     }
     if cli.no_tta {
