@@ -466,7 +466,7 @@ impl Config {
             (
                 "reading.advanced_above_sds",
                 r.advanced_above_sds,
-                (0.0..5.0).contains(&r.advanced_above_sds),
+                r.advanced_above_sds > 0.0 && r.advanced_above_sds <= 5.0,
             ),
         ] {
             if !ok {

@@ -34,6 +34,8 @@ pub enum ServeError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot create allowed folder {}: {source}", path.display())]
     AllowedDir { path: PathBuf, source: std::io::Error },
+    #[error("[protocol] allowed_dirs entry {} is the hot folder {} or overlaps it (through a symlink): the folder watcher would also analyse and move files meant for ANALYZE; give ANALYZE a folder of its own", allowed.display(), hot.display())]
+    AllowedOverlapsHotFolder { allowed: PathBuf, hot: PathBuf },
 }
 
 /// What the running service exposes to tests: the bound TCP address (port 0 resolved).
@@ -68,7 +70,6 @@ pub fn run(
             allowed.push(c);
         }
     }
-    let allowed = Arc::new(allowed);
     let mut hot = if config.hot_folder.enabled {
         Some(HotFolder::open(
             &config.hot_folder.path,
@@ -77,6 +78,17 @@ pub fn run(
     } else {
         None
     };
+    // The config check is lexical; a symlink can still lead an allowed folder into the
+    // hot folder, which only the real paths show.
+    if let Some(hot_dir) = hot.as_ref().and_then(|h| h.dir().canonicalize().ok()) {
+        let overlaps = |d: &&PathBuf| {
+            d.canonicalize().is_ok_and(|a| a.starts_with(&hot_dir) || hot_dir.starts_with(&a))
+        };
+        if let Some(d) = config.protocol.allowed_dirs.iter().find(overlaps) {
+            return Err(ServeError::AllowedOverlapsHotFolder { allowed: d.clone(), hot: hot_dir });
+        }
+    }
+    let allowed = Arc::new(allowed);
 
     let mut running = Running::default();
     let mut threads = Vec::new();

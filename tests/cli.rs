@@ -478,6 +478,17 @@ fn installed_binary_finds_its_model_from_any_directory() {
     let path = json_lines(&out)[0]["path"].as_str().unwrap().to_string();
     assert!(path.starts_with(path_str(&inst)), "{path}");
 
+    // The installation's own default.toml applies when it exists: edits take effect.
+    let edited = boneage::config::DEFAULT_TOML.replace(
+        "path = \"../models/boneage-lite0.onnx\"",
+        "path = \"../models/edited.onnx\"",
+    );
+    std::fs::write(inst.join("firmware-config/default.toml"), edited).unwrap();
+    let out = run(&bin.join("boneage"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("edited.onnx"), "{}", stderr(&out));
+    std::fs::remove_file(inst.join("firmware-config/default.toml")).unwrap();
+
     // A bare binary (no firmware-config/ beside it) keeps looking under the working
     // directory, and says how to point it at a model.
     std::fs::remove_dir(inst.join("firmware-config")).unwrap();

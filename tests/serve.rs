@@ -210,6 +210,18 @@ fn protocol_over_tcp() {
 }
 
 #[test]
+fn analyze_folder_reaching_the_hot_folder_by_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("inbox"), dir.path().join("req")).unwrap();
+    config.protocol.allowed_dirs = vec![dir.path().join("req")];
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = boneage::serve::run(&config, stop, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("overlaps it") && err.contains("req"), "{err}");
+}
+
+#[test]
 fn loopback_checks_a_token_it_is_sent() {
     // Loopback needs no AUTH, but a wrong token must not be confirmed.
     let server = start(|c| c.tcp.token = "s3cret".into());

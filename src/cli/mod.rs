@@ -28,9 +28,9 @@ pub const EXIT_USAGE: u8 = 2;
     disable_version_flag = true
 )]
 struct Cli {
-    /// Configuration file (default: the built-in firmware-config/default.toml, with its
-    /// relative paths taken from the binary's folder when that holds firmware-config/, as in
-    /// an installation, else from the working directory)
+    /// Configuration file (default: firmware-config/default.toml in the binary's folder when
+    /// that holds firmware-config/, as in an installation, else in the working directory;
+    /// where that file is missing, the built-in copy of it)
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// ONNX model file (overrides [model] path)
@@ -72,7 +72,17 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
-        None => Config::builtin_in(&install_root())?,
+        None => {
+            // An edited default.toml of the installation is what its owner expects to apply;
+            // the compiled-in copy serves only where there is no file.
+            let root = install_root();
+            let file = root.join("firmware-config").join("default.toml");
+            if file.is_file() {
+                Config::load(&file)?
+            } else {
+                Config::builtin_in(&root)?
+            }
+        }
     };
     if let Some(model) = &cli.model {
         config.model.path = model.clone();

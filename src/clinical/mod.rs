@@ -122,8 +122,8 @@ pub fn assess(
             if sds.abs() > IMPLAUSIBLE_SDS {
                 a.warnings.push(format!(
                     "SDS {sds:+.1} is implausible (beyond ±{IMPLAUSIBLE_SDS:.0}): check the \
-                     chronological age, {ca:.1} months ({}); a bare number is read as months, \
-                     write 10y for ten years",
+                     chronological age used, {ca:.1} months ({}): the right patient, and the \
+                     unit (a bare number given as the age is months; 10y is ten years)",
                     crate::report::Age::from_months(ca).map_or(String::new(), |a| a.to_string())
                 ));
             }

@@ -130,6 +130,12 @@ pub fn check_target(path: &Path) -> Result<(), DocumentError> {
     if !matches!(ext.as_deref(), Some("pdf" | "png")) {
         return Err(DocumentError::Format { path: path.to_path_buf() });
     }
+    if path.is_dir() {
+        return Err(DocumentError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a folder"),
+        });
+    }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(DocumentError::Write {

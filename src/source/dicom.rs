@@ -92,15 +92,25 @@ fn chronological_age(
     exam: Option<&str>,
 ) -> (Option<Age>, Vec<String>) {
     let mut notes = Vec::new();
-    let stated_age = stated.and_then(|s| {
-        let parsed = parse_age_string(s);
-        if parsed.is_none() {
+    let stated_age = stated.and_then(|s| match parse_age_string(s) {
+        Some(Ok(age)) => Some(age),
+        Some(Err(months)) => {
             notes.push(format!(
-                "the file's PatientAge {s:?} is not a usable DICOM age (nnnD/W/M/Y, under \
-                 {MAX_AGE_MONTHS:.0} months) and was ignored; give the age with --age if it matters"
+                "the file's PatientAge {s} ({:.1} years) is outside the 0-{:.0} years this \
+                 reading covers; no chronological age was taken from it: check that this is a \
+                 child's radiograph and the right patient",
+                months / 12.0,
+                MAX_AGE_MONTHS / 12.0
             ));
+            None
         }
-        parsed
+        None => {
+            notes.push(format!(
+                "the file's PatientAge {s:?} is not a DICOM age string (nnnD, nnnW, nnnM or \
+                 nnnY) and was ignored; give the age with --age if it matters"
+            ));
+            None
+        }
     });
     let dated = match (birth, exam) {
         (Some(b), Some(e)) => match months_between_dates(b, e) {
@@ -152,8 +162,9 @@ fn chronological_age(
     (dated.or(stated_age), notes)
 }
 
-/// DICOM AS value: `nnnD`, `nnnW`, `nnnM` or `nnnY`.
-fn parse_age_string(s: &str) -> Option<Age> {
+/// DICOM AS value: `nnnD`, `nnnW`, `nnnM` or `nnnY`; `Some(Err(months))` when well formed
+/// but outside the ages a reading covers.
+fn parse_age_string(s: &str) -> Option<Result<Age, f64>> {
     if s.len() != 4 {
         return None;
     }
@@ -165,7 +176,7 @@ fn parse_age_string(s: &str) -> Option<Age> {
         "Y" => n * 12.0,
         _ => return None,
     };
-    Age::from_months(months).ok()
+    Some(Age::from_months(months).map_err(|_| months))
 }
 
 #[cfg(test)]
@@ -174,9 +185,11 @@ mod tests {
 
     #[test]
     fn age_strings() {
-        assert_eq!(parse_age_string("010Y").map(|a| a.months()), Some(120.0));
-        assert_eq!(parse_age_string("018M").map(|a| a.months()), Some(18.0));
-        assert!((parse_age_string("030D").unwrap().months() - 0.9856).abs() < 1e-3);
+        let months = |s| parse_age_string(s).map(|r| r.map(Age::months));
+        assert_eq!(months("010Y"), Some(Ok(120.0)));
+        assert_eq!(months("018M"), Some(Ok(18.0)));
+        assert_eq!(months("044Y"), Some(Err(528.0)));
+        assert!((parse_age_string("030D").unwrap().unwrap().months() - 0.9856).abs() < 1e-3);
         assert_eq!(parse_age_string("10Y"), None);
         assert_eq!(parse_age_string("010X"), None);
     }
@@ -201,7 +214,8 @@ mod tests {
             (None, Some("19800101"), Some("20240701"), "44.5 years"),
             (None, Some("20240801"), Some("20240701"), "after its exam date"),
             (None, Some("2013-01-01"), Some("20240701"), "not a YYYYMMDD date"),
-            (Some("040Y"), None, None, "not a usable DICOM age"),
+            (Some("040Y"), None, None, "040Y (40.0 years) is outside"),
+            (Some("10Y"), None, None, "not a DICOM age string"),
         ] {
             let (m, notes) = months(chronological_age(stated, birth, exam));
             assert_eq!(m, None);

@@ -55,19 +55,38 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
 }
 
 /// A 16-bit grey image in `[0, 1]`, scaled by the smallest `2^n - 1` (n from 8 to 16) that
-/// holds its brightest pixel. Detectors deliver 10 to 14 bits, and many exports store them
-/// unscaled in a 16-bit PNG or TIFF; divided by 65535 such an image is nearly black and
-/// would be refused as uniform (or read wrongly). A full-range 16-bit image (brightest pixel
-/// at or above 32768) is divided by 65535 as before, and 8-bit data stored in 16 bits gets
-/// exactly its 8-bit reading.
+/// holds all but its brightest [`BITS_IGNORE_FRACTION`] of pixels; those few are clipped to
+/// 1. Detectors deliver 10 to 14 bits, and many exports store them unscaled in a 16-bit
+/// PNG or TIFF; divided by 65535 such an image is nearly black and would be refused as
+/// uniform (or read wrongly). Looking past the brightest pixels keeps a burnt-in white
+/// label or a single hot pixel from deciding the scale. A full-range 16-bit image is
+/// divided by 65535 as before, and 8-bit data stored in 16 bits gets its 8-bit reading.
 fn gray16_by_bits_used(g: &image::ImageBuffer<image::Luma<u16>, Vec<u16>>) -> GrayImage {
-    let max = g.pixels().map(|p| p[0]).max().unwrap_or(0);
-    let bits = (16 - max.leading_zeros()).max(8);
+    let mut histogram = vec![0u32; 1 << 16];
+    for p in g.pixels() {
+        histogram[usize::from(p[0])] += 1;
+    }
+    let total = u64::from(g.width()) * u64::from(g.height());
+    let allowed = (total as f64 * BITS_IGNORE_FRACTION) as u64;
+    let mut above = 0u64;
+    let mut top = 0u16;
+    for value in (0..=u16::MAX).rev() {
+        above += u64::from(histogram[usize::from(value)]);
+        if above > allowed {
+            top = value;
+            break;
+        }
+    }
+    let bits = (16 - top.leading_zeros()).max(8);
     let scale = f32::from(u16::MAX >> (16 - bits));
     GrayImage::from_fn(g.width(), g.height(), |x, y| {
-        image::Luma([f32::from(g.get_pixel(x, y)[0]) / scale])
+        image::Luma([(f32::from(g.get_pixel(x, y)[0]) / scale).min(1.0)])
     })
 }
+
+/// Share of the brightest pixels [`gray16_by_bits_used`] ignores when it finds the bit
+/// depth: room for a white label (a few thousand pixels of a radiograph).
+const BITS_IGNORE_FRACTION: f64 = 0.005;
 
 /// Refuses images over [`MAX_PIXELS`], naming the size.
 pub(crate) fn check_pixels(path: &Path, width: u32, height: u32) -> Result<(), SourceError> {
@@ -182,6 +201,14 @@ mod tests {
         assert_eq!(top(65535), 1.0);
         assert_eq!(top(40000), 40000.0 / 65535.0, "full-range 16-bit is unchanged");
         assert_eq!(top(0), 0.0);
+        // 12-bit data with a small burnt-in white label (0.2% of pixels at 65535): still
+        // 12-bit, the label clipped to white.
+        let labelled = image::ImageBuffer::from_fn(100, 100, |x, y| {
+            image::Luma([if x < 2 && y < 10 { 65535 } else { ((x + y) * 20) as u16 }])
+        });
+        let g = gray16_by_bits_used(&labelled);
+        assert_eq!(g.get_pixel(99, 99)[0], 3960.0 / 4095.0);
+        assert_eq!(g.get_pixel(0, 0)[0], 1.0);
     }
 
     #[test]
