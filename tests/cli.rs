@@ -479,10 +479,8 @@ fn installed_binary_finds_its_model_from_any_directory() {
     assert!(path.starts_with(path_str(&inst)), "{path}");
 
     // The installation's own default.toml applies when it exists: edits take effect.
-    let edited = boneage::config::DEFAULT_TOML.replace(
-        "path = \"../models/boneage-lite0.onnx\"",
-        "path = \"../models/edited.onnx\"",
-    );
+    let edited = boneage::config::DEFAULT_TOML
+        .replace("path = \"../models/boneage-lite0.onnx\"", "path = \"../models/edited.onnx\"");
     std::fs::write(inst.join("firmware-config/default.toml"), edited).unwrap();
     let out = run(&bin.join("boneage"));
     assert_eq!(out.status.code(), Some(2));

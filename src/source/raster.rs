@@ -55,8 +55,8 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
 }
 
 /// A 16-bit grey image in `[0, 1]`, scaled by the smallest `2^n - 1` (n from 8 to 16) that
-/// holds all but its brightest [`BITS_IGNORE_FRACTION`] of pixels; those few are clipped to
-/// 1. Detectors deliver 10 to 14 bits, and many exports store them unscaled in a 16-bit
+/// holds all but its brightest [`BITS_IGNORE_FRACTION`] of pixels, which are clipped to
+/// white. Detectors deliver 10 to 14 bits, and many exports store them unscaled in a 16-bit
 /// PNG or TIFF; divided by 65535 such an image is nearly black and would be refused as
 /// uniform (or read wrongly). Looking past the brightest pixels keeps a burnt-in white
 /// label or a single hot pixel from deciding the scale. A full-range 16-bit image is
