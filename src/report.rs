@@ -16,6 +16,22 @@ use crate::source::Radiograph;
 /// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
 pub const MAX_AGE_MONTHS: f64 = 252.0;
 
+/// Longest patient or exam id accepted (DICOM LO is 64 characters): a longer one is a
+/// paste error, and would push the reading off a one-page report.
+pub const MAX_EXAM_ID_CHARS: usize = 64;
+
+/// Checks a patient or exam id as typed (`--id`, `id=`, a sidecar's `"id"`).
+///
+/// # Errors
+/// [`ParseError::ExamId`] when longer than [`MAX_EXAM_ID_CHARS`] or holding control
+/// characters.
+pub fn parse_exam_id(s: &str) -> Result<String, ParseError> {
+    if s.chars().count() > MAX_EXAM_ID_CHARS || s.chars().any(char::is_control) {
+        return Err(ParseError::ExamId(s.chars().take(20).collect()));
+    }
+    Ok(s.to_string())
+}
+
 /// Patient sex, the second model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +67,8 @@ pub enum ParseError {
     AgeSyntax(String),
     #[error("age {0:.1} months is out of range: expected 0 to {MAX_AGE_MONTHS} months")]
     AgeRange(f64),
+    #[error("invalid id starting {0:?}: at most {MAX_EXAM_ID_CHARS} printable characters")]
+    ExamId(String),
 }
 
 impl FromStr for Sex {
@@ -230,7 +248,8 @@ impl Reading {
             c.model_id(),
         )
         .with_view_spread(estimate.view_spread_months, c.view_spread)
-        .with_assessment(assessment))
+        .with_assessment(assessment)
+        .with_category_check(thresholds))
     }
 
     pub fn new(
@@ -291,10 +310,38 @@ impl Reading {
         };
         self.warnings.push(format!(
             "the test-time views of this image disagree (SD {sd:.1} months; flagged from \
-             {:.2}): the reading is less reliable than most and {interval}; check that the \
+             {:.2} months): the reading is less reliable than most and {interval}; check that the \
              image is the original radiograph (not a JPEG copy, screenshot or photo of a \
              screen), well exposed and showing the whole hand, and review the reading",
             rule.warn_from_months
+        ));
+        self
+    }
+
+    /// Warns when the bone age's 95% interval reaches back across the threshold behind a
+    /// delayed or advanced category: the model's own error (MAE about 8 months) is close to
+    /// one SD of the reference, so such a label is not established by the reading alone and
+    /// could start a work-up.
+    pub fn with_category_check(mut self, t: Thresholds) -> Reading {
+        let (Some(category), Some(sd), Some(ca), Some(hw)) =
+            (self.category, self.sd_months, self.chronological_age_months, self.interval95_months)
+        else {
+            return self;
+        };
+        let ba = self.bone_age_months;
+        let (lo, hi) = ((ba - hw - ca) / sd, (ba + hw - ca) / sd);
+        let threshold = match category {
+            Category::Delayed if hi >= t.delayed_below_sds => t.delayed_below_sds,
+            Category::Advanced if lo <= t.advanced_above_sds => t.advanced_above_sds,
+            _ => return self,
+        };
+        self.warnings.push(format!(
+            "the category \"{}\" is uncertain: over the bone age's 95% interval ({:.0}-{:.0} \
+             months) the SDS runs from {lo:+.1} to {hi:+.1}, across the {threshold:+.1} \
+             threshold; read it together with the interval, not as a finding on its own",
+            category.as_str(),
+            (ba - hw).max(0.0),
+            ba + hw
         ));
         self
     }
@@ -318,7 +365,7 @@ impl fmt::Display for Reading {
         }
         write!(f, "{}: bone age {:.1} months ({ba})", self.image, self.bone_age_months)?;
         if let Some(hw) = self.interval95_months {
-            write!(f, " ±{hw:.1} (95%)")?;
+            write!(f, " ±{hw:.1} months (95%)")?;
         }
         write!(f, ", {}", self.sex)?;
         if let (Some(ca), Some(d)) = (self.chronological_age_months, self.difference_months) {
@@ -392,6 +439,32 @@ mod tests {
         assert_eq!(r.warnings.len(), 1);
         let r = Reading::new("x".into(), Sex::Male, 120.0, None, None, (1.0, 228.0), "m".into());
         assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_category_inside_the_interval_is_called_uncertain() {
+        let t = Thresholds::default();
+        let reading = |ba: f64, hw: f64| {
+            let r = Reading::new(
+                "x".into(),
+                Sex::Male,
+                ba,
+                Some(hw),
+                Age::from_months(120.0).ok(),
+                (1.0, 228.0),
+                "m".into(),
+            );
+            r.with_assessment(clinical::assess(Sex::Male, ba, Some(120.0), None, t))
+                .with_category_check(t)
+        };
+        // Boy, CA 10 y (SD 9.79): BA 95 is SDS -2.55, delayed; ±20 months reaches SDS -0.5.
+        let r = reading(95.0, 20.0);
+        assert_eq!(r.category, Some(Category::Delayed));
+        assert!(r.warnings[0].contains("\"delayed\" is uncertain"), "{:?}", r.warnings);
+        // BA 75 is SDS -4.6; ±20 months reaches only -2.55: delayed either way, no warning.
+        assert!(reading(75.0, 20.0).warnings.is_empty(), "{:?}", reading(75.0, 20.0).warnings);
+        // Normal readings are never flagged.
+        assert!(reading(125.0, 20.0).warnings.is_empty());
     }
 
     #[test]

@@ -156,6 +156,11 @@ pub fn run(
     for t in threads {
         let _ = t.join();
     }
+    // The last result must not stay on the screen as if it were current.
+    service.show(&Screen::Error {
+        what: "Stopped: no current result".into(),
+        action: "restart the service (or the unit) to analyse radiographs".into(),
+    });
     log::info!("stopped");
     Ok(())
 }

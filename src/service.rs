@@ -353,7 +353,11 @@ impl Service {
                     interval95_months: reading.interval95_months,
                     chronological_age_months: reading.chronological_age_months,
                     difference_months: reading.difference_months,
-                    category: reading.category.map(|c| c.as_str().to_string()),
+                    // With its SDS: a bare "delayed" gives no idea how far from the line.
+                    category: reading.category.map(|c| match reading.sds {
+                        Some(sds) => format!("SDS {sds:+.2}: {}", c.as_str()),
+                        None => c.as_str().to_string(),
+                    }),
                     patient_id: radiograph.patient.patient_id,
                     exam_id: record.exam_id.clone(),
                     thumbnail: Some(radiograph.pixels),
@@ -404,7 +408,8 @@ impl Service {
             self.thresholds,
         )
         .map_err(|e| format!("{}: {e}", req.path.display()))?;
-        reading.warnings.extend(notes);
+        // Doubts about the patient facts come first: they can make the whole reading wrong.
+        reading.warnings.splice(0..0, notes);
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
         rec.view_spread_months = reading.view_spread_months;

@@ -55,6 +55,29 @@ fn screens() -> Vec<(&'static str, Screen)> {
         ("analysing", Screen::Analysing { source: "/var/lib/boneage/inbox/10022.png".into() }),
         ("result", Screen::Result(Box::new(result_view()))),
         (
+            // More warnings than fit, no id: the first ones shortened, the rest counted.
+            "result-warnings",
+            Screen::Result(Box::new(ResultView {
+                patient_id: None,
+                exam_id: None,
+                category: Some("SDS -2.44: delayed".into()),
+                warnings: vec![
+                    "sex female was given but the file says male (PatientSex): the reading \
+                     uses female; check that this is the right patient"
+                        .into(),
+                    "chronological age 0 y 10 m was given but the file says 11 y 6 m: the \
+                     reading uses 0 y 10 m; check that this is the right patient"
+                        .into(),
+                    "the category \"delayed\" is uncertain: over the bone age's 95% interval \
+                     (110-139 months) the SDS runs from -3.1 to -0.9"
+                        .into(),
+                    "the test-time views of this image disagree (SD 5.0 months)".into(),
+                    "no adult height prediction: the chronological age is needed".into(),
+                ],
+                ..result_view()
+            })),
+        ),
+        (
             "error",
             Screen::Error {
                 what: "Cannot read /var/lib/boneage/inbox/scan-0042.dcm: no PatientSex tag".into(),

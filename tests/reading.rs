@@ -238,7 +238,7 @@ fn pdf_and_png_reports() {
         v["category"].as_str().unwrap().to_string(),
         format!("{:.1}", v["interval95_months"].as_f64().unwrap()),
         "124.0 months".to_string(),
-        "not a diagnosis".to_string(),
+        "Not a certified medical device.".to_string(),
         "boneage-lite0 v".to_string(),
         sex_of(male).to_string(),
     ] {

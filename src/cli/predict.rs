@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, value_name = "CM", value_parser = |s: &str| clinical::parse_height_cm(s))]
     height: Option<f64>,
     /// Patient or exam id for the report (overrides DICOM PatientID / AccessionNumber)
-    #[arg(long)]
+    #[arg(long, value_parser = |s: &str| boneage::report::parse_exam_id(s))]
     id: Option<String>,
     /// Write a one-page report for the (single) image: FILE.pdf or FILE.png
     #[arg(long, value_name = "FILE")]
@@ -121,7 +121,8 @@ fn analyse(
         config.reading.thresholds(),
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
-    reading.warnings.extend(notes);
+    // Doubts about the patient facts come first: they can make the whole reading wrong.
+    reading.warnings.splice(0..0, notes);
     let p = &radiograph.patient;
     reading.id = args.id.clone().or_else(|| p.patient_id.clone()).or_else(|| p.accession.clone());
     Ok((reading, radiograph))

@@ -118,15 +118,18 @@ pub fn assess(
             let sds = (bone_age_months - ca) / sd;
             a.sd_months = Some(sd);
             a.sds = Some(sds);
-            a.category = Some(Category::from_sds(sds, thresholds));
             if sds.abs() > IMPLAUSIBLE_SDS {
+                // Most likely a wrong age: no category or adult height is read into it.
                 a.warnings.push(format!(
-                    "SDS {sds:+.1} is implausible (beyond ±{IMPLAUSIBLE_SDS:.0}): check the \
-                     chronological age used, {ca:.1} months ({}): the right patient, and the \
-                     unit (a bare number given as the age is months; 10y is ten years)",
+                    "SDS {sds:+.1} is implausible (beyond ±{IMPLAUSIBLE_SDS:.0}), so no category \
+                     or adult height is given: check the chronological age used, {ca:.1} months \
+                     ({}): the right patient, and the unit (a bare number given as the age is \
+                     months; 10y is ten years)",
                     crate::report::Age::from_months(ca).map_or(String::new(), |a| a.to_string())
                 ));
+                return a;
             }
+            a.category = Some(Category::from_sds(sds, thresholds));
         }
         None => {
             let (lo, hi) = greulich_pyle::range_months(sex);
@@ -273,9 +276,11 @@ mod tests {
     #[test]
     fn implausible_inputs_are_flagged_not_hidden() {
         let t = Thresholds::default();
-        // "--age 10" read as 10 months for a bone age of 7 years: SDS far beyond 5.
-        let a = assess(Sex::Female, 92.0, Some(10.0), None, t);
+        // "--age 10" read as 10 months for a bone age of 7 years: SDS far beyond 5; no
+        // category and no adult height are read into it.
+        let a = assess(Sex::Female, 92.0, Some(10.0), Some(140.0), t);
         assert!(a.sds.unwrap() > IMPLAUSIBLE_SDS, "{a:?}");
+        assert_eq!((a.category, a.adult_height), (None, None));
         assert!(a.warnings.iter().any(|w| w.contains("implausible") && w.contains("10y")), "{a:?}");
         // A height in inches (55) for a 10-year-old: the prediction is kept but questioned.
         let a = assess(Sex::Male, 120.0, Some(120.0), Some(55.0), t);

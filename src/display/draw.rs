@@ -271,6 +271,8 @@ where
     }
 
     let mut col = Column::new(text_area);
+    // The last row of the text column always says what the number is (and is not).
+    col.reserve_bottom(layout.body.line_height());
     let width = text_area.size.width;
     col.line(target, layout.body, DIM, "Bone age")?;
     let months = view.bone_age_months;
@@ -303,11 +305,50 @@ where
     if let Some(id) = &view.exam_id {
         col.line(target, layout.body, DIM, &format!("Exam: {id}"))?;
     }
-    if !view.warnings.is_empty() {
-        col.gap(layout.body.line_height() / 2);
+    if view.patient_id.is_none() && view.exam_id.is_none() {
+        // Said, not left out: a screen without an id must not pass for the next patient's.
+        col.line(target, layout.body, DIM, "Patient / exam: not given")?;
     }
-    for warning in &view.warnings {
-        col.wrapped(target, layout.body, WARNING, &format!("! {warning}"), usize::MAX)?;
+    draw_warnings(target, layout, &mut col, &view.warnings)?;
+    col.release_bottom();
+    let full = "Not a certified medical device";
+    let fits = layout.body.chars_in(width) >= full.chars().count();
+    col.bottom_line(
+        target,
+        layout.body,
+        DIM,
+        if fits { full } else { "Decision aid, not certified" },
+    )
+}
+
+/// The warnings, most important first (the caller's order), each shortened to its share of
+/// the rows left; those that find no row are counted in a last line rather than dropped
+/// in silence.
+fn draw_warnings<D>(
+    target: &mut D,
+    layout: &Layout,
+    col: &mut Column,
+    warnings: &[String],
+) -> Result<(), D::Error>
+where
+    D: DrawTarget<Color = Rgb888>,
+{
+    if warnings.is_empty() {
+        return Ok(());
+    }
+    col.gap(layout.body.line_height() / 2);
+    for (i, warning) in warnings.iter().enumerate() {
+        let left = warnings.len() - i;
+        let rows = col.lines_left(layout.body);
+        // Keep a row for the "+N more" line unless this is the last warning, and leave
+        // each later warning at least two rows.
+        let room = if left > 1 { rows.saturating_sub(1) } else { rows };
+        if room == 0 {
+            let more = format!("! +{left} more warnings (report, HISTORY)");
+            return col.line(target, layout.body, WARNING, &more);
+        }
+        let share = if left > 1 { (room / left).max(2) } else { room };
+        col.wrapped(target, layout.body, WARNING, &format!("! {warning}"), share.min(room))?;
     }
     Ok(())
 }

@@ -15,8 +15,9 @@ use crate::report::{Age, Reading};
 use crate::source::GrayImage;
 
 /// Said on every report, because the program is not a certified medical device.
-pub const DISCLAIMER: &str = "Decision support for a qualified clinician. This is not a diagnosis: \
-     the bone age is a model estimate and must be reviewed against the radiograph and the clinical picture.";
+pub const DISCLAIMER: &str = "Not a certified medical device. Decision support for a qualified \
+     clinician. This is not a diagnosis: the bone age is a model estimate and must be reviewed \
+     against the radiograph and the clinical picture.";
 
 /// Largest thumbnail side (pixels) on the page.
 pub const THUMBNAIL_MAX_PX: u32 = 240;
@@ -259,7 +260,7 @@ mod tests {
             "124.0 months",
             "+/- 12.5",
             "SDS: +1.01: normal",
-            "not a diagnosis",
+            "Not a certified medical device.",
             "Predicted adult height",
             "Bayley-Pinneau",
         ] {

@@ -65,8 +65,6 @@ pub const COMMANDS: &[CommandSpec] = &[
 
 /// Largest `HISTORY limit=`.
 pub const MAX_HISTORY: usize = 100;
-/// Longest accepted exam id (characters).
-pub const MAX_EXAM_ID_CHARS: usize = 64;
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,17 +157,12 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
                 ),
                 None => None,
             };
-            let exam_id = args.take("id");
-            if let Some(id) = &exam_id {
-                if id.chars().count() > MAX_EXAM_ID_CHARS || id.chars().any(char::is_control) {
-                    return Err(bad(
-                        "id",
-                        &format!(
-                            "exam id must be at most {MAX_EXAM_ID_CHARS} printable characters"
-                        ),
-                    ));
+            let exam_id = match args.take("id") {
+                Some(id) => {
+                    Some(crate::report::parse_exam_id(&id).map_err(|e| bad("id", &e.to_string()))?)
                 }
-            }
+                None => None,
+            };
             let path = args.take("path");
             if let Some(source) = args.take("source") {
                 if !source.eq_ignore_ascii_case("camera") || path.is_some() {

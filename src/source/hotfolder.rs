@@ -339,7 +339,13 @@ pub fn read_sidecar(image: &Path) -> Result<SidecarInfo, String> {
             Some(cm)
         }
     };
-    Ok(SidecarInfo { sex, age, height_cm, exam_id: raw.id })
+    let exam_id = match raw.id {
+        Some(id) => Some(
+            crate::report::parse_exam_id(&id).map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(SidecarInfo { sex, age, height_cm, exam_id })
 }
 
 #[cfg(test)]
