@@ -237,8 +237,18 @@ fn shutdown_waits_for_the_analysis_in_progress() {
     let img = server.dir.path().join("allowed/t.png");
     copy_fixture(5, &img);
     let mut c = Client::connect(server.addr);
+    assert_eq!(c.send("PING")["reply"], "pong", "the connection is being served");
     c.writer.write_all(format!("ANALYZE sex=m path={}\n", img.display()).as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // Stop once the analysis has started (a request not yet read is not answered, by
+    // design): a second client watches STATUS.
+    let mut watch = Client::connect(server.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watch.send("STATUS")["state"] != "analysing"
+        && server.store().count().unwrap() == 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     // As SIGTERM does: set the flag, and the service returns only when it is safe to exit.
     server.stop.store(true, Ordering::Relaxed);
     server.thread.take().unwrap().join().unwrap();
