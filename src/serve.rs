@@ -19,7 +19,7 @@ use crate::display::{Display, Screen};
 use crate::model::{Model, ModelError};
 use crate::protocol::{self, codes, ConnectionLimits, ProtocolError, Session};
 use crate::service::{Request, Service, ServiceError};
-use crate::source::hotfolder::{self, HotFolder, HotFolderError};
+use crate::source::hotfolder::{self, HotFolder, HotFolderError, SidecarInfo};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -194,8 +194,11 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
         if shutdown.load(Ordering::Relaxed) {
             return;
         }
-        let side = hotfolder::read_sidecar(&path);
-        let facts = side.clone().unwrap_or_default();
+        // A bad sidecar is stored as this file's failure, under the same request label.
+        let (facts, sidecar_error) = match hotfolder::read_sidecar(&path) {
+            Ok(facts) => (facts, None),
+            Err(message) => (SidecarInfo::default(), Some(message)),
+        };
         let req = Request {
             path: path.clone(),
             via: "hot-folder".into(),
@@ -206,9 +209,9 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             once: true,
         };
         hf.begin(&path);
-        let outcome = match side {
-            Ok(_) => service.analyze(&req),
-            Err(message) => service.reject(&req, message),
+        let outcome = match sidecar_error {
+            None => service.analyze(&req),
+            Some(message) => service.reject(&req, message),
         };
         let failure = match outcome {
             Ok(r) => {
@@ -309,11 +312,9 @@ fn refuse(mut stream: TcpStream, max: usize) {
         format!("too many connections (limit {max}); try again later"),
     )
     .to_reply();
-    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
-    line.push(b'\n');
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(&line).is_err() {
+    if stream.write_all(&protocol::reply_line(&reply)).is_err() {
         return;
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);

@@ -111,9 +111,15 @@ pub fn serve_connection<R: BufRead, W: Write>(
         };
         line.clear();
         too_long = false;
-        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        out.push(b'\n');
-        writer.write_all(&out)?;
+        writer.write_all(&reply_line(&reply))?;
         writer.flush()?;
     }
+}
+
+/// One reply as it goes on the wire: compact JSON and a newline, written with one call so a
+/// peer never sees half a line.
+pub fn reply_line(reply: &serde_json::Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    out.push(b'\n');
+    out
 }

@@ -8,7 +8,7 @@
 mod connection;
 mod execute;
 
-pub use connection::{serve_connection, ConnectionLimits, LineError};
+pub use connection::{reply_line, serve_connection, ConnectionLimits, LineError};
 pub use execute::{execute, Session};
 
 use serde_json::{json, Value};

@@ -131,7 +131,9 @@ impl HotFolder {
             }
         }
         for (path, meta) in &images {
-            if self.attempts(path) >= MAX_ATTEMPTS {
+            // Counters only grow when a process dies, so a file's first sighting by this
+            // process (a restart) is the one time to look: no read per file per poll.
+            if !self.seen.contains_key(path) && self.attempts(path) >= MAX_ATTEMPTS {
                 let why = format!(
                     "the service stopped {MAX_ATTEMPTS} times while analysing this file (out of \
                      memory, a crash or power loss); it was set aside so the other files go on: \
