@@ -178,6 +178,70 @@ fn days_from_civil(s: &str) -> Option<i64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
+/// Where a reading's chronological age came from. The SDS and category are only as good
+/// as that age, so the reader is told: a DICOM PatientAge is whole years rounded down and
+/// can be 11 months short, while birth and exam dates are exact to the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgeSource {
+    /// Typed by the operator: `--age`, `age=` in ANALYZE, a sidecar's `"age"`.
+    Given,
+    /// The file's PatientBirthDate and exam date (StudyDate, else AcquisitionDate or
+    /// ContentDate).
+    FileDates,
+    /// The file's PatientAge, counted in whole units.
+    FilePatientAge,
+}
+
+impl AgeSource {
+    /// The stored and JSON form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgeSource::Given => "given",
+            AgeSource::FileDates => "file_dates",
+            AgeSource::FilePatientAge => "file_patient_age",
+        }
+    }
+
+    /// How the report says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AgeSource::Given => "as given",
+            AgeSource::FileDates => "from the birth and exam dates in the file",
+            AgeSource::FilePatientAge => {
+                "from PatientAge in the file (whole units, rounded down: can be up to a unit short)"
+            }
+        }
+    }
+}
+
+/// A `YYYYMMDD` date as `YYYY-MM-DD`, or `None` when it is not a real calendar date.
+pub fn iso_date(yyyymmdd: &str) -> Option<String> {
+    let s = yyyymmdd.trim();
+    days_from_civil(s)?;
+    Some(format!("{}-{}-{}", &s[0..4], &s[4..6], &s[6..8]))
+}
+
+/// Why a radiograph could not be read into a [`Reading`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadingError {
+    /// Neither the request nor the file says the patient's sex; the model needs it and
+    /// the program never guesses it. Callers add how to give it.
+    #[error("patient sex unknown ({})", if *.file_is_dicom { "the file has no usable PatientSex" } else { "image files carry no patient data" })]
+    SexUnknown { file_is_dicom: bool },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// What the operator said about the patient, each overriding the file's tags.
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub sex: Option<Sex>,
+    pub age: Option<Age>,
+    pub height_cm: Option<f64>,
+    pub id: Option<String>,
+}
+
 /// One analysed radiograph as reported to the user.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reading {
@@ -195,6 +259,12 @@ pub struct Reading {
     pub view_spread_months: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chronological_age_months: Option<f64>,
+    /// Where the chronological age came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_source: Option<AgeSource>,
+    /// The exam date in the file (`YYYY-MM-DD`), when it has a valid one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exam_date: Option<String>,
     /// Bone age minus chronological age (months); positive = advanced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub difference_months: Option<f64>,
@@ -214,6 +284,45 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// Reads one radiograph with what the operator gave: sex and age from `given`, else
+    /// from the file (a disagreement between the two is a warning, listed first, as are the
+    /// file's unusable patient tags), the id from `given`, else PatientID or
+    /// AccessionNumber. The one path from a decoded radiograph to a reading for the CLI and
+    /// the service.
+    ///
+    /// # Errors
+    /// [`ReadingError::SexUnknown`] when neither says the sex; [`ReadingError::Model`] when
+    /// inference fails.
+    pub fn of_radiograph(
+        model: &mut Model,
+        image: String,
+        radiograph: &Radiograph,
+        given: &Given,
+        thresholds: Thresholds,
+    ) -> Result<Reading, ReadingError> {
+        let patient = radiograph.patient.resolve(given.sex, given.age);
+        let sex = patient
+            .sex
+            .ok_or(ReadingError::SexUnknown { file_is_dicom: radiograph.format == "DICOM" })?;
+        let mut reading = Reading::from_model(
+            model,
+            image,
+            radiograph,
+            sex,
+            patient.age,
+            given.height_cm,
+            thresholds,
+        )?;
+        // Doubts about the patient facts come first: they can make the whole reading wrong.
+        reading.warnings.splice(0..0, patient.warnings);
+        reading.age_source = patient.age_source;
+        reading.exam_date = radiograph.patient.exam_date.clone();
+        let file = &radiograph.patient;
+        reading.id =
+            given.id.clone().or_else(|| file.patient_id.clone()).or_else(|| file.accession.clone());
+        Ok(reading)
+    }
+
     /// The whole reading of one radiograph: the model's estimate (over its test-time views),
     /// the comparison with the chronological age, SDS, category and adult height. One place
     /// for the CLI and the service, which differ only in where sex, age and height come from.
@@ -277,6 +386,8 @@ impl Reading {
             interval95_months,
             view_spread_months: None,
             chronological_age_months: age.map(Age::months),
+            age_source: None,
+            exam_date: None,
             difference_months: age.map(|a| bone_age_months - a.months()),
             sd_months: None,
             sds: None,
@@ -369,7 +480,14 @@ impl fmt::Display for Reading {
         }
         write!(f, ", {}", self.sex)?;
         if let (Some(ca), Some(d)) = (self.chronological_age_months, self.difference_months) {
-            write!(f, "; chronological {:.1} months ({}), difference {d:+.1} months", ca, Age(ca))?;
+            write!(f, "; chronological {:.1} months ({})", ca, Age(ca))?;
+            if let Some(source) = self.age_source.filter(|s| *s != AgeSource::Given) {
+                write!(f, " {}", source.describe())?;
+            }
+            write!(f, ", difference {d:+.1} months")?;
+        }
+        if let Some(date) = &self.exam_date {
+            write!(f, "; exam {date}")?;
         }
         if let (Some(sd), Some(sds), Some(cat)) = (self.sd_months, self.sds, self.category) {
             write!(f, "; SD {sd:.2} months, SDS {sds:+.2} ({})", cat.as_str())?;

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::display::{Display, ResultView, Screen};
 use crate::model::Model;
 use crate::quality;
-use crate::report::{Age, Reading, Sex};
+use crate::report::{Age, Given, Reading, ReadingError, Sex};
 use crate::source;
 use crate::source::camera::{self, Camera, CameraError, Health};
 use crate::store::{self as store_mod, NewRecord, Record, Store, StoreError};
@@ -358,6 +358,7 @@ impl Service {
                         Some(sds) => format!("SDS {sds:+.2}: {}", c.as_str()),
                         None => c.as_str().to_string(),
                     }),
+                    adult_height_cm: reading.adult_height.map(|h| h.predicted_cm),
                     patient_id: radiograph.patient.patient_id,
                     exam_id: record.exam_id.clone(),
                     thumbnail: Some(radiograph.pixels),
@@ -389,27 +390,30 @@ impl Service {
                 format!("{}: rejected by the quality gate: {why}", req.path.display())
             })?;
         }
-        let (sex, age, notes) = radiograph.patient.resolve(req.sex, req.age);
-        let sex = sex.ok_or_else(|| {
-            format!("{}: patient sex unknown; give sex=male|female", req.path.display())
-        })?;
-        if rec.exam_id.is_none() {
-            rec.exam_id = radiograph.patient.accession.clone();
-        }
-        rec.sex = Some(sex.to_string());
-        rec.age_months = age.map(Age::months);
-        let mut reading = Reading::from_model(
+        let given =
+            Given { sex: req.sex, age: req.age, height_cm: req.height_cm, id: req.exam_id.clone() };
+        let reading = Reading::of_radiograph(
             &mut lock(&self.model),
             req.path.display().to_string(),
             &radiograph,
-            sex,
-            age,
-            req.height_cm,
+            &given,
             self.thresholds,
         )
-        .map_err(|e| format!("{}: {e}", req.path.display()))?;
-        // Doubts about the patient facts come first: they can make the whole reading wrong.
-        reading.warnings.splice(0..0, notes);
+        .map_err(|e| match e {
+            ReadingError::SexUnknown { .. } => {
+                format!("{}: {e}; give sex=male|female", req.path.display())
+            }
+            ReadingError::Model(_) => format!("{}: {e}", req.path.display()),
+        })?;
+        // The store keeps an exam id: the request's, else AccessionNumber (not PatientID,
+        // which the kiosk shows on its own line).
+        if rec.exam_id.is_none() {
+            rec.exam_id.clone_from(&radiograph.patient.accession);
+        }
+        rec.sex = Some(reading.sex.to_string());
+        rec.age_months = reading.chronological_age_months;
+        rec.age_source = reading.age_source.map(|s| s.as_str().to_string());
+        rec.exam_date.clone_from(&reading.exam_date);
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
         rec.view_spread_months = reading.view_spread_months;

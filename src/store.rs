@@ -34,6 +34,12 @@ pub struct Record {
     pub sex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_months: Option<f64>,
+    /// Where `age_months` came from: "given", "file_dates" or "file_patient_age".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_source: Option<String>,
+    /// The exam date in the image file (`YYYY-MM-DD`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exam_date: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bone_age_months: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +77,8 @@ pub struct NewRecord {
     pub exam_id: Option<String>,
     pub sex: Option<String>,
     pub age_months: Option<f64>,
+    pub age_source: Option<String>,
+    pub exam_date: Option<String>,
     pub bone_age_months: Option<f64>,
     pub interval95_months: Option<f64>,
     pub view_spread_months: Option<f64>,
@@ -106,13 +114,15 @@ CREATE TABLE IF NOT EXISTS results (
 
 /// Columns added after the first release: (name, SQL type). Stores written by an older
 /// version get them on open, so their results stay readable.
-const ADDED_COLUMNS: [(&str, &str); 6] = [
+const ADDED_COLUMNS: [(&str, &str); 8] = [
     ("height_cm", "REAL"),
     ("sds", "REAL"),
     ("category", "TEXT"),
     ("adult_height_cm", "REAL"),
     ("warnings", "TEXT"),
     ("view_spread_months", "REAL"),
+    ("age_source", "TEXT"),
+    ("exam_date", "TEXT"),
 ];
 
 impl Store {
@@ -154,9 +164,10 @@ impl Store {
             .execute(
                 "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
                  bone_age_months, interval95_months, model, status, error,
-                 height_cm, sds, category, adult_height_cm, warnings, view_spread_months)
+                 height_cm, sds, category, adult_height_cm, warnings, view_spread_months,
+                 age_source, exam_date)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17)",
+                 ?17, ?18, ?19)",
                 params![
                     created_at,
                     r.source,
@@ -175,6 +186,8 @@ impl Store {
                     r.adult_height_cm,
                     warnings_json(&r.warnings),
                     r.view_spread_months,
+                    r.age_source,
+                    r.exam_date,
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -187,6 +200,8 @@ impl Store {
             exam_id: r.exam_id.clone(),
             sex: r.sex.clone(),
             age_months: r.age_months,
+            age_source: r.age_source.clone(),
+            exam_date: r.exam_date.clone(),
             bone_age_months: r.bone_age_months,
             interval95_months: r.interval95_months,
             view_spread_months: r.view_spread_months,
@@ -276,7 +291,8 @@ impl Store {
 
 const SELECT: &str = "SELECT id, created_at, source, image_sha256, exam_id, sex, age_months,
     bone_age_months, interval95_months, model, status, error,
-    height_cm, sds, category, adult_height_cm, warnings, view_spread_months FROM results";
+    height_cm, sds, category, adult_height_cm, warnings, view_spread_months, age_source,
+    exam_date FROM results";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -301,6 +317,8 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default(),
         view_spread_months: row.get(17)?,
+        age_source: row.get(18)?,
+        exam_date: row.get(19)?,
     })
 }
 

@@ -268,6 +268,11 @@ fn dicom_tags_pixels_inversion_and_rescale() {
     }
     assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(120.0));
     assert!((lines[2]["chronological_age_months"].as_f64().unwrap() - 124.0).abs() < 0.1);
+    // Where the age came from travels with it: whole-year PatientAge or exact dates.
+    assert_eq!(lines[0]["age_source"], "file_patient_age");
+    assert!(lines[0].get("exam_date").is_none(), "{}", lines[0]);
+    assert_eq!(lines[2]["age_source"], "file_dates");
+    assert_eq!(lines[2]["exam_date"], "2024-07-01");
     assert!(stderr(&out).contains("nosex.dcm: patient sex unknown"), "{}", stderr(&out));
 
     // The flag overrides the tag, and the reading says they disagree.
@@ -275,6 +280,7 @@ fn dicom_tags_pixels_inversion_and_rescale() {
     let (_, lines) = predict_json(&[path_str(&plain), "--sex", other, "--age", "60"]);
     assert_eq!(lines[0]["sex"], other);
     assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(60.0));
+    assert_eq!(lines[0]["age_source"], "given");
     let warnings = lines[0]["warnings"].to_string();
     assert!(warnings.contains("the file says") && warnings.contains("PatientSex"), "{warnings}");
     assert!(warnings.contains("chronological age 5 y 0 m was given"), "{warnings}");

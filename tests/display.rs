@@ -29,6 +29,7 @@ fn result_view() -> ResultView {
         chronological_age_months: Some(116.0),
         difference_months: Some(8.4),
         category: Some("within the normal range".into()),
+        adult_height_cm: Some(163.4),
         patient_id: Some("PAT-0001234567".into()),
         exam_id: Some("1.2.840.113619.2.55.3.604688119.969.1268071029.320".into()),
         thumbnail: Some(radiograph.pixels),
@@ -61,6 +62,7 @@ fn screens() -> Vec<(&'static str, Screen)> {
                 patient_id: None,
                 exam_id: None,
                 category: Some("SDS -2.44: delayed".into()),
+                adult_height_cm: None,
                 warnings: vec![
                     "sex female was given but the file says male (PatientSex): the reading \
                      uses female; check that this is the right patient"
@@ -156,6 +158,7 @@ fn degenerate_inputs_draw_without_panicking() {
             chronological_age_months: Some(400.0),
             difference_months: None,
             category: Some(long.clone()),
+            adult_height_cm: Some(1e9),
             patient_id: None,
             exam_id: None,
             thumbnail: Some(boneage::source::GrayImage::new(3000, 1)),

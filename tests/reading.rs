@@ -237,7 +237,7 @@ fn pdf_and_png_reports() {
         format!("{:+.2}", v["sds"].as_f64().unwrap()),
         v["category"].as_str().unwrap().to_string(),
         format!("{:.1}", v["interval95_months"].as_f64().unwrap()),
-        "124.0 months".to_string(),
+        "124.0 months), as given".to_string(),
         "Not a certified medical device.".to_string(),
         "boneage-lite0 v".to_string(),
         sex_of(male).to_string(),
@@ -279,4 +279,19 @@ fn pdf_and_png_reports() {
     // Refused before any analysis: a usage error, not a failed image.
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(".pdf or .png"), "{}", stderr(&out));
+
+    // A folder that exists but takes no files (sysfs refuses even root) is found out before
+    // the analysis too, so no reading is printed and then reported as failed.
+    let out = boneage(&["predict", path_str(&img), "--sex", "f", "--report", "/sys/r.pdf"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/sys/r.pdf"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no reading before the refusal");
+
+    // Written through a temporary file that is renamed: nothing else is left in the folder.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["report.pdf", "report.png"]);
 }

@@ -126,6 +126,7 @@ fn protocol_over_tcp() {
     assert!(r["result"]["bone_age_months"].as_f64().unwrap() > 0.0);
     assert_eq!(r["result"]["exam_id"], "EX-1");
     assert_eq!(r["result"]["age_months"].as_f64(), Some(120.0));
+    assert_eq!(r["result"]["age_source"], "given");
     assert_eq!(r["result"]["image_sha256"].as_str().unwrap().len(), 64);
     // The spread of the test-time views and its warning are stored with the result
     // (fixture 0 is flagged with the shipped model: SD 8.7 months).

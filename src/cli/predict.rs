@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use boneage::config::Config;
 use boneage::document::{self, Sheet};
 use boneage::model::Model;
-use boneage::report::{Age, Reading, Sex};
+use boneage::report::{Age, Given, Reading, ReadingError, Sex};
 use boneage::source::{self, Radiograph};
 use boneage::{clinical, quality};
 
@@ -102,28 +102,19 @@ fn analyse(
         quality::check_radiograph(&radiograph)
             .map_err(|why| format!("{}: rejected by the quality gate: {why}", path.display()))?;
     }
-    let (sex, age, notes) = radiograph.patient.resolve(args.sex, args.age);
-    let sex = sex.ok_or_else(|| {
-        let why = if radiograph.format == "DICOM" {
-            "the file has no usable PatientSex"
-        } else {
-            "image files carry no patient data"
-        };
-        format!("{}: patient sex unknown ({why}); pass --sex male or --sex female", path.display())
-    })?;
-    let mut reading = Reading::from_model(
+    let given = Given { sex: args.sex, age: args.age, height_cm: args.height, id: args.id.clone() };
+    let reading = Reading::of_radiograph(
         model,
         path.display().to_string(),
         &radiograph,
-        sex,
-        age,
-        args.height,
+        &given,
         config.reading.thresholds(),
     )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
-    // Doubts about the patient facts come first: they can make the whole reading wrong.
-    reading.warnings.splice(0..0, notes);
-    let p = &radiograph.patient;
-    reading.id = args.id.clone().or_else(|| p.patient_id.clone()).or_else(|| p.accession.clone());
+    .map_err(|e| match e {
+        ReadingError::SexUnknown { .. } => {
+            format!("{}: {e}; pass --sex male or --sex female", path.display())
+        }
+        ReadingError::Model(_) => format!("{}: {e}", path.display()),
+    })?;
     Ok((reading, radiograph))
 }

@@ -299,6 +299,9 @@ where
     if let Some(category) = &view.category {
         col.wrapped(target, layout.body, HEADLINE, category, 2)?;
     }
+    if let Some(cm) = view.adult_height_cm {
+        col.line(target, layout.body, FOREGROUND, &format!("Adult height: {cm:.1} cm"))?;
+    }
     if let Some(id) = &view.patient_id {
         col.line(target, layout.body, DIM, &format!("Patient: {id}"))?;
     }

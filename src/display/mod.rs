@@ -59,6 +59,8 @@ pub struct ResultView {
     pub difference_months: Option<f64>,
     /// A short judgement of the difference, e.g. `within the normal range`.
     pub category: Option<String>,
+    /// Bayley-Pinneau predicted adult height (cm), when the height was given.
+    pub adult_height_cm: Option<f64>,
     pub patient_id: Option<String>,
     pub exam_id: Option<String>,
     /// The radiograph, grayscale in `[0, 1]`, any size: it is scaled to fit.

@@ -7,6 +7,7 @@
 mod pdf;
 mod png;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
@@ -40,7 +41,7 @@ pub struct Sheet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
-    #[error("cannot write report {}: {source}", path.display())]
+    #[error("cannot write report {}: {source}; choose a folder this user can write to", path.display())]
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot encode report {}: {message}", path.display())]
     Encode { path: PathBuf, message: String },
@@ -58,10 +59,16 @@ impl Sheet {
         row(
             "Chronological age",
             match reading.chronological_age_months {
-                Some(ca) => format!("{} ({ca:.1} months)", age(ca)),
+                Some(ca) => match reading.age_source {
+                    Some(source) => format!("{} ({ca:.1} months), {}", age(ca), source.describe()),
+                    None => format!("{} ({ca:.1} months)", age(ca)),
+                },
                 None => "not given".into(),
             },
         );
+        if let Some(date) = &reading.exam_date {
+            row("Exam date", date.clone());
+        }
         let ba = reading.bone_age_months;
         let mut bone = format!("{} ({ba:.1} months)", age(ba));
         if let Some(hw) = reading.interval95_months {
@@ -147,7 +154,21 @@ pub fn check_target(path: &Path) -> Result<(), DocumentError> {
             ),
         });
     }
-    Ok(())
+    // A folder can exist and still refuse the file (permissions, a read-only mount, a full
+    // disk): create and remove the very temporary file `write` will use.
+    let tmp = temporary_path(path);
+    std::fs::File::create(&tmp)
+        .and_then(|_| std::fs::remove_file(&tmp))
+        .map_err(|source| DocumentError::Write { path: path.to_path_buf(), source })
+}
+
+/// Where [`write`] puts the bytes before renaming them over `path`: a hidden sibling, so the
+/// rename stays on one file system.
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".part");
+    path.with_file_name(name)
 }
 
 /// Writes the report, choosing PDF or PNG by the file extension.
@@ -162,8 +183,19 @@ pub fn write(path: &Path, sheet: &Sheet) -> Result<(), DocumentError> {
             .map_err(|message| DocumentError::Encode { path: path.to_path_buf(), message })?,
         _ => return Err(DocumentError::Format { path: path.to_path_buf() }),
     };
-    std::fs::write(path, bytes)
-        .map_err(|source| DocumentError::Write { path: path.to_path_buf(), source })
+    // Atomically: a failed or interrupted write must not leave half a report under the
+    // name a clinician will open, nor destroy an earlier report of that name.
+    let tmp = temporary_path(path);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|source| DocumentError::Write { path: path.to_path_buf(), source })
 }
 
 fn age(months: f64) -> String {

@@ -15,7 +15,7 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption};
 
 use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
-use crate::report::{months_between_dates, Age, Sex, MAX_AGE_MONTHS};
+use crate::report::{iso_date, months_between_dates, Age, AgeSource, Sex, MAX_AGE_MONTHS};
 
 /// A DICOM Part 10 file has "DICM" after a 128-byte preamble.
 pub(super) fn is_dicom(bytes: &[u8]) -> bool {
@@ -74,7 +74,9 @@ fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
     );
     PatientInfo {
         sex,
-        age,
+        age: age.map(|(age, _)| age),
+        age_source: age.map(|(_, source)| source),
+        exam_date: exam.as_deref().and_then(iso_date),
         patient_id: text(obj, tags::PATIENT_ID),
         accession: text(obj, tags::ACCESSION_NUMBER),
         notes,
@@ -90,7 +92,7 @@ fn chronological_age(
     stated: Option<&str>,
     birth: Option<&str>,
     exam: Option<&str>,
-) -> (Option<Age>, Vec<String>) {
+) -> (Option<(Age, AgeSource)>, Vec<String>) {
     let mut notes = Vec::new();
     let stated_age = stated.and_then(|s| match parse_age_string(s) {
         Some(Ok(age)) => Some(age),
@@ -159,7 +161,10 @@ fn chronological_age(
             ));
         }
     }
-    (dated.or(stated_age), notes)
+    let age = dated
+        .map(|a| (a, AgeSource::FileDates))
+        .or(stated_age.map(|a| (a, AgeSource::FilePatientAge)));
+    (age, notes)
 }
 
 /// DICOM AS value: `nnnD`, `nnnW`, `nnnM` or `nnnY`; `Some(Err(months))` when well formed
@@ -196,7 +201,20 @@ mod tests {
 
     #[test]
     fn dates_win_over_patient_age_and_unusable_ages_are_explained() {
-        let months = |r: (Option<Age>, Vec<String>)| (r.0.map(|a| a.months().round()), r.1);
+        let months = |r: (Option<(Age, AgeSource)>, Vec<String>)| {
+            (r.0.map(|(a, _)| a.months().round()), r.1)
+        };
+        let source = |r: (Option<(Age, AgeSource)>, Vec<String>)| r.0.map(|(_, s)| s);
+        assert_eq!(
+            source(chronological_age(Some("011Y"), Some("20130101"), Some("20240701"))),
+            Some(AgeSource::FileDates)
+        );
+        assert_eq!(
+            source(chronological_age(Some("011Y"), None, None)),
+            Some(AgeSource::FilePatientAge)
+        );
+        assert_eq!(iso_date("20240701").as_deref(), Some("2024-07-01"));
+        assert_eq!(iso_date("20241301"), None);
         // 11 y 6 m by the dates; PatientAge 011Y agrees (whole years) but is coarser.
         let (m, notes) =
             months(chronological_age(Some("011Y"), Some("20130101"), Some("20240701")));

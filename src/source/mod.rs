@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use image::{ImageBuffer, Luma};
 
-use crate::report::{Age, Sex};
+use crate::report::{Age, AgeSource, Sex};
 
 /// Grayscale pixels in `[0, 1]`, row-major; the one image type past this module.
 pub type GrayImage = ImageBuffer<Luma<f32>, Vec<f32>>;
@@ -40,21 +40,31 @@ pub const MAX_DECODE_BYTES: u64 = 384 * 1024 * 1024;
 pub struct PatientInfo {
     pub sex: Option<Sex>,
     pub age: Option<Age>,
+    /// Which tags gave `age`: the dates, or PatientAge.
+    pub age_source: Option<AgeSource>,
+    /// The exam date (`YYYY-MM-DD`), when the file has a valid one.
+    pub exam_date: Option<String>,
     pub patient_id: Option<String>,
     pub accession: Option<String>,
     /// Patient tags that were present but not used, and why: shown with the reading.
     pub notes: Vec<String>,
 }
 
+/// Sex and age for one reading, from what was given and what the file says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub sex: Option<Sex>,
+    pub age: Option<Age>,
+    pub age_source: Option<AgeSource>,
+    /// Disagreements and unusable tags, for the reading's warnings.
+    pub warnings: Vec<String>,
+}
+
 impl PatientInfo {
     /// Sex and age for a reading: what the operator gave wins over the file, but a
     /// disagreement becomes a warning (a wrong patient or a wrong file is the usual cause),
     /// as do the file's own [`notes`](Self::notes).
-    pub fn resolve(
-        &self,
-        sex: Option<Sex>,
-        age: Option<Age>,
-    ) -> (Option<Sex>, Option<Age>, Vec<String>) {
+    pub fn resolve(&self, sex: Option<Sex>, age: Option<Age>) -> Resolved {
         let mut warnings = self.notes.clone();
         if let (Some(given), Some(tagged)) = (sex, self.sex) {
             if given != tagged {
@@ -72,7 +82,8 @@ impl PatientInfo {
                 ));
             }
         }
-        (sex.or(self.sex), age.or(self.age), warnings)
+        let age_source = if age.is_some() { Some(AgeSource::Given) } else { self.age_source };
+        Resolved { sex: sex.or(self.sex), age: age.or(self.age), age_source, warnings }
     }
 }
 
