@@ -239,9 +239,11 @@ fn shutdown_waits_for_the_analysis_in_progress() {
     copy_fixture(5, &img);
     let mut c = Client::connect(server.addr);
     assert_eq!(c.send("PING")["reply"], "pong", "the connection is being served");
-    c.writer.write_all(format!("ANALYZE sex=m path={}\n", img.display()).as_bytes()).unwrap();
-    // Stop once the analysis has started (a request not yet read is not answered, by
-    // design): a second client watches STATUS.
+    // Two more commands behind the analysis, in the same write: received, not yet started.
+    c.writer
+        .write_all(format!("ANALYZE sex=m path={}\nPING\nHISTORY\n", img.display()).as_bytes())
+        .unwrap();
+    // Stop once the analysis has started: a second client watches STATUS.
     let mut watch = Client::connect(server.addr);
     let deadline = Instant::now() + Duration::from_secs(30);
     while watch.send("STATUS")["state"] != "analysing"
@@ -252,11 +254,27 @@ fn shutdown_waits_for_the_analysis_in_progress() {
     }
     // As SIGTERM does: set the flag, and the service returns only when it is safe to exit.
     server.stop.store(true, Ordering::Relaxed);
+    let stopped_mid_analysis = server.store().count().unwrap() == 0;
     server.thread.take().unwrap().join().unwrap();
     assert_eq!(server.store().count().unwrap(), 1, "the result was stored before stopping");
     let mut line = String::new();
     c.reader.read_line(&mut line).unwrap();
     assert!(line.contains("\"ok\":true"), "the client got its reply: {line}");
+    // The commands behind it are answered, not dropped with the connection: refused
+    // without being run when the stop came while the analysis was still running.
+    for command in ["PING", "HISTORY"] {
+        let mut line = String::new();
+        c.reader.read_line(&mut line).unwrap();
+        let reply: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        if stopped_mid_analysis {
+            assert_eq!(code(&reply), "unavailable", "{command}: {line}");
+            assert!(line.contains("send it again"), "{line}");
+        } else {
+            assert!(reply["ok"] == true || code(&reply) == "unavailable", "{command}: {line}");
+        }
+    }
+    let mut rest = String::new();
+    assert_eq!(c.reader.read_line(&mut rest).unwrap(), 0, "then the connection closes: {rest}");
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub fn serve_connection<R: BufRead, W: Write>(
     let mut too_long = false;
     loop {
         if shutdown.load(Ordering::Relaxed) {
-            return Ok(());
+            return refuse_unread(&mut reader, &mut writer, &line);
         }
         let (done, used) = {
             let buf = match reader.fill_buf() {
@@ -116,10 +116,99 @@ pub fn serve_connection<R: BufRead, W: Write>(
     }
 }
 
+/// Most bytes, and lines, still answered at shutdown: a peer streaming commands must not
+/// hold the service up.
+const UNREAD_MAX_BYTES: usize = 64 * 1024;
+const UNREAD_MAX_LINES: usize = 100;
+
+/// At shutdown, answers each complete command the peer has already sent (and this loop not
+/// yet read) with `unavailable`, without running it, so the client knows to send it again
+/// instead of guessing from a closed connection. `partial` is the start of a line read
+/// before the shutdown was seen. Reads only what is there: the first read timeout ends it.
+fn refuse_unread<R: BufRead, W: Write>(
+    reader: &mut R,
+    writer: &mut W,
+    partial: &[u8],
+) -> io::Result<()> {
+    let mut pending = partial.to_vec();
+    while pending.len() < UNREAD_MAX_BYTES {
+        match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => {
+                let n = buf.len();
+                pending.extend_from_slice(buf);
+                reader.consume(n);
+            }
+        }
+    }
+    let commands = pending
+        .split(|&b| b == b'\n')
+        .rev()
+        .skip(1) // what follows the last newline is not a complete line
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count()
+        .min(UNREAD_MAX_LINES);
+    if commands == 0 {
+        return Ok(());
+    }
+    let reply = reply_line(
+        &ProtocolError::new(
+            codes::UNAVAILABLE,
+            "the service is stopping; this command was not run: send it again when the \
+             service is back",
+        )
+        .to_reply(),
+    );
+    for _ in 0..commands {
+        writer.write_all(&reply)?;
+    }
+    writer.flush()
+}
+
 /// One reply as it goes on the wire: compact JSON and a newline, written with one call so a
 /// peer never sees half a line.
 pub fn reply_line(reply: &serde_json::Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     out.push(b'\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replies(out: &[u8]) -> Vec<serde_json::Value> {
+        out.split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn commands_unread_at_shutdown_are_refused_not_dropped() {
+        // Two complete commands (one split across the shutdown), a blank keep-alive, and
+        // the start of a third that never got its newline.
+        let mut reader = io::Cursor::new(b"TUS\r\nANALYZE sex=f path=/x.png\n\n  \nHIST".to_vec());
+        let mut out = Vec::new();
+        refuse_unread(&mut reader, &mut out, b"STA").unwrap();
+        let got = replies(&out);
+        assert_eq!(got.len(), 2, "{got:?}");
+        for r in got {
+            assert_eq!(r["ok"], false);
+            assert_eq!(r["error"]["code"], codes::UNAVAILABLE);
+            assert!(r["error"]["message"].as_str().unwrap().contains("send it again"));
+        }
+        // Nothing pending, nothing written.
+        let mut out = Vec::new();
+        refuse_unread(&mut io::Cursor::new(Vec::new()), &mut out, b"").unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_flood_at_shutdown_gets_a_bounded_answer() {
+        let flood = b"STATUS\n".repeat(UNREAD_MAX_BYTES);
+        let mut out = Vec::new();
+        refuse_unread(&mut io::Cursor::new(flood), &mut out, b"").unwrap();
+        assert_eq!(replies(&out).len(), UNREAD_MAX_LINES);
+    }
 }
