@@ -401,7 +401,13 @@ impl Service {
         )
         .map_err(|e| match e {
             ReadingError::SexUnknown { .. } => {
-                format!("{}: {e}; give sex=male|female", req.path.display())
+                let how = if req.via == "hot-folder" {
+                    let stem = req.path.file_stem().unwrap_or_default().to_string_lossy();
+                    format!("write {stem}.json with {{\"sex\": \"male\"}} or \"female\" first, then drop the image again")
+                } else {
+                    "give sex=male|female".to_string()
+                };
+                format!("{}: {e}; {how}", req.path.display())
             }
             ReadingError::Model(_) => format!("{}: {e}", req.path.display()),
         })?;

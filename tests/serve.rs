@@ -357,7 +357,8 @@ fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     assert!(inbox.join("done/with-sidecar.json").exists());
     assert!(inbox.join("done/study.dcm").exists());
     let why = std::fs::read_to_string(inbox.join("failed/no-sex.png.error.txt")).unwrap();
-    assert!(why.contains("sex"), "{why}");
+    // The fix named is the hot folder's own (a sidecar), not a protocol argument.
+    assert!(why.contains("write no-sex.json with {\"sex\""), "{why}");
     assert!(inbox.join("failed/corrupt.png.error.txt").exists());
     assert!(inbox.join("incoming.png.part").exists());
     // The PNG display shows the last screen (a result or an error) at the configured size.
