@@ -8,7 +8,7 @@
 
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -182,6 +182,25 @@ fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
     }
 }
 
+/// The request for a hot-folder file, with the facts of its sidecar; a sidecar that cannot
+/// be used is returned as the error to store as this file's failure, under the same label.
+fn hotfolder_request(path: &Path) -> (Request, Option<String>) {
+    let (facts, sidecar_error) = match hotfolder::read_sidecar(path) {
+        Ok(facts) => (facts, None),
+        Err(message) => (SidecarInfo::default(), Some(message)),
+    };
+    let req = Request {
+        path: path.to_path_buf(),
+        via: "hot-folder".into(),
+        sex: facts.sex,
+        age: facts.age,
+        height_cm: facts.height_cm,
+        exam_id: facts.exam_id,
+        once: true,
+    };
+    (req, sidecar_error)
+}
+
 fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) {
     let ready = match hf.poll() {
         Ok(r) => r,
@@ -190,24 +209,24 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             return;
         }
     };
+    // Files that stopped the service too often: stored as failures, then moved with their
+    // sidecars, like any other failed file (left in place if the store cannot be written).
+    for (path, why) in hf.take_set_aside() {
+        let (req, _) = hotfolder_request(&path);
+        match service.reject(&req, format!("{}: {why}", path.display())) {
+            Err(ServiceError::Store(e)) => log::error!("{}: {e}; will retry", path.display()),
+            _ => {
+                if let Err(e) = hf.finish(&path, Some(&why)) {
+                    log::error!("{e}");
+                }
+            }
+        }
+    }
     for path in ready {
         if shutdown.load(Ordering::Relaxed) {
             return;
         }
-        // A bad sidecar is stored as this file's failure, under the same request label.
-        let (facts, sidecar_error) = match hotfolder::read_sidecar(&path) {
-            Ok(facts) => (facts, None),
-            Err(message) => (SidecarInfo::default(), Some(message)),
-        };
-        let req = Request {
-            path: path.clone(),
-            via: "hot-folder".into(),
-            sex: facts.sex,
-            age: facts.age,
-            height_cm: facts.height_cm,
-            exam_id: facts.exam_id,
-            once: true,
-        };
+        let (req, sidecar_error) = hotfolder_request(&path);
         hf.begin(&path);
         let outcome = match sidecar_error {
             None => service.analyze(&req),

@@ -359,7 +359,7 @@ impl Service {
                         None => c.as_str().to_string(),
                     }),
                     adult_height_cm: reading.adult_height.map(|h| h.predicted_cm),
-                    patient_id: radiograph.patient.patient_id,
+                    patient_id: record.patient_id.clone(),
                     exam_id: record.exam_id.clone(),
                     thumbnail: Some(radiograph.pixels),
                     warnings: reading.warnings,
@@ -416,6 +416,7 @@ impl Service {
         if rec.exam_id.is_none() {
             rec.exam_id.clone_from(&radiograph.patient.accession);
         }
+        rec.patient_id.clone_from(&radiograph.patient.patient_id);
         rec.sex = Some(reading.sex.to_string());
         rec.age_months = reading.chronological_age_months;
         rec.age_source = reading.age_source.map(|s| s.as_str().to_string());

@@ -30,6 +30,9 @@ pub struct Record {
     pub image_sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exam_id: Option<String>,
+    /// The file's PatientID (DICOM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,6 +78,7 @@ pub struct NewRecord {
     pub source: String,
     pub image_sha256: String,
     pub exam_id: Option<String>,
+    pub patient_id: Option<String>,
     pub sex: Option<String>,
     pub age_months: Option<f64>,
     pub age_source: Option<String>,
@@ -114,7 +118,7 @@ CREATE TABLE IF NOT EXISTS results (
 
 /// Columns added after the first release: (name, SQL type). Stores written by an older
 /// version get them on open, so their results stay readable.
-const ADDED_COLUMNS: [(&str, &str); 8] = [
+const ADDED_COLUMNS: [(&str, &str); 9] = [
     ("height_cm", "REAL"),
     ("sds", "REAL"),
     ("category", "TEXT"),
@@ -123,6 +127,7 @@ const ADDED_COLUMNS: [(&str, &str); 8] = [
     ("view_spread_months", "REAL"),
     ("age_source", "TEXT"),
     ("exam_date", "TEXT"),
+    ("patient_id", "TEXT"),
 ];
 
 impl Store {
@@ -165,9 +170,9 @@ impl Store {
                 "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
                  bone_age_months, interval95_months, model, status, error,
                  height_cm, sds, category, adult_height_cm, warnings, view_spread_months,
-                 age_source, exam_date)
+                 age_source, exam_date, patient_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19)",
+                 ?17, ?18, ?19, ?20)",
                 params![
                     created_at,
                     r.source,
@@ -188,6 +193,7 @@ impl Store {
                     r.view_spread_months,
                     r.age_source,
                     r.exam_date,
+                    r.patient_id,
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -198,6 +204,7 @@ impl Store {
             source: r.source.clone(),
             image_sha256: r.image_sha256.clone(),
             exam_id: r.exam_id.clone(),
+            patient_id: r.patient_id.clone(),
             sex: r.sex.clone(),
             age_months: r.age_months,
             age_source: r.age_source.clone(),
@@ -292,7 +299,7 @@ impl Store {
 const SELECT: &str = "SELECT id, created_at, source, image_sha256, exam_id, sex, age_months,
     bone_age_months, interval95_months, model, status, error,
     height_cm, sds, category, adult_height_cm, warnings, view_spread_months, age_source,
-    exam_date FROM results";
+    exam_date, patient_id FROM results";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -319,6 +326,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         view_spread_months: row.get(17)?,
         age_source: row.get(18)?,
         exam_date: row.get(19)?,
+        patient_id: row.get(20)?,
     })
 }
 

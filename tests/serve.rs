@@ -315,6 +315,29 @@ fn connection_limit_and_half_open_clients() {
 }
 
 #[test]
+fn a_file_that_kept_stopping_the_service_is_stored_as_failed_with_its_sidecar() {
+    let server = start(|_| {});
+    let inbox = server.inbox();
+    // As left behind by three processes that died analysing it.
+    std::fs::create_dir_all(inbox.join(".attempts")).unwrap();
+    std::fs::write(inbox.join(".attempts/poison.png"), "3").unwrap();
+    std::fs::write(inbox.join("poison.json"), r#"{"sex":"f","id":"HF-9"}"#).unwrap();
+    copy_fixture(3, &inbox.join("poison.png"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !inbox.join("failed/poison.png").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = server.store().history(10).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].status, "error");
+    assert_eq!(rows[0].exam_id.as_deref(), Some("HF-9"), "the sidecar's facts are kept");
+    assert!(rows[0].error.as_deref().unwrap().contains("set aside"), "{:?}", rows[0]);
+    assert!(inbox.join("failed/poison.json").exists(), "the sidecar goes with its image");
+    assert!(!inbox.join("poison.json").exists());
+    assert!(!inbox.join(".attempts/poison.png").exists());
+}
+
+#[test]
 fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     let screen = std::env::temp_dir().join(format!("boneage-screen-{}.png", std::process::id()));
     let png = screen.clone();
@@ -351,6 +374,7 @@ fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     assert_eq!(by("study.dcm").status, "ok");
     assert_eq!(by("study.dcm").sex.as_deref(), Some("male"));
     assert_eq!(by("study.dcm").exam_id.as_deref(), Some("RSNA1724"));
+    assert_eq!(by("study.dcm").patient_id.as_deref(), Some("SAMPLE-1724"));
     assert!(by("no-sex.png").error.as_deref().unwrap().contains("sex unknown"));
     assert!(by("corrupt.png").error.as_deref().unwrap().contains("not a supported image"));
     assert!(inbox.join("done/with-sidecar.png").exists());

@@ -71,6 +71,9 @@ pub struct HotFolder {
     seen: HashMap<PathBuf, (Snapshot, Instant)>,
     /// [`STRAY_AFTER`], shorter in tests.
     stray_after: Duration,
+    /// Files the last poll found over [`MAX_ATTEMPTS`], with the reason, for the caller to
+    /// store as failures and then [`finish`](Self::finish).
+    set_aside: Vec<(PathBuf, String)>,
 }
 
 impl HotFolder {
@@ -88,6 +91,7 @@ impl HotFolder {
             stable,
             seen: HashMap::new(),
             stray_after: STRAY_AFTER,
+            set_aside: Vec::new(),
         })
     }
 
@@ -117,6 +121,7 @@ impl HotFolder {
         let mut present = Vec::new();
         let mut images = Vec::new();
         let mut sidecars = Vec::new();
+        self.set_aside.clear();
         for entry in std::fs::read_dir(&self.dir).map_err(err)? {
             let Ok(entry) = entry else { continue };
             let path = entry.path();
@@ -140,9 +145,7 @@ impl HotFolder {
                      check the file and drop it again"
                 );
                 log::error!("{}: {why}", path.display());
-                if let Err(e) = self.move_to(FAILED_DIR, path, Some(&why)) {
-                    log::error!("{e}");
-                }
+                self.set_aside.push((path.clone(), why));
                 continue;
             }
             let side =
@@ -177,6 +180,14 @@ impl HotFolder {
         self.seen.retain(|p, _| present.contains(p));
         ready.sort();
         Ok(ready)
+    }
+
+    /// The files the last [`poll`](Self::poll) set aside after [`MAX_ATTEMPTS`] analyses
+    /// that never ended, with the reason. They are not offered for analysis; the caller
+    /// stores each as a failure, so it is in the history like any other outcome, and then
+    /// moves it (and its sidecar) with [`finish`](Self::finish).
+    pub fn take_set_aside(&mut self) -> Vec<(PathBuf, String)> {
+        std::mem::take(&mut self.set_aside)
     }
 
     /// Records that an analysis of `path` starts; [`finish`](Self::finish) clears it. Written
@@ -424,9 +435,16 @@ mod tests {
             hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
             hf.poll().unwrap();
         }
+        std::fs::write(dir.path().join("poison.json"), br#"{"sex":"f"}"#).unwrap();
         assert!(hf.poll().unwrap().is_empty());
+        let set_aside = hf.take_set_aside();
+        assert_eq!(set_aside.len(), 1);
+        let (path, why) = &set_aside[0];
+        assert_eq!(path, &img);
+        hf.finish(path, Some(why)).unwrap();
         let why = std::fs::read_to_string(dir.path().join("failed/poison.png.error.txt")).unwrap();
         assert!(why.contains("set aside"), "{why}");
+        assert!(dir.path().join("failed/poison.json").exists(), "its sidecar goes with it");
         // A file that finishes clears its count.
         std::fs::write(&img, b"y").unwrap();
         hf.poll().unwrap();
