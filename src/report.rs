@@ -440,7 +440,9 @@ impl Reading {
             return self;
         };
         let ba = self.bone_age_months;
-        let (lo, hi) = ((ba - hw - ca) / sd, (ba + hw - ca) / sd);
+        // A bone age is never below 0: the interval shown and the SDS range agree.
+        let (ba_lo, ba_hi) = ((ba - hw).max(0.0), ba + hw);
+        let (lo, hi) = ((ba_lo - ca) / sd, (ba_hi - ca) / sd);
         let threshold = match category {
             Category::Delayed if hi >= t.delayed_below_sds => t.delayed_below_sds,
             Category::Advanced if lo <= t.advanced_above_sds => t.advanced_above_sds,
@@ -451,8 +453,8 @@ impl Reading {
              months) the SDS runs from {lo:+.1} to {hi:+.1}, across the {threshold:+.1} \
              threshold; read it together with the interval, not as a finding on its own",
             category.as_str(),
-            (ba - hw).max(0.0),
-            ba + hw
+            ba_lo,
+            ba_hi
         ));
         self
     }
@@ -583,6 +585,24 @@ mod tests {
         assert!(reading(75.0, 20.0).warnings.is_empty(), "{:?}", reading(75.0, 20.0).warnings);
         // Normal readings are never flagged.
         assert!(reading(125.0, 20.0).warnings.is_empty());
+        // An interval cut at 0 months gives the SDS range of the interval shown.
+        let ca = 18.0;
+        let r = Reading::new(
+            "x".into(),
+            Sex::Male,
+            2.0,
+            Some(19.5),
+            Age::from_months(ca).ok(),
+            (1.0, 228.0),
+            "m".into(),
+        )
+        .with_assessment(clinical::assess(Sex::Male, 2.0, Some(ca), None, t))
+        .with_category_check(t);
+        assert_eq!(r.category, Some(Category::Delayed), "{r:?}");
+        let sd = r.sd_months.unwrap();
+        let w = r.warnings.iter().find(|w| w.contains("uncertain")).unwrap();
+        assert!(w.contains("(0-22 months)"), "{w}");
+        assert!(w.contains(&format!("runs from {:+.1}", -ca / sd)), "{w}");
     }
 
     #[test]

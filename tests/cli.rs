@@ -552,3 +552,27 @@ fn every_metadata_key_of_the_shipped_model_is_documented() {
         .collect();
     assert!(undocumented.is_empty(), "not in docs/model-contract.md: {undocumented:?}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_predict_quietly() {
+    // `boneage predict *.png --json | head -1`: the rest of the output has nowhere to go.
+    use std::io::BufRead;
+    let (id, male, _, _) = first();
+    let img = val_image(&id);
+    let img = path_str(&img);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_boneage"))
+        .args(["predict", "--json", "--no-tta", "--sex", if male { "m" } else { "f" }])
+        .args([img; 6])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first_line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first_line).unwrap();
+    assert!(first_line.contains("bone_age_months"), "{first_line}");
+    // The pipe is closed here (the reader dropped).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "a panic's exit code");
+}

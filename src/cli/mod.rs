@@ -70,6 +70,9 @@ enum Command {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Some(Command::Serve)) {
+        quiet_on_closed_pipe();
+    }
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
         None => {
@@ -134,6 +137,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(&config, args),
         Command::Bench(args) => bench::run(&config, args),
         Command::Serve => serve(&config),
+    }
+}
+
+/// Lets a one-shot command end quietly when its reader goes away (`boneage predict ... |
+/// head -1`), as other command-line tools do, instead of panicking in `println!`. Rust
+/// ignores SIGPIPE by default; `serve` keeps it ignored, so a client that disconnects
+/// mid-reply costs only that connection.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default action of one signal at start-up, before any thread is
+    // spawned; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
