@@ -180,6 +180,18 @@ fn protocol_over_tcp() {
     assert_eq!(r["result"]["status"], "error");
     assert!(server.store().get(r["result"]["id"].as_i64().unwrap()).unwrap().is_some());
 
+    // sex= may be left out when the file says it (DICOM PatientSex); a plain image without
+    // it is refused with the fix, and the refusal is stored.
+    let dcm = server.dir.path().join("allowed/study.dcm");
+    std::fs::copy(common::root().join("samples/1724.dcm"), &dcm).unwrap();
+    let r = c.send(&format!("ANALYZE path={}", dcm.display()));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["result"]["sex"], "male");
+    assert_eq!(r["result"]["age_source"], "file_dates");
+    let r = c.send(&format!("ANALYZE path={}", img.display()));
+    assert_eq!(code(&r), "analysis_failed");
+    assert!(r["error"]["message"].as_str().unwrap().contains("give sex=male|female"), "{r}");
+
     // Outside the allowed folders, or via .. tricks: refused.
     let outside = server.dir.path().join("secret.png");
     copy_fixture(0, &outside);
@@ -195,7 +207,8 @@ fn protocol_over_tcp() {
 
     // Malformed input: an error reply each time, and the connection keeps working.
     assert_eq!(code(&c.send("FLY me=moon")), "unknown_command");
-    assert_eq!(code(&c.send("ANALYZE path=/x")), "missing_argument");
+    assert_eq!(code(&c.send("ANALYZE path=x.png")), "bad_argument");
+    assert_eq!(code(&c.send("ANALYZE source=camera")), "missing_argument");
     assert_eq!(code(&c.send("ANALYZE sex=maybe path=/x")), "bad_argument");
     assert_eq!(code(&c.send_raw(b"\xff\xfe\x00garbage\n")), "not_utf8");
     let long = format!("PING {}\n", "x".repeat(10_000));

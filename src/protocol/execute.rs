@@ -116,7 +116,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
             let req = Request {
                 path,
                 via: s.via.clone(),
-                sex: Some(args.sex),
+                sex: args.sex,
                 age: args.age,
                 height_cm: args.height_cm,
                 exam_id: args.exam_id,

@@ -11,6 +11,8 @@ mod execute;
 pub use connection::{reply_line, serve_connection, ConnectionLimits, LineError};
 pub use execute::{execute, Session};
 
+use std::path::Path;
+
 use serde_json::{json, Value};
 
 use crate::report::{Age, Sex};
@@ -39,10 +41,11 @@ pub const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "ANALYZE",
-        syntax: "ANALYZE sex=male|female [age=<months|10y4m>] [height=<cm>] [path=<file>|source=camera] [id=<exam id>]",
+        syntax: "ANALYZE [sex=male|female] [age=<months|10y4m>] [height=<cm>] [path=<file>|source=camera] [id=<exam id>]",
         summary:
             "analyse a radiograph file (inside an allowed folder) or, with source=camera, a new \
-             camera capture; replies with the stored result",
+             camera capture; replies with the stored result. sex= is needed unless the file \
+             is a DICOM with PatientSex",
     },
     CommandSpec { name: "RESULT", syntax: "RESULT id=<n>", summary: "one stored result by id" },
     CommandSpec {
@@ -82,7 +85,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyzeArgs {
-    pub sex: Sex,
+    /// Needed unless the file says it (DICOM PatientSex); always for a camera capture.
+    pub sex: Option<Sex>,
     pub age: Option<Age>,
     /// Standing height in cm (adult height prediction).
     pub height_cm: Option<f64>,
@@ -144,8 +148,10 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
         "HELP" => Command::Help,
         "CAPTURE" => Command::Capture,
         "ANALYZE" => {
-            let sex = args.required("sex", "male or female")?;
-            let sex = sex.parse::<Sex>().map_err(|e| bad("sex", &e.to_string()))?;
+            let sex = match args.take("sex") {
+                Some(s) => Some(s.parse::<Sex>().map_err(|e| bad("sex", &e.to_string()))?),
+                None => None,
+            };
             let age = match args.take("age") {
                 Some(a) => Some(a.parse::<Age>().map_err(|e| bad("age", &e.to_string()))?),
                 None => None,
@@ -164,9 +170,25 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
                 None => None,
             };
             let path = args.take("path");
+            if let Some(p) = &path {
+                // Relative to what? The service's working directory is nobody's business.
+                if !Path::new(p).is_absolute() {
+                    return Err(bad(
+                        "path",
+                        "must be an absolute path, e.g. path=/var/lib/boneage/requests/hand.png",
+                    ));
+                }
+            }
             if let Some(source) = args.take("source") {
                 if !source.eq_ignore_ascii_case("camera") || path.is_some() {
                     return Err(bad("source", "use source=camera, or path=<file> alone"));
+                }
+                if sex.is_none() {
+                    // A camera frame carries no patient data.
+                    return Err(ProtocolError::new(
+                        codes::MISSING_ARGUMENT,
+                        "missing sex=<male or female>: a camera capture carries no patient data",
+                    ));
                 }
             } else if path.is_none() {
                 return Err(ProtocolError::new(
@@ -279,7 +301,7 @@ mod tests {
         assert_eq!(
             a,
             Command::Analyze(AnalyzeArgs {
-                sex: Sex::Female,
+                sex: Some(Sex::Female),
                 age: Some("124".parse().unwrap()),
                 height_cm: None,
                 path: Some("/in/x.png".into()),
@@ -306,7 +328,11 @@ mod tests {
         let code = |l: &str| parse(l).unwrap_err().code;
         assert_eq!(code(""), codes::EMPTY);
         assert_eq!(code("FLY"), codes::UNKNOWN_COMMAND);
-        assert_eq!(code("ANALYZE path=/x.png"), codes::MISSING_ARGUMENT);
+        // Without sex=: the file may say it (DICOM); a camera frame never does.
+        assert!(matches!(parse("ANALYZE path=/x.dcm"), Ok(Command::Analyze(a)) if a.sex.is_none()));
+        assert_eq!(code("ANALYZE source=camera"), codes::MISSING_ARGUMENT);
+        assert_eq!(code("ANALYZE sex=m path=x.png"), codes::BAD_ARGUMENT);
+        assert_eq!(code("ANALYZE sex=m path=../in/x.png"), codes::BAD_ARGUMENT);
         assert_eq!(code("ANALYZE sex=x path=/x.png"), codes::BAD_ARGUMENT);
         assert_eq!(code("ANALYZE sex=m"), codes::MISSING_ARGUMENT);
         assert_eq!(code("ANALYZE sex=m path=/a sex=f"), codes::BAD_ARGUMENT);
