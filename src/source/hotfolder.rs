@@ -40,7 +40,8 @@ pub struct HotFolderError {
 #[serde(deny_unknown_fields)]
 pub struct Sidecar {
     pub sex: Option<String>,
-    pub age: Option<String>,
+    /// As typed at the CLI: a string (`"10y4m"`) or a number of months.
+    pub age: Option<serde_json::Value>,
     /// Standing height in cm, as a number or a string.
     pub height: Option<serde_json::Value>,
     pub id: Option<String>,
@@ -319,6 +320,16 @@ pub fn sidecar_path(image: &Path) -> PathBuf {
 ///
 /// # Errors
 /// A message naming the sidecar and the bad value.
+/// A sidecar value given as a string or a number, as text for the CLI's parsers (which
+/// refuse anything else with their own message); `null` is absent.
+fn scalar_text(value: Option<serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    }
+}
+
 pub fn read_sidecar(image: &Path) -> Result<SidecarInfo, String> {
     let path = sidecar_path(image);
     let text = match std::fs::read_to_string(&path) {
@@ -328,7 +339,8 @@ pub fn read_sidecar(image: &Path) -> Result<SidecarInfo, String> {
     };
     let raw: Sidecar = serde_json::from_str(&text).map_err(|e| {
         format!(
-            "{}: {e}; expected {{\"sex\": \"female\", \"age\": \"10y4m\", \"id\": \"...\"}}",
+            "{}: {e}; expected {{\"sex\": \"female\", \"age\": \"10y4m\", \"height\": 142.5, \
+             \"id\": \"...\"}} (all keys optional)",
             path.display()
         )
     })?;
@@ -336,21 +348,15 @@ pub fn read_sidecar(image: &Path) -> Result<SidecarInfo, String> {
         Some(s) => Some(s.parse::<Sex>().map_err(|e| format!("{}: {e}", path.display()))?),
         None => None,
     };
-    let age = match raw.age {
+    let age = match scalar_text(raw.age) {
         Some(a) => Some(a.parse::<Age>().map_err(|e| format!("{}: {e}", path.display()))?),
         None => None,
     };
-    let height_cm = match raw.height {
-        None | Some(serde_json::Value::Null) => None,
-        Some(h) => {
-            let text = match h {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            let cm = crate::clinical::parse_height_cm(&text)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Some(cm)
-        }
+    let height_cm = match scalar_text(raw.height) {
+        Some(h) => Some(
+            crate::clinical::parse_height_cm(&h).map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
     };
     let exam_id = match raw.id {
         Some(id) => Some(
@@ -472,6 +478,12 @@ mod tests {
         std::fs::write(dir.path().join("x.json"), r#"{"sex":"unknown"}"#).unwrap();
         assert!(read_sidecar(&img).unwrap_err().contains("x.json"));
         std::fs::write(dir.path().join("x.json"), r#"{"gender":"F"}"#).unwrap();
-        assert!(read_sidecar(&img).unwrap_err().contains("gender"));
+        let e = read_sidecar(&img).unwrap_err();
+        assert!(e.contains("gender") && e.contains("\"height\": 142.5"), "{e}");
+        // An age in months may be a number, as at the command line.
+        std::fs::write(dir.path().join("x.json"), r#"{"sex":"f","age":124}"#).unwrap();
+        assert_eq!(read_sidecar(&img).unwrap().age.map(Age::months), Some(124.0));
+        std::fs::write(dir.path().join("x.json"), r#"{"sex":"f","age":[1]}"#).unwrap();
+        assert!(read_sidecar(&img).unwrap_err().contains("age"));
     }
 }
