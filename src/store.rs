@@ -11,10 +11,25 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("result store {}: {source}; check the path is writable and the disk not full", path.display())]
+    #[error("result store {}: {source}; {}", path.display(), advice(source))]
     Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("backup {}: {reason}", path.display())]
+    Backup { path: PathBuf, reason: String },
     #[error("result store {}: cannot create folder: {source}", path.display())]
     Dir { path: PathBuf, source: std::io::Error },
+}
+
+/// What to do about a store error: a damaged file needs a different remedy from a full disk.
+fn advice(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => {
+            "the file is damaged: stop the service, move the file aside (keep it, with any \
+             -wal file, for recovery), restore the last backup or start with an empty store \
+             (docs/deploy.md, Store)"
+        }
+        _ => "check the path is writable and the disk not full",
+    }
 }
 
 /// One stored analysis (successful or failed).
@@ -145,6 +160,11 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        // Copy each committed result from the -wal into the main file at once, so the main
+        // file alone holds every result: a lost or damaged -wal (a copy that forgot it, a
+        // power cut) then loses nothing. One result is a few pages; the cost is one more
+        // sync per result.
+        conn.pragma_update(None, "wal_autocheckpoint", 1).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn).map_err(err)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(err)?;
@@ -287,6 +307,29 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Writes a consistent copy of the whole store to `dest` (which must not exist), while
+    /// the service may be writing: the way to back a store up, since copying the file can
+    /// catch it between two writes.
+    ///
+    /// # Errors
+    /// [`StoreError::Backup`] when `dest` exists, [`StoreError::Sqlite`] when the copy fails.
+    pub fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+        if dest.exists() {
+            return Err(StoreError::Backup {
+                path: dest.to_path_buf(),
+                reason: "already exists; choose a new file name".into(),
+            });
+        }
+        let dest_text = dest.to_str().ok_or_else(|| StoreError::Backup {
+            path: dest.to_path_buf(),
+            reason: "the path is not UTF-8 text".into(),
+        })?;
+        self.conn
+            .execute("VACUUM INTO ?1", [dest_text])
+            .map(|_| ())
+            .map_err(|source| StoreError::Sqlite { path: dest.to_path_buf(), source })
+    }
+
     /// SQLite's full integrity check: "ok" when the file is sound.
     ///
     /// # Errors
@@ -415,6 +458,37 @@ mod tests {
         assert_eq!(h[0].source, "b.png");
         assert_eq!(s.last_id().unwrap(), Some(2));
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn the_main_file_alone_holds_every_result_and_backups_are_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        let s = Store::open(&path).unwrap();
+        for i in 0..5 {
+            s.insert(&NewRecord { source: format!("{i}.png"), ..Default::default() }).unwrap();
+        }
+        // While the store is open (a running service): a plain copy of the main file,
+        // without its -wal, has every result...
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        assert_eq!(Store::open(&copy).unwrap().count().unwrap(), 5);
+        // ...and the backup is a whole store; it never overwrites a file.
+        let backup = dir.path().join("backup.db");
+        s.backup_to(&backup).unwrap();
+        let b = Store::open(&backup).unwrap();
+        assert_eq!(b.count().unwrap(), 5);
+        assert_eq!(b.integrity_check().unwrap(), "ok");
+        assert!(matches!(s.backup_to(&backup), Err(StoreError::Backup { .. })));
+    }
+
+    #[test]
+    fn a_damaged_file_is_called_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let e = Store::open(&path).err().unwrap().to_string();
+        assert!(e.contains("the file is damaged") && e.contains("backup"), "{e}");
     }
 
     #[test]

@@ -576,3 +576,29 @@ fn a_reader_that_goes_away_ends_predict_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "a panic's exit code");
 }
+
+#[test]
+fn backup_copies_the_configured_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    let config = dir.path().join("unit.toml");
+    std::fs::write(&config, format!("[store]\npath = {:?}\n", db.to_str().unwrap())).unwrap();
+    let dest = dir.path().join("backup.db");
+    let out = boneage(&["--config", path_str(&config), "backup", path_str(&dest)]);
+    assert_eq!(out.status.code(), Some(2), "no store yet");
+    assert!(stderr(&out).contains("no result store at"), "{}", stderr(&out));
+
+    let store = boneage::store::Store::open(&db).unwrap();
+    for i in 0..3 {
+        let rec = boneage::store::NewRecord { source: format!("{i}.png"), ..Default::default() };
+        store.insert(&rec).unwrap();
+    }
+    // Taken while the store is open, as under a running service.
+    let out = boneage(&["--config", path_str(&config), "backup", path_str(&dest)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 results copied"));
+    assert_eq!(boneage::store::Store::open(&dest).unwrap().count().unwrap(), 3);
+    let out = boneage(&["--config", path_str(&config), "backup", path_str(&dest)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}

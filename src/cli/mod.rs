@@ -60,6 +60,11 @@ enum Command {
     Bench(bench::Args),
     /// Run the appliance: hot folder, TCP and serial control, as configured
     Serve,
+    /// Copy the result store to a new file, safely while `serve` runs
+    Backup {
+        /// The copy to write (must not exist), e.g. /media/usb/results-2026-11-27.db
+        dest: PathBuf,
+    },
     /// Show the model's contract and metadata
     ModelInfo {
         /// One JSON object instead of text
@@ -137,6 +142,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(&config, args),
         Command::Bench(args) => bench::run(&config, args),
         Command::Serve => serve(&config),
+        Command::Backup { dest } => backup(&config, &dest),
     }
 }
 
@@ -166,6 +172,24 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
             log::warn!("ready");
         }
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A consistent copy of the store the configuration names, taken through SQLite while the
+/// service may be writing to it; a plain file copy can catch it between two writes.
+fn backup(config: &Config, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let path = &config.store.path;
+    anyhow::ensure!(
+        path.is_file(),
+        "no result store at {} ([store] path of the configuration); pass the unit's --config",
+        path.display()
+    );
+    let store = boneage::store::Store::open(path)?;
+    store.backup_to(dest)?;
+    let copy = boneage::store::Store::open(dest)?;
+    let (n, check) = (copy.count()?, copy.integrity_check()?);
+    anyhow::ensure!(check == "ok", "backup {} failed its integrity check: {check}", dest.display());
+    println!("{n} results copied from {} to {}", path.display(), dest.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -58,7 +58,10 @@ pub struct SidecarInfo {
 
 /// Size and modification time of a file, and of its sidecar when it has one: a file is
 /// ready only when neither has changed for the stable time.
-type Snapshot = (u64, Option<SystemTime>, Option<(u64, Option<SystemTime>)>);
+type Snapshot = (u64, Option<SystemTime>, Option<FileStamp>);
+
+/// A file's size and modification time.
+type FileStamp = (u64, Option<SystemTime>);
 
 /// How long an empty file or a sidecar without its image may sit before it is moved to
 /// `failed/`: long enough for any copy to finish, short enough that a stray file does not
@@ -75,6 +78,10 @@ pub struct HotFolder {
     /// Files the last poll found over [`MAX_ATTEMPTS`], with the reason, for the caller to
     /// store as failures and then [`finish`](Self::finish).
     set_aside: Vec<(PathBuf, String)>,
+    /// Files whose outcome is stored but which could not be moved out (a full or read-only
+    /// disk), with the failure reason: the move is retried each poll, the analysis never,
+    /// so the store does not get a new record per poll.
+    unmoved: HashMap<PathBuf, (Option<String>, FileStamp)>,
 }
 
 impl HotFolder {
@@ -93,6 +100,7 @@ impl HotFolder {
             seen: HashMap::new(),
             stray_after: STRAY_AFTER,
             set_aside: Vec::new(),
+            unmoved: HashMap::new(),
         })
     }
 
@@ -137,6 +145,20 @@ impl HotFolder {
             }
         }
         for (path, meta) in &images {
+            match self.unmoved.get(path).cloned() {
+                // Stored already: only the move is owed.
+                Some((failure, stamp)) if stamp == (meta.len(), meta.modified().ok()) => {
+                    if self.move_with_sidecar(path, failure.as_deref()).is_ok() {
+                        self.unmoved.remove(path);
+                    }
+                    continue;
+                }
+                // Replaced by a new file of the same name: that one is analysed.
+                Some(_) => {
+                    self.unmoved.remove(path);
+                }
+                None => {}
+            }
             // Counters only grow when a process dies, so a file's first sighting by this
             // process (a restart) is the one time to look: no read per file per poll.
             if !self.seen.contains_key(path) && self.attempts(path) >= MAX_ATTEMPTS {
@@ -179,6 +201,7 @@ impl HotFolder {
             }
         }
         self.seen.retain(|p, _| present.contains(p));
+        self.unmoved.retain(|p, _| images.iter().any(|(image, _)| image == p));
         ready.sort();
         Ok(ready)
     }
@@ -235,9 +258,25 @@ impl HotFolder {
     /// Moves a processed file (and its sidecar) to `done/`, or to `failed/` with the reason.
     ///
     /// # Errors
-    /// [`HotFolderError`] when the move fails (the file would then be offered again; the
-    /// caller's store check keeps that from producing a second result).
+    /// [`HotFolderError`] when the move fails (a full or read-only disk). The file is then
+    /// not offered again: each poll retries only the move, so its outcome, already stored,
+    /// is not stored again.
     pub fn finish(&mut self, path: &Path, failure: Option<&str>) -> Result<(), HotFolderError> {
+        let moved = self.move_with_sidecar(path, failure);
+        if moved.is_err() {
+            if let Ok(meta) = std::fs::metadata(path) {
+                let stamp = (meta.len(), meta.modified().ok());
+                self.unmoved.insert(path.to_path_buf(), (failure.map(str::to_string), stamp));
+            }
+        }
+        moved
+    }
+
+    fn move_with_sidecar(
+        &mut self,
+        path: &Path,
+        failure: Option<&str>,
+    ) -> Result<(), HotFolderError> {
         let sub = if failure.is_some() { FAILED_DIR } else { DONE_DIR };
         let dest_dir = self.move_to(sub, path, failure)?;
         let sidecar = sidecar_path(path);
@@ -458,6 +497,42 @@ mod tests {
         hf.begin(&ready[0]);
         hf.finish(&img, None).unwrap();
         assert!(!dir.path().join(ATTEMPTS_DIR).join("poison.png").exists());
+    }
+
+    #[test]
+    fn a_stored_outcome_that_cannot_be_moved_is_moved_later_not_analysed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+        let img = dir.path().join("a.png");
+        std::fs::write(&img, b"x").unwrap();
+        hf.poll().unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+        // failed/ cannot be written (a file in its place stands in for a full disk).
+        let failed = dir.path().join(FAILED_DIR);
+        std::fs::remove_dir(&failed).unwrap();
+        std::fs::write(&failed, b"").unwrap();
+        assert!(hf.finish(&img, Some("no sex")).is_err());
+        for _ in 0..3 {
+            assert!(hf.poll().unwrap().is_empty(), "stored already: not offered again");
+        }
+        assert!(img.exists());
+        std::fs::remove_file(&failed).unwrap();
+        assert!(hf.poll().unwrap().is_empty());
+        assert!(!img.exists() && failed.join("a.png").exists(), "moved once it could be");
+        let note = std::fs::read_to_string(failed.join("a.png.error.txt")).unwrap();
+        assert_eq!(note.trim(), "no sex");
+
+        // A new file dropped under the same name while the move was owed is analysed.
+        std::fs::write(&img, b"y").unwrap();
+        hf.poll().unwrap();
+        let done = dir.path().join(DONE_DIR);
+        std::fs::remove_dir(&done).unwrap();
+        std::fs::write(&done, b"").unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+        assert!(hf.finish(&img, None).is_err());
+        std::fs::write(&img, b"a new radiograph").unwrap();
+        hf.poll().unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
     }
 
     #[test]
