@@ -137,14 +137,22 @@ fn corrupt_inputs_fail_alone_and_are_named() {
     let missing = dir.path().join("missing.png");
     let tiny = dir.path().join("tiny.png");
     image::GrayImage::new(8, 8).save(&tiny).unwrap();
+    // A JPEG cut off at 60%, as an interrupted copy leaves it: its decoder would fill the
+    // rest with grey and succeed.
+    let cut = dir.path().join("cut.jpg");
+    let mut jpeg = Vec::new();
+    let gray = image::open(&good).unwrap().to_luma8();
+    let big = image::imageops::resize(&gray, 400, 400, image::imageops::FilterType::Triangle);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&big).unwrap();
+    std::fs::write(&cut, &jpeg[..jpeg.len() * 6 / 10]).unwrap();
 
-    let paths = [&truncated, &empty, &text, &missing, &tiny, &good];
+    let paths = [&truncated, &empty, &text, &missing, &tiny, &cut, &good];
     let mut args: Vec<&str> = vec!["predict", "--json", "--sex", "female"];
     args.extend(paths.iter().map(|p| path_str(p)));
     let out = boneage(&args);
     assert_eq!(out.status.code(), Some(1), "some inputs failed");
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.len(), 7);
     let err = stderr(&out);
     for (p, why) in [
         (&truncated, "corrupt or truncated PNG"),
@@ -152,11 +160,12 @@ fn corrupt_inputs_fail_alone_and_are_named() {
         (&text, "not a supported image"),
         (&missing, "cannot read file"),
         (&tiny, "image is 8x8 px"),
+        (&cut, "corrupt or truncated JPEG image: no end-of-image marker"),
     ] {
         assert!(err.contains(&format!("{}: {why}", p.display())), "{why}: {err}");
     }
-    assert!(lines[5]["bone_age_months"].is_number(), "the good image is still analysed");
-    assert!(err.contains("5 of 6 images failed"));
+    assert!(lines[6]["bone_age_months"].is_number(), "the good image is still analysed");
+    assert!(err.contains("6 of 7 images failed"));
 }
 
 /// A 16-bit DICOM of a fixture image, with optional inversion, rescale and patient tags.

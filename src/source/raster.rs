@@ -30,6 +30,19 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     let decode_err = |e: image::ImageError| {
         SourceError::new(path, SourceErrorKind::Decode { format: name, reason: e.to_string() })
     };
+    if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey and succeeds: a copy interrupted
+        // at 60% read as a plausible but wrong bone age. A whole JPEG ends with EOI.
+        return Err(SourceError::new(
+            path,
+            SourceErrorKind::Decode {
+                format: name,
+                reason: "no end-of-image marker: the file is cut off (an interrupted copy?); \
+                         copy it again"
+                    .into(),
+            },
+        ));
+    }
     // Size from the header first: a small file can declare a huge image (a PNG bomb), which
     // must be refused before any pixel memory is taken.
     let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
@@ -52,6 +65,15 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         colour_fraction: colour_fraction(&img),
         patient: PatientInfo::default(),
     })
+}
+
+/// Whether a JPEG's last bytes hold its end-of-image marker (FF D9). Some writers pad the
+/// file after it, so the tail is searched rather than the last two bytes only; inside the
+/// compressed data an FF byte is always followed by 00 or a restart marker, so FF D9 there
+/// means the end.
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    const TAIL: usize = 4096;
+    bytes[bytes.len().saturating_sub(TAIL)..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// A 16-bit grey image in `[0, 1]`, scaled by the smallest `2^n - 1` (n from 8 to 16) that
