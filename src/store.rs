@@ -113,6 +113,11 @@ pub struct NewRecord {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The start-up integrity check's finding when it was not "ok": a damaged file keeps
+    /// serving what it can, but STATUS must say so.
+    damage: Option<String>,
+    /// The last failed write, cleared by the next successful one (a full disk).
+    write_error: std::cell::RefCell<Option<String>>,
 }
 
 const SCHEMA: &str = "
@@ -168,10 +173,32 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn).map_err(err)?;
         let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(err)?;
-        if check != "ok" {
-            log::error!("store {} failed its integrity check: {check}", path.display());
+        let damage = (check != "ok").then(|| {
+            log::error!(
+                "store {} failed its integrity check: {check}; some results may be unreadable: \
+                 back it up (boneage backup) and see docs/deploy.md, Store",
+                path.display()
+            );
+            check
+        });
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            damage,
+            write_error: std::cell::RefCell::new(None),
+        })
+    }
+
+    /// For STATUS: `ok`, `damaged: <integrity check finding>` (from start-up), or
+    /// `error: <reason>` while writes fail.
+    pub fn health(&self) -> String {
+        if let Some(e) = self.write_error.borrow().as_ref() {
+            return format!("error: {e}");
         }
-        Ok(Store { conn, path: path.to_path_buf() })
+        match &self.damage {
+            Some(check) => format!("damaged: {}", check.lines().next().unwrap_or_default()),
+            None => "ok".into(),
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -216,7 +243,11 @@ impl Store {
                     r.patient_id,
                 ],
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| {
+                *self.write_error.borrow_mut() = Some(e.to_string());
+                self.err(e)
+            })?;
+        self.write_error.borrow_mut().take();
         let id = self.conn.last_insert_rowid();
         Ok(Record {
             id,
@@ -483,12 +514,45 @@ mod tests {
     }
 
     #[test]
+    fn health_says_when_writes_fail_and_when_the_file_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.db");
+        let s = Store::open(&path).unwrap();
+        let rec = |i: usize| NewRecord {
+            source: format!("/var/lib/boneage/inbox/{i:05}.png"),
+            warnings: vec!["w".repeat(200)],
+            ..Default::default()
+        };
+        s.insert(&rec(0)).unwrap();
+        assert_eq!(s.health(), "ok");
+        // Writes refused (as on a full disk), then possible again.
+        s.conn.pragma_update(None, "query_only", 1).unwrap();
+        assert!(s.insert(&rec(1)).is_err());
+        assert!(s.health().starts_with("error: "), "{}", s.health());
+        s.conn.pragma_update(None, "query_only", 0).unwrap();
+        for i in 1..400 {
+            s.insert(&rec(i)).unwrap();
+        }
+        assert_eq!(s.health(), "ok");
+        drop(s);
+        // A damaged page in the middle of the table: the store still opens, and says so.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = bytes.len() / 4096 / 2 * 4096;
+        bytes[page + 8..page + 2008].fill(0xA5);
+        std::fs::write(&path, bytes).unwrap();
+        let s = Store::open(&path).unwrap();
+        assert!(s.health().starts_with("damaged: "), "{}", s.health());
+    }
+
+    #[test]
     fn a_damaged_file_is_called_damaged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.db");
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
         let e = Store::open(&path).err().unwrap().to_string();
         assert!(e.contains("the file is damaged") && e.contains("backup"), "{e}");
+        let sound = dir.path().join("sound.db");
+        assert_eq!(Store::open(&sound).unwrap().health(), "ok");
     }
 
     #[test]

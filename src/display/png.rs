@@ -43,8 +43,12 @@ impl PngBackend {
     /// [`DisplayError::Write`] when the file cannot be written or renamed.
     pub fn show(&mut self, screen: &Screen) -> Result<(), DisplayError> {
         draw::draw_screen(&mut self.canvas, screen).unwrap_or_else(|never| match never {});
-        write_png_atomic(&self.path, &self.canvas)
-            .map_err(|source| DisplayError::Write { path: self.path.clone(), source })
+        write_png_atomic(&self.path, &self.canvas).map_err(|source| {
+            // The old screen must not stand in for this one: a previous patient's result
+            // read as the current. Removing a file needs no free space.
+            let _ = std::fs::remove_file(&self.path);
+            DisplayError::Write { path: self.path.clone(), source }
+        })
     }
 }
 
@@ -95,6 +99,18 @@ mod tests {
         assert_eq!(img.as_raw(), &png.canvas().to_rgb_bytes());
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap()).collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_screen_that_cannot_be_written_removes_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("screen.png");
+        let mut png = PngBackend::new(&path, 64, 48);
+        png.show(&Screen::Capturing { source: "patient A".into() }).unwrap();
+        // The temporary file cannot be created (a full disk, here a folder in its way).
+        std::fs::create_dir(dir.path().join(".screen.png.tmp")).unwrap();
+        assert!(png.show(&Screen::Analysing { source: "patient B".into() }).is_err());
+        assert!(!path.exists(), "patient A's screen must not stay up as the current one");
     }
 
     #[test]

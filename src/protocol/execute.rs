@@ -87,7 +87,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 "backend": svc.identity.backend,
                 "source": {"camera": camera_json(&svc)},
                 "display": svc.display_health(),
-                "store": "ok",
+                "store": store.health(),
             }))
         }
         Command::Result { id } => {
