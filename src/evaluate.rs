@@ -122,6 +122,8 @@ pub struct Metrics {
     pub n: usize,
     pub mae: f64,
     pub rmse: f64,
+    /// Median absolute error: what a typical reading is off by, unmoved by the few far off.
+    pub median_abs_error: f64,
     /// Mean of prediction minus truth: positive means the model reads ages too old.
     pub bias: f64,
     /// As [`Group::interval95_coverage`], over all readings.
@@ -189,11 +191,22 @@ impl Metrics {
             n: all.n,
             mae: all.mae,
             rmse: (results.iter().map(|r| err(r).powi(2)).sum::<f64>() / n).sqrt(),
+            median_abs_error: median(results.iter().map(|r| err(r).abs()).collect()),
             bias: results.iter().map(err).sum::<f64>() / n,
             interval95_coverage: all.interval95_coverage,
             by_sex,
             by_age_band_years,
         })
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -218,6 +231,8 @@ mod tests {
         assert!((m.mae - 5.0).abs() < 1e-12);
         assert!((m.bias - 1.0).abs() < 1e-12);
         assert!((m.rmse - (26.0f64).sqrt()).abs() < 1e-12);
+        assert!((m.median_abs_error - 5.0).abs() < 1e-12);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(m.interval95_coverage, Some(0.5));
         let male = Group { name: "male".into(), n: 1, mae: 6.0, interval95_coverage: Some(0.0) };
         assert_eq!(m.by_sex[0], male);

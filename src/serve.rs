@@ -36,6 +36,8 @@ pub enum ServeError {
     AllowedDir { path: PathBuf, source: std::io::Error },
     #[error("[protocol] allowed_dirs entry {} is the hot folder {} or overlaps it (through a symlink): the folder watcher would also analyse and move files meant for ANALYZE; give ANALYZE a folder of its own", allowed.display(), hot.display())]
     AllowedOverlapsHotFolder { allowed: PathBuf, hot: PathBuf },
+    #[error("nothing to serve: [tcp], [serial] and [hot_folder] are all disabled in this configuration; enable one (firmware-config/headless.toml, kiosk.toml and field-clinic.toml are examples) or pass the unit's --config")]
+    NothingEnabled,
 }
 
 /// What the running service exposes to tests: the bound TCP address (port 0 resolved).
@@ -54,6 +56,10 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     on_ready: impl FnOnce(Running),
 ) -> Result<(), ServeError> {
+    // A service nobody can reach would sit idle without a word; say so before loading.
+    if !(config.tcp.enabled || config.serial.enabled || config.hot_folder.enabled) {
+        return Err(ServeError::NothingEnabled);
+    }
     let model = Model::load(&config.model)?;
     let store = Store::open(&config.store.path)?;
     let service = Arc::new(Service::new(model, store, config));

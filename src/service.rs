@@ -277,7 +277,7 @@ impl Service {
         rec.error = Some(message.clone());
         let record = self.store().insert(&rec)?;
         self.show(&Screen::Error {
-            what: message.clone(),
+            what: on_screen(&message, &req.path),
             action: "fix the request and send the image again".into(),
         });
         Err(ServiceError::Analysis { message, record: Box::new(record) })
@@ -368,7 +368,7 @@ impl Service {
             }
             Err(message) => {
                 self.show(&Screen::Error {
-                    what: message.clone(),
+                    what: on_screen(&message, &req.path),
                     action: "check the image and the patient details, then send it again".into(),
                 });
                 Err(ServiceError::Analysis { message, record: Box::new(record) })
@@ -432,6 +432,17 @@ impl Service {
     }
 }
 
+/// A failure message for the small screen: the file's name instead of its full path, which
+/// would fill the rows and push out the reason (the store and the reply keep the path).
+fn on_screen(message: &str, path: &Path) -> String {
+    match path.file_name() {
+        Some(name) if !path.as_os_str().is_empty() => {
+            message.replacen(&path.display().to_string(), &name.to_string_lossy(), 1)
+        }
+        _ => message.to_string(),
+    }
+}
+
 /// Writes `image` to `dir` as `capture-<UTC time>.png`, atomically (a temporary name, then a
 /// rename), so neither ANALYZE nor a person copying the folder sees half a file.
 fn save_capture(
@@ -465,4 +476,20 @@ fn save_capture(
 /// SHA-256 of a file's bytes as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_screen_names_the_file_not_its_folders() {
+        let path = Path::new("/var/lib/boneage/requests/ward-3/noise.png");
+        let message = format!("{}: rejected by the quality gate: image is noise", path.display());
+        assert_eq!(
+            on_screen(&message, path),
+            "noise.png: rejected by the quality gate: image is noise"
+        );
+        assert_eq!(on_screen("camera failed", Path::new("")), "camera failed");
+    }
 }

@@ -339,7 +339,7 @@ fn eval_reproduces_the_known_mae() {
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["n"].as_u64(), Some(exp.len() as u64));
     assert!((last["mae"].as_f64().unwrap() - known).abs() < 0.02, "{last} vs {known}");
-    for key in ["rmse", "bias"] {
+    for key in ["rmse", "bias", "median_abs_error"] {
         assert!(last[key].is_number(), "{key}");
     }
     assert!(text.contains("MAE:") && text.contains("0-5 years") || text.contains("5-10 years"));

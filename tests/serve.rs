@@ -541,3 +541,15 @@ fn load_50_clients_200_requests() {
         lat[lat.len() * 95 / 100].as_secs_f64() * 1e3
     );
 }
+
+#[test]
+fn a_configuration_that_serves_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.tcp.enabled = false;
+    config.hot_folder.enabled = false;
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = boneage::serve::run(&config, stop, |_| panic!("must not start")).unwrap_err();
+    assert!(err.to_string().contains("nothing to serve"), "{err}");
+    assert!(!dir.path().join("results.db").exists(), "refused before creating anything");
+}

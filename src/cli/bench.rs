@@ -33,7 +33,13 @@ pub struct Args {
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.images)
-        .with_context(|| format!("cannot list {}; pass --images DIR", args.images.display()))?
+        .with_context(|| {
+            format!(
+                "cannot list {} (the bundled samples/ folder comes with the source tree, not \
+                 with an installed unit); pass --images DIR with a few radiographs",
+                args.images.display()
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();

@@ -107,6 +107,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             "n": metrics.as_ref().map_or(0, |m| m.n),
             "mae": metrics.as_ref().map(|m| m.mae),
             "rmse": metrics.as_ref().map(|m| m.rmse),
+            "median_abs_error": metrics.as_ref().map(|m| m.median_abs_error),
             "bias": metrics.as_ref().map(|m| m.bias),
             "interval95_coverage": metrics.as_ref().and_then(|m| m.interval95_coverage),
             "by_sex": metrics.as_ref().map(|m| &m.by_sex),
@@ -134,6 +135,7 @@ fn print_text(
     writeln!(out, "images:  {} analysed, {failed} failed", m.n)?;
     writeln!(out, "MAE:     {:.2} months", m.mae)?;
     writeln!(out, "RMSE:    {:.2} months", m.rmse)?;
+    writeln!(out, "median absolute error: {:.2} months", m.median_abs_error)?;
     writeln!(out, "bias:    {:+.2} months (prediction - label)", m.bias)?;
     if let Some(c) = m.interval95_coverage {
         writeln!(out, "95% interval holds the label: {:.1}%", 100.0 * c)?;
