@@ -350,6 +350,7 @@ impl Config {
         // Missing sections or keys take the documented defaults: merge over DEFAULT_TOML.
         let mut merged: toml::Table = toml::from_str(DEFAULT_TOML)
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let defaults = merged.clone();
         let user: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -362,7 +363,7 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
             .map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
-                message: format!("key `{}`: {}", e.path(), e.inner().message()),
+                message: value_message(&defaults, &e.path().to_string(), e.inner().message()),
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &mut PathBuf| {
@@ -629,6 +630,27 @@ fn check_keys(defaults: &toml::Table, user: &toml::Table, prefix: &str) -> Resul
     Ok(())
 }
 
+/// A value of the right type that serde still refused, said for a person: Rust type names
+/// become words, and the default shows the expected form (`tcp.bind`: "127.0.0.1:5025").
+fn value_message(defaults: &toml::Table, key: &str, serde_message: &str) -> String {
+    let mut message = serde_message.to_string();
+    for unsigned in ["usize", "u64", "u32", "u16", "u8"] {
+        message =
+            message.replace(&format!("expected {unsigned}"), "expected a whole number, 0 or more");
+    }
+    // The key path without list indices (`protocol.allowed_dirs[0]`).
+    let mut value = None;
+    let mut table = Some(defaults);
+    for part in key.split('.').map(|p| p.split('[').next().unwrap_or(p)) {
+        value = table.and_then(|t| t.get(part));
+        table = value.and_then(toml::Value::as_table);
+    }
+    match value.filter(|v| !v.is_table()) {
+        Some(d) => format!("key `{key}`: {message}; for example the default, {d}"),
+        None => format!("key `{key}`: {message}"),
+    }
+}
+
 /// Overlays `user` on `base` key by key, so a file may set only what it changes.
 fn merge(base: &mut toml::Table, user: toml::Table) {
     for (key, value) in user {
@@ -685,6 +707,14 @@ mod tests {
         assert!(e.to_string().contains("`model.threads` = \"two\": expected an integer"), "{e}");
         let e = Config::parse("[model]\nbackend = \"gpu\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("gpu") && e.to_string().contains("tract"), "{e}");
+        // A value of the right type but the wrong form shows the form expected.
+        let e = Config::parse("[tcp]\nbind = \"nonsense\"\n", Path::new("x.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("`tcp.bind`") && msg.contains("\"127.0.0.1:5025\""), "{msg}");
+        let e = Config::parse("[hot_folder]\nstable_ms = -5\n", Path::new("x.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("`hot_folder.stable_ms`"), "{msg}");
+        assert!(msg.contains("a whole number, 0 or more") && !msg.contains("u64"), "{msg}");
     }
 
     #[test]
