@@ -203,8 +203,19 @@ fn hotfolder_request(path: &Path) -> (Request, Option<String>) {
         height_cm: facts.height_cm,
         exam_id: facts.exam_id,
         once: true,
+        arrived_at: arrived_at(path),
     };
     (req, sidecar_error)
+}
+
+/// When the file arrived in the folder: its inode change time, which a copy or a rename
+/// into the folder sets and no copy tool can carry over (unlike the modification time).
+fn arrived_at(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let since_epoch =
+        Duration::new(u64::try_from(meta.ctime()).ok()?, u32::try_from(meta.ctime_nsec()).ok()?);
+    Some(crate::store::rfc3339(std::time::UNIX_EPOCH + since_epoch))
 }
 
 fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) {

@@ -46,19 +46,36 @@ pub struct Request {
     /// and SHA-256) was already stored: the hot folder's exactly-once guarantee across a
     /// crash between storing a result and moving the file.
     pub once: bool,
+    /// When the file arrived (`created_at` form), for `once`: a stored failure newer than
+    /// that is the outcome of this very drop.
+    pub arrived_at: Option<String>,
 }
 
 impl Request {
-    /// Whether `done`, stored for the same file, already answers this request: it succeeded
-    /// and agrees with every fact this request gives. A stored failure is analysed again (the
-    /// cause may have been fixed), and so is an image dropped again with a corrected
-    /// sidecar; only the crash-recovery case, the identical request, reuses the result.
+    /// Whether `done`, stored for the same file, already answers this request: it agrees
+    /// with every fact this request gives, and it succeeded or it failed after the file
+    /// arrived (a crash between storing the failure and moving the file). An image
+    /// dropped again after a failure (the cause may have been fixed), or with a corrected
+    /// sidecar, is analysed again; only the crash-recovery case, the identical request
+    /// for the same drop, reuses the outcome.
     pub fn answered_by(&self, done: &Record) -> bool {
         let sex = self.sex.is_none_or(|s| done.sex.as_deref() == Some(s.to_string().as_str()));
         let age =
             self.age.is_none_or(|a| done.age_months.is_some_and(|m| (m - a.months()).abs() < 1e-6));
         let exam = self.exam_id.is_none() || done.exam_id == self.exam_id;
-        done.error.is_none() && sex && age && exam && done.height_cm == self.height_cm
+        let same_facts = sex && age && exam && done.height_cm == self.height_cm;
+        let same_drop = self.arrived_at.as_deref().is_some_and(|m| done.created_at.as_str() >= m);
+        same_facts && (done.error.is_none() || same_drop)
+    }
+
+    /// The stored outcome that already answers this request (see
+    /// [`answered_by`](Self::answered_by)), as [`Service::analyze`] would return it.
+    fn reuse(&self, done: Record) -> Result<Record, ServiceError> {
+        log::info!("{} already analysed as result {}", self.path.display(), done.id);
+        match done.error.clone() {
+            None => Ok(done),
+            Some(message) => Err(ServiceError::Analysis { message, record: Box::new(done) }),
+        }
     }
 }
 
@@ -274,6 +291,12 @@ impl Service {
     /// [`ServiceError::Analysis`] carrying the stored failure, or [`ServiceError::Store`].
     pub fn reject(&self, req: &Request, message: String) -> Result<Record, ServiceError> {
         let (mut rec, _) = self.new_record(req);
+        if req.once && !rec.image_sha256.is_empty() {
+            let found = self.store().find(&rec.source, &rec.image_sha256)?;
+            if let Some(done) = found.filter(|d| d.error.is_some() && req.answered_by(d)) {
+                return req.reuse(done);
+            }
+        }
         rec.error = Some(message.clone());
         let record = self.store().insert(&rec)?;
         self.show(&Screen::Error {
@@ -307,8 +330,7 @@ impl Service {
         if req.once && !rec.image_sha256.is_empty() {
             let found = self.store().find(&rec.source, &rec.image_sha256)?;
             if let Some(done) = found.filter(|done| req.answered_by(done)) {
-                log::info!("{} already analysed as result {}", req.path.display(), done.id);
-                return Ok(done);
+                return req.reuse(done);
             }
         }
         self.show(&Screen::Analysing { source: req.path.display().to_string() });

@@ -423,8 +423,12 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Current UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate.
 pub fn now_rfc3339() -> String {
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    rfc3339(std::time::SystemTime::now())
+}
+
+/// `time` as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form of `created_at` (which sorts as text).
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    let now = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

@@ -56,7 +56,11 @@ fn config_in(dir: &Path) -> Config {
 }
 
 fn start(edit: impl FnOnce(&mut Config)) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), edit)
+}
+
+/// As [`start`], in a folder prepared beforehand (a store, an inbox left by a crash).
+fn start_in(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Server {
     let mut config = config_in(dir.path());
     edit(&mut config);
     let stop = Arc::new(AtomicBool::new(false));
@@ -426,6 +430,42 @@ fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     assert_eq!(rows.len(), 6);
     assert!(rows[0].error.as_deref().unwrap().contains("weight"), "{:?}", rows[0]);
     assert!(inbox.join("failed/bad-sidecar.png.error.txt").exists());
+    // A failed file dropped again is a new attempt (the cause may have been fixed).
+    assert_eq!(drop_in("bad-sidecar", r#"{"weight":3}"#).len(), 7);
+}
+
+#[test]
+fn a_failure_stored_before_a_crash_is_not_stored_again() {
+    // The service stored this file's failure, then died before moving it to failed/.
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let img = inbox.join("no-sex.png");
+    copy_fixture(2, &img);
+    let sha = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(std::fs::read(&img).unwrap());
+        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let earlier = Store::open(&dir.path().join("results.db"))
+        .unwrap()
+        .insert(&boneage::store::NewRecord {
+            source: format!("hot-folder:{}", img.display()),
+            image_sha256: sha,
+            error: Some(format!("{}: patient sex unknown", img.display())),
+            model: "m".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let server = start_in(dir, |_| {});
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !inbox.join("failed/no-sex.png").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(inbox.join("failed/no-sex.png").exists());
+    let rows = server.store().history(10).unwrap();
+    assert_eq!(rows, vec![earlier], "the stored failure answers; no second record");
 }
 
 #[test]

@@ -121,6 +121,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 height_cm: args.height_cm,
                 exam_id: args.exam_id,
                 once: false,
+                arrived_at: None,
             };
             let (capture, outcome) = if args.path.is_some() {
                 (None, svc.analyze(&req))
