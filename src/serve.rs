@@ -62,6 +62,11 @@ pub fn run(
     }
     let model = Model::load(&config.model)?;
     let store = Store::open(&config.store.path)?;
+    let newest = store.history(1)?.into_iter().next().map(|r| r.created_at);
+    let clock = crate::store::clock_check(&crate::store::now_rfc3339(), newest.as_deref());
+    if clock != "ok" {
+        log::error!("clock {clock}");
+    }
     let service = Arc::new(Service::new(model, store, config));
     // A missing screen must not stop a headless-capable unit: log and carry on without it.
     match Display::open(&config.display) {

@@ -426,6 +426,29 @@ pub fn now_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
+/// No result of this software can be older than this: a clock before it was reset (a board
+/// without a backed-up clock after a power cut).
+pub const EARLIEST_PLAUSIBLE_TIME: &str = "2026-01-01T00:00:00.000Z";
+
+/// For STATUS: `ok`, or `suspect: ...` when `now` is before [`EARLIEST_PLAUSIBLE_TIME`] or
+/// before the newest stored result (the clock went back). Results are stored with the
+/// time they get, so a wrong clock dates them wrongly; this is how a unit says so.
+pub fn clock_check(now: &str, newest_stored: Option<&str>) -> String {
+    if now < EARLIEST_PLAUSIBLE_TIME {
+        return format!(
+            "suspect: the system time {now} is before {EARLIEST_PLAUSIBLE_TIME}; set the clock \
+             (results are stored with this time)"
+        );
+    }
+    match newest_stored {
+        Some(newest) if now < newest => format!(
+            "suspect: the system time {now} is before the newest stored result ({newest}); \
+             check the clock"
+        ),
+        _ => "ok".into(),
+    }
+}
+
 /// `time` as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form of `created_at` (which sorts as text).
 pub fn rfc3339(time: std::time::SystemTime) -> String {
     let now = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -606,6 +629,15 @@ mod tests {
         drop(s);
         // Opening again finds the columns already there.
         assert_eq!(Store::open(&path).unwrap().count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_clock_reset_or_set_back_is_suspect() {
+        assert_eq!(clock_check("2026-11-27T12:00:00.000Z", None), "ok");
+        assert_eq!(clock_check("2026-11-27T12:00:00.000Z", Some("2026-11-27T11:59:00.000Z")), "ok");
+        assert!(clock_check("1970-01-01T00:16:43.189Z", None).starts_with("suspect: "));
+        let back = clock_check("2026-11-27T12:00:00.000Z", Some("2027-01-01T00:00:00.000Z"));
+        assert!(back.contains("before the newest stored result"), "{back}");
     }
 
     #[test]

@@ -121,6 +121,8 @@ fn protocol_over_tcp() {
     assert_eq!(status["state"], "ready");
     assert_eq!(status["source"]["camera"]["state"], "none", "{status}");
     assert_eq!(status["display"], "none", "{status}");
+    assert_eq!(status["store"], "ok", "{status}");
+    assert_eq!(status["clock"], "ok", "{status}");
 
     let img = server.dir.path().join("allowed/a.png");
     copy_fixture(0, &img);
