@@ -62,8 +62,8 @@ pub fn run(
     }
     let model = Model::load(&config.model)?;
     let store = Store::open(&config.store.path)?;
-    let newest = store.history(1)?.into_iter().next().map(|r| r.created_at);
-    let clock = crate::store::clock_check(&crate::store::now_rfc3339(), newest.as_deref());
+    let latest = store.latest_time()?;
+    let clock = crate::store::clock_check(&crate::store::now_rfc3339(), latest.as_deref());
     if clock != "ok" {
         log::error!("clock {clock}");
     }
@@ -158,9 +158,15 @@ pub fn run(
     on_ready(running);
 
     let poll = Duration::from_millis(config.hot_folder.poll_ms);
+    let mut next_poll = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
-        if let Some(hf) = hot.as_mut() {
-            process_hot_folder(hf, &service, &shutdown);
+        if let Some(hf) = hot.as_mut().filter(|_| Instant::now() >= next_poll) {
+            next_poll = match process_hot_folder(hf, &service, &shutdown) {
+                // Nothing can be stored (a full disk): analysing the same files again every
+                // poll only burns the CPU and the log; try again a little later.
+                Polled::StoreFailed => Instant::now() + STORE_RETRY,
+                Polled::Done => Instant::now(),
+            };
         }
         thread::sleep(poll);
     }
@@ -223,12 +229,22 @@ fn arrived_at(path: &Path) -> Option<String> {
     Some(crate::store::rfc3339(std::time::UNIX_EPOCH + since_epoch))
 }
 
-fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) {
+/// How a hot-folder round ended.
+enum Polled {
+    Done,
+    /// A result could not be stored; the round stopped there.
+    StoreFailed,
+}
+
+/// Wait before the hot folder tries again after the store refused a result.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) -> Polled {
     let ready = match hf.poll() {
         Ok(r) => r,
         Err(e) => {
             log::warn!("{e}; retrying");
-            return;
+            return Polled::Done;
         }
     };
     // Files that stopped the service too often: stored as failures, then moved with their
@@ -236,7 +252,10 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
     for (path, why) in hf.take_set_aside() {
         let (req, _) = hotfolder_request(&path);
         match service.reject(&req, format!("{}: {why}", path.display())) {
-            Err(ServiceError::Store(e)) => log::error!("{}: {e}; will retry", path.display()),
+            Err(ServiceError::Store(e)) => {
+                log::error!("{}: {e}; will retry", path.display());
+                return Polled::StoreFailed;
+            }
             _ => {
                 if let Err(e) = hf.finish(&path, Some(&why)) {
                     log::error!("{e}");
@@ -246,7 +265,7 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
     }
     for path in ready {
         if shutdown.load(Ordering::Relaxed) {
-            return;
+            return Polled::Done;
         }
         let (req, sidecar_error) = hotfolder_request(&path);
         hf.begin(&path);
@@ -262,9 +281,9 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             Err(ServiceError::Analysis { message, .. }) => Some(message),
             Err(ServiceError::Store(e)) => {
                 // Nothing stored: leave the file where it is to be retried.
-                log::error!("{}: {e}; will retry", path.display());
+                log::error!("{}: {e}; will retry in {} s", path.display(), STORE_RETRY.as_secs());
                 hf.retry_later(&path);
-                continue;
+                return Polled::StoreFailed;
             }
         };
         if let Some(why) = &failure {
@@ -274,6 +293,7 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             log::error!("{e}");
         }
     }
+    Polled::Done
 }
 
 fn accept_loop(
@@ -326,9 +346,12 @@ fn accept_loop(
             active.fetch_sub(1, Ordering::AcqRel);
         });
     }
-    // Connections finish the command in hand, and store its result, before the process
-    // exits: a client never loses an analysis it was told about. Each connection sees the
-    // shutdown within one read tick; the cap only guards against a stuck peer write.
+    // New connections are refused from here on (they would wait unanswered in the backlog
+    // until the process exits); the open ones finish the command in hand, and store its
+    // result, before the process exits: a client never loses an analysis it was told about.
+    // Each connection sees the shutdown within one read tick; the cap only guards against
+    // a stuck peer write.
+    drop(listener);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));

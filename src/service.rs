@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::display::{Display, ResultView, Screen};
 use crate::model::Model;
 use crate::quality;
-use crate::report::{Age, Given, Reading, ReadingError, Sex};
+use crate::report::{Age, AgeSource, Given, Reading, ReadingError, Sex};
 use crate::source;
 use crate::source::camera::{self, Camera, CameraError, Health};
 use crate::store::{self as store_mod, NewRecord, Record, Store, StoreError};
@@ -314,6 +314,7 @@ impl Service {
             exam_id: req.exam_id.clone(),
             sex: req.sex.map(|s| s.to_string()),
             age_months: req.age.map(Age::months),
+            age_source: req.age.map(|_| AgeSource::Given.as_str().to_string()),
             height_cm: req.height_cm,
             model: self.identity.model_version.clone(),
             ..NewRecord::default()
@@ -407,6 +408,12 @@ impl Service {
         rec: &mut NewRecord,
     ) -> Result<(Reading, source::Radiograph), String> {
         let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
+        // Who this is, known as soon as the file is read: a failure below is stored with it.
+        rec.patient_id.clone_from(&radiograph.patient.patient_id);
+        if rec.exam_id.is_none() {
+            // The request's id, else AccessionNumber (not PatientID, which has its own field).
+            rec.exam_id.clone_from(&radiograph.patient.accession);
+        }
         if self.quality_gate {
             quality::check_radiograph(&radiograph).map_err(|why| {
                 format!("{}: rejected by the quality gate: {why}", req.path.display())
@@ -433,12 +440,6 @@ impl Service {
             }
             ReadingError::Model(_) => format!("{}: {e}", req.path.display()),
         })?;
-        // The store keeps an exam id: the request's, else AccessionNumber (not PatientID,
-        // which the kiosk shows on its own line).
-        if rec.exam_id.is_none() {
-            rec.exam_id.clone_from(&radiograph.patient.accession);
-        }
-        rec.patient_id.clone_from(&radiograph.patient.patient_id);
         rec.sex = Some(reading.sex.to_string());
         rec.age_months = reading.chronological_age_months;
         rec.age_source = reading.age_source.map(|s| s.as_str().to_string());

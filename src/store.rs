@@ -176,7 +176,8 @@ impl Store {
         let damage = (check != "ok").then(|| {
             log::error!(
                 "store {} failed its integrity check: {check}; some results may be unreadable: \
-                 back it up (boneage backup) and see docs/deploy.md, Store",
+                 stop the service, copy the file (with any -wal file) aside and see \
+                 docs/deploy.md, Store",
                 path.display()
             );
             check
@@ -196,7 +197,11 @@ impl Store {
             return format!("error: {e}");
         }
         match &self.damage {
-            Some(check) => format!("damaged: {}", check.lines().next().unwrap_or_default()),
+            // The first finding, not SQLite's "*** in database main ***" heading.
+            Some(check) => format!(
+                "damaged: {}",
+                check.lines().find(|l| !l.starts_with("***")).unwrap_or(check.as_str())
+            ),
             None => "ok".into(),
         }
     }
@@ -355,10 +360,32 @@ impl Store {
             path: dest.to_path_buf(),
             reason: "the path is not UTF-8 text".into(),
         })?;
+        self.conn.execute("VACUUM INTO ?1", [dest_text]).map(|_| ()).map_err(|e| {
+            // Nothing half-written may pass for a backup (nor block the next try).
+            let _ = std::fs::remove_file(dest);
+            let reason = match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                    format!(
+                        "{e}: the store {} is damaged, so no whole copy can be read from it; \
+                         stop the service and copy the file (with any -wal file) aside as it is",
+                        self.path.display()
+                    )
+                }
+                _ => format!("{e}; check that the destination's disk has room"),
+            };
+            StoreError::Backup { path: dest.to_path_buf(), reason }
+        })
+    }
+
+    /// The latest `created_at` stored (times sort as text), for the clock check: the
+    /// newest result by id may itself carry a wrong time.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn latest_time(&self) -> Result<Option<String>, StoreError> {
         self.conn
-            .execute("VACUUM INTO ?1", [dest_text])
-            .map(|_| ())
-            .map_err(|source| StoreError::Sqlite { path: dest.to_path_buf(), source })
+            .query_row("SELECT MAX(created_at) FROM results", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// SQLite's full integrity check: "ok" when the file is sound.
@@ -515,6 +542,7 @@ mod tests {
         let h = s.history(10).unwrap();
         assert_eq!(h[0].source, "b.png");
         assert_eq!(s.last_id().unwrap(), Some(2));
+        assert_eq!(s.latest_time().unwrap().as_deref(), Some(h[0].created_at.as_str()));
         assert_eq!(s.integrity_check().unwrap(), "ok");
     }
 
@@ -538,6 +566,10 @@ mod tests {
         assert_eq!(b.count().unwrap(), 5);
         assert_eq!(b.integrity_check().unwrap(), "ok");
         assert!(matches!(s.backup_to(&backup), Err(StoreError::Backup { .. })));
+        // A copy that fails leaves nothing behind.
+        let into_missing = dir.path().join("no-such-folder/b.db");
+        assert!(s.backup_to(&into_missing).is_err());
+        assert!(!into_missing.exists());
     }
 
     #[test]

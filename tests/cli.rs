@@ -584,6 +584,18 @@ fn a_reader_that_goes_away_ends_predict_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "a panic's exit code");
+
+    // Output that cannot be written (a full disk) is an error naming it, not a panic.
+    for args in [vec!["predict", "--no-tta", "--sex", "f", img], vec!["--version"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_boneage"))
+            .args(&args)
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("standard output") && !err.contains("panicked"), "{err}");
+    }
 }
 
 #[test]

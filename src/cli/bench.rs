@@ -1,7 +1,7 @@
 //! `boneage bench`: what this machine does with this model. Numbers, not assertions:
 //! record them in docs/benchmarks.md with the command and the machine.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -34,9 +34,14 @@ pub struct Args {
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.images)
         .with_context(|| {
+            let why = if args.images == Path::new("samples") {
+                " (the bundled samples/ folder comes with the source tree, not with an \
+                 installed unit)"
+            } else {
+                ""
+            };
             format!(
-                "cannot list {} (the bundled samples/ folder comes with the source tree, not \
-                 with an installed unit); pass --images DIR with a few radiographs",
+                "cannot list {}{why}; pass --images DIR with a few radiographs",
                 args.images.display()
             )
         })?

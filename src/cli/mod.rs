@@ -7,6 +7,7 @@ mod bench;
 mod eval;
 mod predict;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -121,11 +122,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
         let backend = boneage::model::check_backend(&config.model);
         let backend_ok = backend.is_ok();
         let backend = backend.unwrap_or_else(|not_usable| not_usable);
-        println!(
+        writeln!(
+            std::io::stdout(),
             "boneage {} [{}] ; {model} ; backend {backend}",
             env!("CARGO_PKG_VERSION"),
             build_features(),
-        );
+        )
+        .context("cannot write to standard output")?;
         // A unit check (docs/deploy.md) must be able to fail: exit 2 when the unit could
         // not analyse anything as configured.
         let usable = model_ok && backend_ok;

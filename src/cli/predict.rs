@@ -1,8 +1,10 @@
 //! `boneage predict`: one reading per image; one bad file never stops the others.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use boneage::config::Config;
 use boneage::document::{self, Sheet};
 use boneage::model::Model;
@@ -56,14 +58,18 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut model = super::load_model(config)?;
     let mut failed = 0usize;
+    // Written, not printed: a full disk or closed output is an error, not a panic.
+    let mut stdout = std::io::stdout().lock();
     for path in &args.images {
         match analyse(&mut model, config, path, &args) {
             Ok((reading, radiograph)) => {
                 if args.json {
-                    println!("{}", serde_json::to_string(&reading)?);
+                    writeln!(stdout, "{}", serde_json::to_string(&reading)?)
                 } else {
-                    println!("{reading}");
+                    writeln!(stdout, "{reading}")
                 }
+                .and_then(|()| stdout.flush())
+                .context("cannot write the results to standard output")?;
                 if let Some(out) = &args.report {
                     if let Err(e) =
                         document::write(out, &Sheet::from_reading(&reading, &radiograph.pixels))
@@ -76,10 +82,18 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             Err(message) => {
                 failed += 1;
                 eprintln!("boneage: error: {message}");
+                if let Some(out) = args.report.as_ref().filter(|out| out.exists()) {
+                    // Not removed (it is the user's file), but not to be taken for this image.
+                    eprintln!(
+                        "boneage: --report {}: not written; the file there is from an earlier run",
+                        out.display()
+                    );
+                }
                 if args.json {
                     let obj = serde_json::json!({
                         "image": path.display().to_string(), "error": message });
-                    println!("{obj}");
+                    writeln!(stdout, "{obj}")
+                        .context("cannot write the results to standard output")?;
                 }
             }
         }

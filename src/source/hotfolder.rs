@@ -282,7 +282,7 @@ impl HotFolder {
         let sidecar = sidecar_path(path);
         if sidecar.exists() {
             let side_name = sidecar.file_name().map(PathBuf::from).unwrap_or_default();
-            let _ = std::fs::rename(&sidecar, unique(&dest_dir, &side_name));
+            let _ = move_file(&sidecar, &unique(&dest_dir, &side_name));
         }
         Ok(())
     }
@@ -306,7 +306,7 @@ impl HotFolder {
             std::fs::write(&note, format!("{reason}\n"))
                 .map_err(|source| HotFolderError { path: PathBuf::from(&note), source })?;
         }
-        std::fs::rename(path, &dest).map_err(|source| HotFolderError {
+        move_file(path, &dest).map_err(|source| HotFolderError {
             path: path.to_path_buf(),
             source: std::io::Error::new(
                 source.kind(),
@@ -333,6 +333,24 @@ fn is_candidate(path: &Path) -> bool {
         || lower.ends_with(".partial")
         || lower.ends_with(".json")
         || lower.ends_with(".txt"))
+}
+
+/// Renames `from` to `to`; across file systems (`done/` on a mounted stick), copies, syncs
+/// and then removes the original, so the file is never lost half-way.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let copied = std::fs::copy(from, to)
+                .and_then(|_| std::fs::File::open(to))
+                .and_then(|f| f.sync_all());
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(to);
+                return Err(e);
+            }
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
 }
 
 /// `dir/name`, or `dir/name.1`, `.2`... if taken, so a repeated file name never overwrites.
@@ -533,6 +551,22 @@ mod tests {
         std::fs::write(&img, b"a new radiograph").unwrap();
         hf.poll().unwrap();
         assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+    }
+
+    #[test]
+    fn moves_across_file_systems() {
+        // /dev/shm is a tmpfs on Linux; where it shares the device with the temp folder the
+        // plain rename is what runs, and the test still holds.
+        let (Ok(src_dir), Ok(dst_dir)) = (tempfile::tempdir(), tempfile::tempdir_in("/dev/shm"))
+        else {
+            return;
+        };
+        let from = src_dir.path().join("a.png");
+        std::fs::write(&from, b"radiograph").unwrap();
+        let to = dst_dir.path().join("a.png");
+        move_file(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(std::fs::read(&to).unwrap(), b"radiograph");
     }
 
     #[test]
