@@ -22,8 +22,11 @@
 //! - [`display`]: the kiosk screens (ready, capturing, analysing, result, error) drawn with
 //!   `embedded-graphics` to a PNG file or a Linux framebuffer.
 //!
+//! [`atomic_file`] serves `document` and `display`: files replaced whole, never half-written.
+//!
 //! The `boneage` binary (`src/main.rs`, `src/cli/`) is a thin layer over these modules.
 
+pub mod atomic_file;
 pub mod clinical;
 pub mod config;
 pub mod display;

@@ -62,8 +62,7 @@ pub fn run(
     }
     let model = Model::load(&config.model)?;
     let store = Store::open(&config.store.path)?;
-    let latest = store.latest_time()?;
-    let clock = crate::store::clock_check(&crate::store::now_rfc3339(), latest.as_deref());
+    let clock = store.clock()?;
     if clock != "ok" {
         log::error!("clock {clock}");
     }

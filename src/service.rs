@@ -291,11 +291,9 @@ impl Service {
     /// [`ServiceError::Analysis`] carrying the stored failure, or [`ServiceError::Store`].
     pub fn reject(&self, req: &Request, message: String) -> Result<Record, ServiceError> {
         let (mut rec, _) = self.new_record(req);
-        if req.once && !rec.image_sha256.is_empty() {
-            let found = self.store().find(&rec.source, &rec.image_sha256)?;
-            if let Some(done) = found.filter(|d| d.error.is_some() && req.answered_by(d)) {
-                return req.reuse(done);
-            }
+        // Only a stored refusal answers: the request lacks the facts its sidecar would give.
+        if let Some(done) = self.stored_answer(req, &rec)?.filter(|d| d.error.is_some()) {
+            return req.reuse(done);
         }
         rec.error = Some(message.clone());
         let record = self.store().insert(&rec)?;
@@ -304,6 +302,16 @@ impl Service {
             action: "fix the request and send the image again".into(),
         });
         Err(ServiceError::Analysis { message, record: Box::new(record) })
+    }
+
+    /// For a `once` request, what is already stored for the same file (source and
+    /// SHA-256) and answers it ([`Request::answered_by`]).
+    fn stored_answer(&self, req: &Request, rec: &NewRecord) -> Result<Option<Record>, StoreError> {
+        if !req.once || rec.image_sha256.is_empty() {
+            return Ok(None);
+        }
+        let found = self.store().find(&rec.source, &rec.image_sha256)?;
+        Ok(found.filter(|done| req.answered_by(done)))
     }
 
     /// The record a request starts as, and the file's bytes: read and hashed once, so the
@@ -328,11 +336,8 @@ impl Service {
 
     fn analyze_inner(&self, req: &Request) -> Result<Record, ServiceError> {
         let (mut rec, bytes) = self.new_record(req);
-        if req.once && !rec.image_sha256.is_empty() {
-            let found = self.store().find(&rec.source, &rec.image_sha256)?;
-            if let Some(done) = found.filter(|done| req.answered_by(done)) {
-                return req.reuse(done);
-            }
+        if let Some(done) = self.stored_answer(req, &rec)? {
+            return req.reuse(done);
         }
         self.show(&Screen::Analysing { source: req.path.display().to_string() });
         let outcome = bytes.map_err(|e| e.to_string()).and_then(|bytes| {

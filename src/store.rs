@@ -388,6 +388,14 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// [`clock_check`] of the system time against this store's latest result.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn clock(&self) -> Result<String, StoreError> {
+        Ok(clock_check(&now_rfc3339(), self.latest_time()?.as_deref()))
+    }
+
     /// SQLite's full integrity check: "ok" when the file is sound.
     ///
     /// # Errors

@@ -4,8 +4,6 @@
 //! tests. The file is written beside its final name and renamed over it, so a reader never
 //! sees a half-written image.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use image::codecs::png::PngEncoder;
@@ -13,6 +11,7 @@ use image::{ExtendedColorType, ImageEncoder};
 
 use super::canvas::Canvas;
 use super::{draw, DisplayError, Screen};
+use crate::atomic_file;
 
 /// Renders screens at a fixed size into a PNG file.
 #[derive(Debug)]
@@ -52,36 +51,18 @@ impl PngBackend {
     }
 }
 
-/// Writes `canvas` as an RGB PNG to a temporary file in `path`'s folder, syncs it and
-/// renames it over `path`.
+/// Writes `canvas` as an RGB PNG, replacing `path` atomically.
 fn write_png_atomic(path: &Path, canvas: &Canvas) -> std::io::Result<()> {
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path names no file")
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file = File::create(&tmp)?;
-        let mut out = BufWriter::new(file);
-        PngEncoder::new(&mut out)
-            .write_image(
-                &canvas.to_rgb_bytes(),
-                canvas.width(),
-                canvas.height(),
-                ExtendedColorType::Rgb8,
-            )
-            .map_err(std::io::Error::other)?;
-        out.flush()?;
-        out.get_ref().sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        // Best effort: a stale temporary file is harmless, the next write replaces it.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut png = Vec::new();
+    PngEncoder::new(&mut png)
+        .write_image(
+            &canvas.to_rgb_bytes(),
+            canvas.width(),
+            canvas.height(),
+            ExtendedColorType::Rgb8,
+        )
+        .map_err(std::io::Error::other)?;
+    atomic_file::write(path, &png)
 }
 
 #[cfg(test)]
@@ -108,7 +89,7 @@ mod tests {
         let mut png = PngBackend::new(&path, 64, 48);
         png.show(&Screen::Capturing { source: "patient A".into() }).unwrap();
         // The temporary file cannot be created (a full disk, here a folder in its way).
-        std::fs::create_dir(dir.path().join(".screen.png.tmp")).unwrap();
+        std::fs::create_dir(atomic_file::temporary_path(&path)).unwrap();
         assert!(png.show(&Screen::Analysing { source: "patient B".into() }).is_err());
         assert!(!path.exists(), "patient A's screen must not stay up as the current one");
     }

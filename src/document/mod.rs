@@ -7,11 +7,11 @@
 mod pdf;
 mod png;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
 
+use crate::atomic_file;
 use crate::report::{Age, Reading};
 use crate::source::GrayImage;
 
@@ -156,19 +156,10 @@ pub fn check_target(path: &Path) -> Result<(), DocumentError> {
     }
     // A folder can exist and still refuse the file (permissions, a read-only mount, a full
     // disk): create and remove the very temporary file `write` will use.
-    let tmp = temporary_path(path);
+    let tmp = atomic_file::temporary_path(path);
     std::fs::File::create(&tmp)
         .and_then(|_| std::fs::remove_file(&tmp))
         .map_err(|source| DocumentError::Write { path: path.to_path_buf(), source })
-}
-
-/// Where [`write`] puts the bytes before renaming them over `path`: a hidden sibling, so the
-/// rename stays on one file system.
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(".part");
-    path.with_file_name(name)
 }
 
 /// Writes the report, choosing PDF or PNG by the file extension.
@@ -185,17 +176,8 @@ pub fn write(path: &Path, sheet: &Sheet) -> Result<(), DocumentError> {
     };
     // Atomically: a failed or interrupted write must not leave half a report under the
     // name a clinician will open, nor destroy an earlier report of that name.
-    let tmp = temporary_path(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|source| DocumentError::Write { path: path.to_path_buf(), source })
+    atomic_file::write(path, &bytes)
+        .map_err(|source| DocumentError::Write { path: path.to_path_buf(), source })
 }
 
 fn age(months: f64) -> String {

@@ -77,8 +77,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
             let store = svc.store();
             let last = store.last_id().map_err(store_err)?;
             let count = store.count().map_err(store_err)?;
-            let latest = store.latest_time().map_err(store_err)?;
-            let clock = crate::store::clock_check(&crate::store::now_rfc3339(), latest.as_deref());
+            let clock = store.clock().map_err(store_err)?;
             Ok(json!({
                 "state": if svc.queue_len() > 0 { "analysing" } else { "ready" },
                 "uptime_s": svc.uptime_s(),

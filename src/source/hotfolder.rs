@@ -58,10 +58,14 @@ pub struct SidecarInfo {
 
 /// Size and modification time of a file, and of its sidecar when it has one: a file is
 /// ready only when neither has changed for the stable time.
-type Snapshot = (u64, Option<SystemTime>, Option<FileStamp>);
+type Snapshot = (FileStamp, Option<FileStamp>);
 
 /// A file's size and modification time.
 type FileStamp = (u64, Option<SystemTime>);
+
+fn stamp(meta: &std::fs::Metadata) -> FileStamp {
+    (meta.len(), meta.modified().ok())
+}
 
 /// How long an empty file or a sidecar without its image may sit before it is moved to
 /// `failed/`: long enough for any copy to finish, short enough that a stray file does not
@@ -147,7 +151,7 @@ impl HotFolder {
         for (path, meta) in &images {
             match self.unmoved.get(path).cloned() {
                 // Stored already: only the move is owed.
-                Some((failure, stamp)) if stamp == (meta.len(), meta.modified().ok()) => {
+                Some((failure, was)) if was == stamp(meta) => {
                     if self.move_with_sidecar(path, failure.as_deref()).is_ok() {
                         self.unmoved.remove(path);
                     }
@@ -171,9 +175,8 @@ impl HotFolder {
                 self.set_aside.push((path.clone(), why));
                 continue;
             }
-            let side =
-                std::fs::metadata(sidecar_path(path)).ok().map(|m| (m.len(), m.modified().ok()));
-            let snap = (meta.len(), meta.modified().ok(), side);
+            let side = std::fs::metadata(sidecar_path(path)).ok().map(|m| stamp(&m));
+            let snap = (stamp(meta), side);
             present.push(path.clone());
             let Some(waited) = self.unchanged_for(path, snap, now) else { continue };
             if waited >= self.stable && (meta.len() > 0 || waited >= self.stray_after) {
@@ -184,7 +187,7 @@ impl HotFolder {
             if images.iter().any(|(image, _)| sidecar_path(image) == *path) {
                 continue;
             }
-            let snap = (meta.len(), meta.modified().ok(), None);
+            let snap = (stamp(meta), None);
             present.push(path.clone());
             let waited = self.unchanged_for(path, snap, now);
             if waited.is_some_and(|w| w >= self.stray_after.max(self.stable)) {
@@ -265,8 +268,8 @@ impl HotFolder {
         let moved = self.move_with_sidecar(path, failure);
         if moved.is_err() {
             if let Ok(meta) = std::fs::metadata(path) {
-                let stamp = (meta.len(), meta.modified().ok());
-                self.unmoved.insert(path.to_path_buf(), (failure.map(str::to_string), stamp));
+                self.unmoved
+                    .insert(path.to_path_buf(), (failure.map(str::to_string), stamp(&meta)));
             }
         }
         moved
