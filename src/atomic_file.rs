@@ -6,9 +6,24 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Where [`write`] puts the bytes before the rename: `.<name>.part` in the same folder, so
-/// the rename stays on one file system.
+/// The file [`write`] replaces: `path`, or where it leads when it is a symbolic link (a
+/// report path linked into a shared folder must stay a link, its target replaced).
+pub fn target(path: &Path) -> PathBuf {
+    let mut path = path.to_path_buf();
+    // A bound, like the kernel's, against a loop of links.
+    for _ in 0..40 {
+        match std::fs::read_link(&path) {
+            Ok(to) => path = path.parent().map_or(to.clone(), |dir| dir.join(&to)),
+            Err(_) => break,
+        }
+    }
+    path
+}
+
+/// Where [`write`] puts the bytes before the rename: `.<name>.part` beside the
+/// [`target`], so the rename stays on one file system.
 pub fn temporary_path(path: &Path) -> PathBuf {
+    let path = target(path);
     let mut name = std::ffi::OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
     name.push(".part");
@@ -24,12 +39,13 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if path.file_name().is_none() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"));
     }
-    let tmp = temporary_path(path);
+    let path = target(path);
+    let tmp = temporary_path(&path);
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -51,5 +67,25 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert_eq!(temporary_path(&path), dir.path().join(".report.pdf.part"));
         assert_eq!(write(Path::new("/"), b"x").unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_link_stays_a_link_and_its_target_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let real = shared.join("latest.pdf");
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("report.pdf");
+        std::os::unix::fs::symlink("shared/latest.pdf", &link).unwrap();
+        write(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 1, "no temporary file left");
+        // A link to a file not yet there: created where the link points.
+        let dangling = dir.path().join("next.pdf");
+        std::os::unix::fs::symlink(shared.join("next.pdf"), &dangling).unwrap();
+        write(&dangling, b"first").unwrap();
+        assert_eq!(std::fs::read(shared.join("next.pdf")).unwrap(), b"first");
     }
 }

@@ -18,7 +18,7 @@ use crate::config::{Config, Parity};
 use crate::display::{Display, Screen};
 use crate::model::{Model, ModelError};
 use crate::protocol::{self, codes, ConnectionLimits, ProtocolError, Session};
-use crate::service::{Request, Service, ServiceError};
+use crate::service::{Request, Reuse, Service, ServiceError};
 use crate::source::hotfolder::{self, HotFolder, HotFolderError, SidecarInfo};
 use crate::store::{Store, StoreError};
 
@@ -212,8 +212,7 @@ fn hotfolder_request(path: &Path) -> (Request, Option<String>) {
         age: facts.age,
         height_cm: facts.height_cm,
         exam_id: facts.exam_id,
-        once: true,
-        arrived_at: arrived_at(path),
+        reuse: Reuse::SameDrop { arrived_at: arrived_at(path) },
     };
     (req, sidecar_error)
 }
@@ -269,7 +268,7 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
         let (req, sidecar_error) = hotfolder_request(&path);
         hf.begin(&path);
         let outcome = match sidecar_error {
-            None => service.analyze(&req),
+            None => service.analyze(&req).map(|done| done.record),
             Some(message) => service.reject(&req, message),
         };
         let failure = match outcome {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::atomic_file;
 use crate::clinical::Thresholds;
 use crate::config::Config;
 use crate::display::{Display, ResultView, Screen};
@@ -42,13 +43,39 @@ pub struct Request {
     /// Standing height (cm), for the Bayley-Pinneau adult height prediction.
     pub height_cm: Option<f64>,
     pub exam_id: Option<String>,
-    /// Return the stored result instead of analysing again when the same file (same source
-    /// and SHA-256) was already stored: the hot folder's exactly-once guarantee across a
-    /// crash between storing a result and moving the file.
-    pub once: bool,
-    /// When the file arrived (`created_at` form), for `once`: a stored failure newer than
-    /// that is the outcome of this very drop.
-    pub arrived_at: Option<String>,
+    /// When a stored outcome answers this request instead of a new analysis.
+    pub reuse: Reuse,
+}
+
+/// When a stored outcome answers a request instead of a new analysis. The model is
+/// deterministic, so the identical request for the same bytes would only store a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reuse {
+    /// Always analyse.
+    Never,
+    /// The hot folder's exactly-once guarantee across a crash between storing a result and
+    /// moving the file: the same file (source and SHA-256) already stored, see
+    /// [`Request::answered_by`]. `arrived_at` is when the file arrived (`created_at`
+    /// form): a stored failure newer than that is the outcome of this very drop.
+    SameDrop { arrived_at: Option<String> },
+    /// A protocol client sending the request again after a lost reply (connection dropped,
+    /// unit restarted): the success stored for the identical request (same source, bytes,
+    /// arguments and model) within [`RESEND_WINDOW`] is the answer, not a second record.
+    Resend,
+}
+
+/// How long after a result an identical protocol request is taken as a resend of the
+/// first ([`Reuse::Resend`]): long enough for a client's timeout, reconnect, or a unit's
+/// reboot after a power cut; short enough that a deliberate repeat later is a new record.
+pub const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A successful analysis, as [`Service::analyze`] returns it.
+#[derive(Debug, Clone)]
+pub struct Analysed {
+    pub record: Record,
+    /// The record was already stored for an earlier, identical request (see [`Reuse`]);
+    /// nothing new was stored.
+    pub repeat: bool,
 }
 
 impl Request {
@@ -64,16 +91,34 @@ impl Request {
             self.age.is_none_or(|a| done.age_months.is_some_and(|m| (m - a.months()).abs() < 1e-6));
         let exam = self.exam_id.is_none() || done.exam_id == self.exam_id;
         let same_facts = sex && age && exam && done.height_cm == self.height_cm;
-        let same_drop = self.arrived_at.as_deref().is_some_and(|m| done.created_at.as_str() >= m);
+        let arrived_at = match &self.reuse {
+            Reuse::SameDrop { arrived_at } => arrived_at.as_deref(),
+            _ => None,
+        };
+        let same_drop = arrived_at.is_some_and(|m| done.created_at.as_str() >= m);
         same_facts && (done.error.is_none() || same_drop)
+    }
+
+    /// The request's own arguments in one canonical form, stored with its record so that
+    /// [`Reuse::Resend`] recognises the identical request (a value the file supplied,
+    /// such as a DICOM sex, is not an argument: leaving `sex=` out is a different request).
+    pub fn arguments(&self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        format!(
+            "sex={} age={} height={} id={}",
+            opt(self.sex.map(|s| s.to_string())),
+            opt(self.age.map(|a| format!("{:.3}", a.months()))),
+            opt(self.height_cm.map(|h| format!("{h:.1}"))),
+            opt(self.exam_id.clone()),
+        )
     }
 
     /// The stored outcome that already answers this request (see
     /// [`answered_by`](Self::answered_by)), as [`Service::analyze`] would return it.
-    fn reuse(&self, done: Record) -> Result<Record, ServiceError> {
+    fn reuse(&self, done: Record) -> Result<Analysed, ServiceError> {
         log::info!("{} already analysed as result {}", self.path.display(), done.id);
         match done.error.clone() {
-            None => Ok(done),
+            None => Ok(Analysed { record: done, repeat: true }),
             Some(message) => Err(ServiceError::Analysis { message, record: Box::new(done) }),
         }
     }
@@ -202,7 +247,7 @@ impl Service {
     pub fn capture_and_analyze(
         &self,
         req: &Request,
-    ) -> Result<(Capture, Result<Record, ServiceError>), CaptureError> {
+    ) -> Result<(Capture, Result<Analysed, ServiceError>), CaptureError> {
         let capture = self.grab_and_save()?;
         let req = Request { path: capture.path.clone(), ..req.clone() };
         Ok((capture, self.analyze(&req)))
@@ -277,7 +322,7 @@ impl Service {
     /// [`ServiceError::Analysis`] (already stored as an error record) when the image or the
     /// request is unusable; [`ServiceError::Store`] when nothing could be stored, in which
     /// case no result may be reported.
-    pub fn analyze(&self, req: &Request) -> Result<Record, ServiceError> {
+    pub fn analyze(&self, req: &Request) -> Result<Analysed, ServiceError> {
         self.queued.fetch_add(1, Ordering::Relaxed);
         let result = self.analyze_inner(req);
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -293,7 +338,7 @@ impl Service {
         let (mut rec, _) = self.new_record(req);
         // Only a stored refusal answers: the request lacks the facts its sidecar would give.
         if let Some(done) = self.stored_answer(req, &rec)?.filter(|d| d.error.is_some()) {
-            return req.reuse(done);
+            return req.reuse(done).map(|a| a.record);
         }
         rec.error = Some(message.clone());
         let record = self.store().insert(&rec)?;
@@ -304,14 +349,26 @@ impl Service {
         Err(ServiceError::Analysis { message, record: Box::new(record) })
     }
 
-    /// For a `once` request, what is already stored for the same file (source and
-    /// SHA-256) and answers it ([`Request::answered_by`]).
+    /// What is already stored and answers this request, as its [`Reuse`] allows.
     fn stored_answer(&self, req: &Request, rec: &NewRecord) -> Result<Option<Record>, StoreError> {
-        if !req.once || rec.image_sha256.is_empty() {
+        if rec.image_sha256.is_empty() {
             return Ok(None);
         }
-        let found = self.store().find(&rec.source, &rec.image_sha256)?;
-        Ok(found.filter(|done| req.answered_by(done)))
+        match req.reuse {
+            Reuse::Never => Ok(None),
+            Reuse::SameDrop { .. } => {
+                let found = self.store().find(&rec.source, &rec.image_sha256)?;
+                Ok(found.filter(|done| req.answered_by(done)))
+            }
+            Reuse::Resend => {
+                let since = store_mod::rfc3339(
+                    std::time::SystemTime::now()
+                        .checked_sub(RESEND_WINDOW)
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                );
+                self.store().find_resent(rec, &since)
+            }
+        }
     }
 
     /// The record a request starts as, and the file's bytes: read and hashed once, so the
@@ -325,6 +382,7 @@ impl Service {
             age_source: req.age.map(|_| AgeSource::Given.as_str().to_string()),
             height_cm: req.height_cm,
             model: self.identity.model_version.clone(),
+            request: Some(req.arguments()),
             ..NewRecord::default()
         };
         let bytes = source::read_limited(&req.path);
@@ -334,7 +392,7 @@ impl Service {
         (rec, bytes)
     }
 
-    fn analyze_inner(&self, req: &Request) -> Result<Record, ServiceError> {
+    fn analyze_inner(&self, req: &Request) -> Result<Analysed, ServiceError> {
         let (mut rec, bytes) = self.new_record(req);
         if let Some(done) = self.stored_answer(req, &rec)? {
             return req.reuse(done);
@@ -392,7 +450,7 @@ impl Service {
                     thumbnail: Some(radiograph.pixels),
                     warnings: reading.warnings,
                 })));
-                Ok(record)
+                Ok(Analysed { record, repeat: false })
             }
             Err(message) => {
                 self.show(&Screen::Error {
@@ -490,12 +548,10 @@ fn save_capture(
     let path = dir.join(format!("capture-{stamp}Z.png"));
     let save_err = |reason: String| CaptureError::Save { path: path.clone(), reason };
     std::fs::create_dir_all(dir).map_err(|e| save_err(e.to_string()))?;
-    let part = dir.join(format!(".capture-{stamp}Z.png.part"));
-    camera::save_png(image, &part).map_err(|e| save_err(e.to_string()))?;
-    std::fs::rename(&part, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&part);
-        save_err(e.to_string())
-    })?;
+    let png = camera::encode_png(image).map_err(|e| save_err(e.to_string()))?;
+    // Synced before it is named: the capture is analysed and stored by its path, so it
+    // must survive a power cut as whole as the result that refers to it.
+    atomic_file::write(&path, &png).map_err(|e| save_err(e.to_string()))?;
     let path = path.canonicalize().map_err(|e| save_err(e.to_string()))?;
     let (width, height) = image.dimensions();
     Ok(Capture { path, width, height, frames, captured_at })

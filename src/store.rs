@@ -108,6 +108,9 @@ pub struct NewRecord {
     pub warnings: Vec<String>,
     pub model: String,
     pub error: Option<String>,
+    /// The request's arguments in canonical form (`Request::arguments`), kept so that a
+    /// client's resend of the identical request is recognised ([`Store::find_resent`]).
+    pub request: Option<String>,
 }
 
 pub struct Store {
@@ -138,7 +141,7 @@ CREATE TABLE IF NOT EXISTS results (
 
 /// Columns added after the first release: (name, SQL type). Stores written by an older
 /// version get them on open, so their results stay readable.
-const ADDED_COLUMNS: [(&str, &str); 9] = [
+const ADDED_COLUMNS: [(&str, &str); 10] = [
     ("height_cm", "REAL"),
     ("sds", "REAL"),
     ("category", "TEXT"),
@@ -148,6 +151,7 @@ const ADDED_COLUMNS: [(&str, &str); 9] = [
     ("age_source", "TEXT"),
     ("exam_date", "TEXT"),
     ("patient_id", "TEXT"),
+    ("request", "TEXT"),
 ];
 
 impl Store {
@@ -222,9 +226,9 @@ impl Store {
                 "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
                  bone_age_months, interval95_months, model, status, error,
                  height_cm, sds, category, adult_height_cm, warnings, view_spread_months,
-                 age_source, exam_date, patient_id)
+                 age_source, exam_date, patient_id, request)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20)",
+                 ?17, ?18, ?19, ?20, ?21)",
                 params![
                     created_at,
                     r.source,
@@ -246,6 +250,7 @@ impl Store {
                     r.age_source,
                     r.exam_date,
                     r.patient_id,
+                    r.request,
                 ],
             )
             .map_err(|e| {
@@ -299,6 +304,27 @@ impl Store {
                     "{SELECT} WHERE source = ?1 AND image_sha256 = ?2 ORDER BY id DESC LIMIT 1"
                 ),
                 [source, image_sha256],
+                row_to_record,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest successful record stored at or after `since` for the identical request:
+    /// same source, image bytes, request arguments and model as `r`. An older store's
+    /// records have no arguments and never match.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn find_resent(&self, r: &NewRecord, since: &str) -> Result<Option<Record>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "{SELECT} WHERE source = ?1 AND image_sha256 = ?2 AND request = ?3
+                     AND model = ?4 AND status = 'ok' AND created_at >= ?5
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                params![r.source, r.image_sha256, r.request, r.model, since],
                 row_to_record,
             )
             .optional()
@@ -453,6 +479,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE results ADD COLUMN {name} {kind}"))?;
         }
     }
+    // The exactly-once and resend lookups search by image hash on every analysis.
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS results_image ON results (image_sha256)")?;
     Ok(())
 }
 
@@ -516,6 +544,43 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resend_matches_only_the_identical_successful_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("r.db")).unwrap();
+        let first = NewRecord {
+            source: "tcp:/in/a.png".into(),
+            image_sha256: "ab".into(),
+            request: Some("sex=male age=- height=- id=-".into()),
+            model: "m v1".into(),
+            bone_age_months: Some(100.0),
+            ..Default::default()
+        };
+        let stored = s.insert(&first).unwrap();
+        let found = |r: &NewRecord, since: &str| s.find_resent(r, since).unwrap().map(|r| r.id);
+        assert_eq!(found(&first, "2026-01-01T00:00:00.000Z"), Some(stored.id));
+        // Too old, other arguments, bytes, source or model: not a resend.
+        assert_eq!(found(&first, "9999-01-01T00:00:00.000Z"), None);
+        let other_args =
+            NewRecord { request: Some("sex=female age=- height=- id=-".into()), ..first.clone() };
+        assert_eq!(found(&other_args, ""), None);
+        assert_eq!(found(&NewRecord { image_sha256: "cd".into(), ..first.clone() }, ""), None);
+        assert_eq!(
+            found(&NewRecord { source: "serial:/in/a.png".into(), ..first.clone() }, ""),
+            None
+        );
+        assert_eq!(found(&NewRecord { model: "m v2".into(), ..first.clone() }, ""), None);
+        // A failure is never the answer: the cause may have been fixed.
+        let failed =
+            NewRecord { request: Some("x".into()), error: Some("bad".into()), ..first.clone() };
+        s.insert(&failed).unwrap();
+        assert_eq!(found(&failed, ""), None);
+        // Records of an older version have no arguments and never match.
+        let old = NewRecord { request: None, ..first.clone() };
+        s.insert(&old).unwrap();
+        assert_eq!(found(&old, ""), None);
+    }
 
     #[test]
     fn insert_get_history_survive_reopen() {

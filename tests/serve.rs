@@ -230,6 +230,38 @@ fn protocol_over_tcp() {
 }
 
 #[test]
+fn a_resent_request_is_answered_from_the_store() {
+    let server = start(|_| {});
+    let img = server.dir.path().join("allowed/a.png");
+    copy_fixture(1, &img);
+    let line = format!("ANALYZE sex=female age=10y path={} id=EX-7", img.display());
+    let first = Client::connect(server.addr).send(&line);
+    assert_eq!(first["ok"], true, "{first}");
+    assert!(first.get("repeat").is_none(), "{first}");
+    // The reply was lost with the connection; the client sends the same line again.
+    let mut c = Client::connect(server.addr);
+    let again = c.send(&line);
+    assert_eq!(again["repeat"], true, "{again}");
+    assert_eq!(again["result"], first["result"]);
+    assert_eq!(server.store().count().unwrap(), 1);
+    // Other arguments are another request, and so is the same file changed.
+    let older = c.send(&format!("ANALYZE sex=female age=11y path={} id=EX-7", img.display()));
+    assert!(older.get("repeat").is_none(), "{older}");
+    assert_ne!(older["result"]["id"], first["result"]["id"]);
+    copy_fixture(2, &img);
+    let changed = c.send(&line);
+    assert!(changed.get("repeat").is_none(), "{changed}");
+    assert_ne!(changed["result"]["image_sha256"], first["result"]["image_sha256"]);
+    // A failure is analysed (and stored) again: the cause may have been fixed meanwhile.
+    let no_sex = format!("ANALYZE path={}", img.display());
+    let f1 = c.send(&no_sex);
+    let f2 = c.send(&no_sex);
+    assert_eq!(code(&f2), "analysis_failed");
+    assert_ne!(f1["result"]["id"], f2["result"]["id"]);
+    assert_eq!(server.store().count().unwrap(), 5);
+}
+
+#[test]
 fn analyze_folder_reaching_the_hot_folder_by_symlink_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_in(dir.path());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{codes, Command, ProtocolError, COMMANDS};
-use crate::service::{Capture, CaptureError, Request, Service, ServiceError};
+use crate::service::{Analysed, Capture, CaptureError, Request, Reuse, Service, ServiceError};
 use crate::store::Record;
 
 /// Per-connection state.
@@ -122,8 +122,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 age: args.age,
                 height_cm: args.height_cm,
                 exam_id: args.exam_id,
-                once: false,
-                arrived_at: None,
+                reuse: Reuse::Resend,
             };
             let (capture, outcome) = if args.path.is_some() {
                 (None, svc.analyze(&req))
@@ -132,7 +131,12 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 (Some(capture_json(&c)), outcome)
             };
             let mut reply = match outcome {
-                Ok(r) => json!({"result": record_json(&r)}),
+                // `repeat`: the identical request was answered before (a resend after a
+                // lost reply); this is that stored result, nothing new was stored.
+                Ok(Analysed { record, repeat: true }) => {
+                    json!({"result": record_json(&record), "repeat": true})
+                }
+                Ok(Analysed { record, .. }) => json!({"result": record_json(&record)}),
                 Err(ServiceError::Analysis { message, record }) => json!({
                     "ok": false,
                     "error": {"code": codes::ANALYSIS_FAILED, "message": message},

@@ -332,17 +332,19 @@ impl Average {
     }
 }
 
-/// `image` as a 16-bit grayscale PNG: averaging leaves more than 8 bits of precision, and
-/// [`super::read_file`] reads 16-bit files back at full precision.
+/// `image` as a 16-bit grayscale PNG file's bytes: averaging leaves more than 8 bits of
+/// precision, and [`super::read_file`] reads 16-bit files back at full precision.
 ///
 /// # Errors
-/// The encoder's or the file system's.
-pub fn save_png(image: &GrayImage, path: &Path) -> Result<(), image::ImageError> {
+/// The encoder's.
+pub fn encode_png(image: &GrayImage) -> Result<Vec<u8>, image::ImageError> {
     let (w, h) = image.dimensions();
     let wide = image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(w, h, |x, y| {
         Luma([(image.get_pixel(x, y)[0].clamp(0.0, 1.0) * 65535.0).round() as u16])
     });
-    wide.save_with_format(path, ImageFormat::Png)
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    wide.write_to(&mut bytes, ImageFormat::Png)?;
+    Ok(bytes.into_inner())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -856,7 +858,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = GrayImage::from_fn(40, 33, |x, y| Luma([(x + y) as f32 / 80.0]));
         let path = dir.path().join("c.png");
-        save_png(&img, &path).unwrap();
+        std::fs::write(&path, encode_png(&img).unwrap()).unwrap();
         let back = crate::source::read_file(&path).unwrap();
         assert_eq!(back.bit_depth, 16);
         assert_eq!(back.pixels.dimensions(), (40, 33));
