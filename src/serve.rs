@@ -61,16 +61,21 @@ pub fn run(
         return Err(ServeError::NothingEnabled);
     }
     let model = Model::load(&config.model)?;
-    let store = Store::open(&config.store.path)?;
+    // The screen first, so that a store the unit has to wait for is shown on it. A missing
+    // screen must not stop a headless-capable unit: log and carry on without it.
+    let mut display = Display::open(&config.display)
+        .map_err(|e| log::error!("display: {e}; continuing without a display"))
+        .ok();
+    let Some(store) = open_store(&config.store.path, display.as_mut(), &shutdown)? else {
+        return Ok(());
+    };
     let clock = store.clock()?;
     if clock != "ok" {
         log::error!("clock {clock}");
     }
     let service = Arc::new(Service::new(model, store, config));
-    // A missing screen must not stop a headless-capable unit: log and carry on without it.
-    match Display::open(&config.display) {
-        Ok(d) => service.set_display(d),
-        Err(e) => log::error!("display: {e}; continuing without a display"),
+    if let Some(d) = display {
+        service.set_display(d);
     }
     let mut allowed = Vec::new();
     for d in &config.protocol.allowed_dirs {
@@ -194,6 +199,45 @@ fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
         }
         if !shutdown.load(Ordering::Relaxed) {
             camera.probe();
+        }
+    }
+}
+
+/// Opens the store, waiting while the disk is full or failing ([`StoreError::is_transient`]):
+/// a unit that exits instead is restarted into the same failure over and over, with a
+/// blank screen; this one says on its screen what is wrong and starts once space is
+/// freed. `None` when asked to stop while waiting; other errors end the start.
+fn open_store(
+    path: &Path,
+    mut display: Option<&mut Display>,
+    shutdown: &AtomicBool,
+) -> Result<Option<Store>, ServeError> {
+    let mut logged = String::new();
+    loop {
+        let error = match Store::open(path) {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if e.is_transient() => e.to_string(),
+            Err(e) => return Err(e.into()),
+        };
+        if error != logged {
+            log::error!("{error}; trying again every {} s", STORE_RETRY.as_secs());
+            if let Some(d) = display.as_deref_mut() {
+                let screen = Screen::Error {
+                    what: "the result store cannot be opened: the disk is full or failing".into(),
+                    action: "free disk space (see the log); the unit starts by itself then".into(),
+                };
+                if let Err(e) = d.show(&screen) {
+                    log::warn!("display: {e}");
+                }
+            }
+            logged = error;
+        }
+        let until = Instant::now() + STORE_RETRY;
+        while Instant::now() < until {
+            if shutdown.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -19,6 +19,21 @@ pub enum StoreError {
     Dir { path: PathBuf, source: std::io::Error },
 }
 
+impl StoreError {
+    /// Whether waiting may cure it: a full disk or a failing write, which someone can
+    /// free or fix while the unit waits; not a damaged file or a wrong path.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+        match self {
+            StoreError::Sqlite { source, .. } => {
+                matches!(source.sqlite_error_code(), Some(DiskFull | SystemIoFailure))
+            }
+            StoreError::Dir { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            StoreError::Backup { .. } => false,
+        }
+    }
+}
+
 /// What to do about a store error: a damaged file needs a different remedy from a full disk.
 fn advice(e: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
@@ -544,6 +559,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_worth_waiting_for_a_damaged_file_is_not() {
+        let sqlite = |code| StoreError::Sqlite {
+            path: "r.db".into(),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_transient());
+        assert!(sqlite(rusqlite::ffi::SQLITE_IOERR).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_NOTADB).is_transient());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CANTOPEN).is_transient());
+        let dir = |kind| StoreError::Dir { path: "d".into(), source: std::io::Error::from(kind) };
+        assert!(dir(std::io::ErrorKind::StorageFull).is_transient());
+        assert!(!dir(std::io::ErrorKind::PermissionDenied).is_transient());
+    }
 
     #[test]
     fn a_resend_matches_only_the_identical_successful_request() {
