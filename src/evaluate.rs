@@ -215,8 +215,12 @@ mod tests {
     use super::*;
 
     fn scored(sex: Sex, age: f64, predicted: f64, hw: Option<f64>, sd: Option<f64>) -> Scored {
-        let est =
-            Estimate { bone_age_months: predicted, interval95_months: hw, view_spread_months: sd };
+        let est = Estimate {
+            bone_age_months: predicted,
+            interval95_months: hw,
+            view_spread_months: sd,
+            ood_score: None,
+        };
         (Case { id: "x".into(), sex, bone_age_months: age }, est)
     }
 

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::clinical::{self, AdultHeight, Assessment, Category, Thresholds};
-use crate::model::{Model, ModelError, ViewSpreadRule};
+use crate::model::{LikenessRule, Model, ModelError, ViewSpreadRule};
 use crate::source::Radiograph;
 
 /// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
@@ -231,6 +231,9 @@ pub enum ReadingError {
     SexUnknown { file_is_dicom: bool },
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The quality gate's last check, after inference: the model's likeness score.
+    #[error("the image is unlike the hand radiographs the model was trained on (likeness score {score:.3}, limit {limit:.3}): check that the right image was sent, a left hand radiograph, not rotated, inverted, blurred or a photograph")]
+    UnlikeTraining { score: f64, limit: f64 },
 }
 
 /// What the operator said about the patient, each overriding the file's tags.
@@ -257,6 +260,10 @@ pub struct Reading {
     /// SD of the test-time view readings (months); absent with one view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view_spread_months: Option<f64>,
+    /// How unlike the training radiographs the image is (about 1 for them); absent for a
+    /// model without the score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood_score: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chronological_age_months: Option<f64>,
     /// Where the chronological age came from.
@@ -290,15 +297,19 @@ impl Reading {
     /// AccessionNumber. The one path from a decoded radiograph to a reading for the CLI and
     /// the service.
     ///
+    /// With `quality_gate` (`[quality] enabled`), an image the model finds unlike its
+    /// training radiographs is refused; without it, the reading carries a warning instead.
+    ///
     /// # Errors
     /// [`ReadingError::SexUnknown`] when neither says the sex; [`ReadingError::Model`] when
-    /// inference fails.
+    /// inference fails; [`ReadingError::UnlikeTraining`] as above.
     pub fn of_radiograph(
         model: &mut Model,
         image: String,
         radiograph: &Radiograph,
         given: &Given,
         thresholds: Thresholds,
+        quality_gate: bool,
     ) -> Result<Reading, ReadingError> {
         let patient = radiograph.patient.resolve(given.sex, given.age);
         let sex = patient
@@ -313,6 +324,11 @@ impl Reading {
             given.height_cm,
             thresholds,
         )?;
+        if let (Some(score), Some(rule)) = (reading.ood_score, model.contract.likeness) {
+            if quality_gate && rule.refuses(score) {
+                return Err(ReadingError::UnlikeTraining { score, limit: rule.threshold });
+            }
+        }
         // Doubts about the patient facts come first: they can make the whole reading wrong.
         reading.warnings.splice(0..0, patient.warnings);
         reading.age_source = patient.age_source;
@@ -357,6 +373,7 @@ impl Reading {
             c.model_id(),
         )
         .with_view_spread(estimate.view_spread_months, c.view_spread)
+        .with_likeness(estimate.ood_score, c.likeness)
         .with_assessment(assessment)
         .with_category_check(thresholds))
     }
@@ -385,6 +402,7 @@ impl Reading {
             bone_age_months,
             interval95_months,
             view_spread_months: None,
+            ood_score: None,
             chronological_age_months: age.map(Age::months),
             age_source: None,
             exam_date: None,
@@ -426,6 +444,24 @@ impl Reading {
              screen), well exposed and showing the whole hand, and review the reading",
             rule.warn_from_months
         ));
+        self
+    }
+
+    /// Records the likeness score, and warns when it is over the model's limit: with the
+    /// quality gate on, [`Reading::of_radiograph`] refuses such an image; with it off the
+    /// reading stands, but the reader must know the model had not seen anything like it.
+    pub fn with_likeness(mut self, score: Option<f64>, rule: Option<LikenessRule>) -> Reading {
+        self.ood_score = score;
+        if let (Some(score), Some(rule)) = (score, rule) {
+            if rule.refuses(score) {
+                self.warnings.push(format!(
+                    "the image is unlike the hand radiographs the model was trained on \
+                     (likeness score {score:.3}, limit {:.3}): the reading may be meaningless; \
+                     check that the right image was sent",
+                    rule.threshold
+                ));
+            }
+        }
         self
     }
 

@@ -490,6 +490,7 @@ impl Service {
             &radiograph,
             &given,
             self.thresholds,
+            self.quality_gate,
         )
         .map_err(|e| match e {
             ReadingError::SexUnknown { .. } => {
@@ -501,6 +502,9 @@ impl Service {
                 };
                 format!("{}: {e}; {how}", req.path.display())
             }
+            ReadingError::UnlikeTraining { .. } => {
+                format!("{}: rejected by the quality gate: {e}", req.path.display())
+            }
             ReadingError::Model(_) => format!("{}: {e}", req.path.display()),
         })?;
         rec.sex = Some(reading.sex.to_string());
@@ -510,6 +514,7 @@ impl Service {
         rec.bone_age_months = Some(reading.bone_age_months);
         rec.interval95_months = reading.interval95_months;
         rec.view_spread_months = reading.view_spread_months;
+        rec.ood_score = reading.ood_score;
         rec.sds = reading.sds;
         rec.category = reading.category.map(|c| c.as_str().to_string());
         rec.adult_height_cm = reading.adult_height.map(|h| h.predicted_cm);

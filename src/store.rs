@@ -80,6 +80,10 @@ pub struct Record {
     /// SD of the test-time view readings (months); absent with one view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view_spread_months: Option<f64>,
+    /// The model's likeness score (about 1 for training radiographs); absent for a model
+    /// without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ood_score: Option<f64>,
     /// Standing height given with the request (cm).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub height_cm: Option<f64>,
@@ -116,6 +120,7 @@ pub struct NewRecord {
     pub bone_age_months: Option<f64>,
     pub interval95_months: Option<f64>,
     pub view_spread_months: Option<f64>,
+    pub ood_score: Option<f64>,
     pub height_cm: Option<f64>,
     pub sds: Option<f64>,
     pub category: Option<String>,
@@ -156,7 +161,7 @@ CREATE TABLE IF NOT EXISTS results (
 
 /// Columns added after the first release: (name, SQL type). Stores written by an older
 /// version get them on open, so their results stay readable.
-const ADDED_COLUMNS: [(&str, &str); 10] = [
+const ADDED_COLUMNS: [(&str, &str); 11] = [
     ("height_cm", "REAL"),
     ("sds", "REAL"),
     ("category", "TEXT"),
@@ -167,6 +172,7 @@ const ADDED_COLUMNS: [(&str, &str); 10] = [
     ("exam_date", "TEXT"),
     ("patient_id", "TEXT"),
     ("request", "TEXT"),
+    ("ood_score", "REAL"),
 ];
 
 impl Store {
@@ -241,9 +247,9 @@ impl Store {
                 "INSERT INTO results (created_at, source, image_sha256, exam_id, sex, age_months,
                  bone_age_months, interval95_months, model, status, error,
                  height_cm, sds, category, adult_height_cm, warnings, view_spread_months,
-                 age_source, exam_date, patient_id, request)
+                 age_source, exam_date, patient_id, request, ood_score)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21)",
+                 ?17, ?18, ?19, ?20, ?21, ?22)",
                 params![
                     created_at,
                     r.source,
@@ -266,6 +272,7 @@ impl Store {
                     r.exam_date,
                     r.patient_id,
                     r.request,
+                    r.ood_score,
                 ],
             )
             .map_err(|e| {
@@ -288,6 +295,7 @@ impl Store {
             bone_age_months: r.bone_age_months,
             interval95_months: r.interval95_months,
             view_spread_months: r.view_spread_months,
+            ood_score: r.ood_score,
             height_cm: r.height_cm,
             sds: r.sds,
             category: r.category.clone(),
@@ -449,7 +457,7 @@ impl Store {
 const SELECT: &str = "SELECT id, created_at, source, image_sha256, exam_id, sex, age_months,
     bone_age_months, interval95_months, model, status, error,
     height_cm, sds, category, adult_height_cm, warnings, view_spread_months, age_source,
-    exam_date, patient_id FROM results";
+    exam_date, patient_id, ood_score FROM results";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
@@ -477,6 +485,7 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         age_source: row.get(18)?,
         exam_date: row.get(19)?,
         patient_id: row.get(20)?,
+        ood_score: row.get(21)?,
     })
 }
 

@@ -73,3 +73,28 @@ fn rust_view_spread_matches_the_reference() {
     assert!(flagged > 0 && flagged < 100, "{flagged} of the fixtures flagged");
     eprintln!("view SD: worst |rust - reference| = {worst:.4} months, {flagged} flagged");
 }
+
+/// The likeness score, which decides the quality gate's last check, is the one the
+/// threshold was calibrated with (ONNX Runtime, mean over the test-time views), image by
+/// image, and no validation fixture is refused by it.
+#[test]
+fn rust_likeness_score_matches_the_reference() {
+    let mut config = Config::builtin().unwrap();
+    config.model.path = common::model_path();
+    config.model.tta = true;
+    let mut model = Model::load(&config.model).unwrap();
+    let rule = model.contract.likeness.expect("the shipped model has the likeness score");
+    let mut worst = 0f64;
+    for (id, male, _, reference) in common::expected_column("ood_score_tta") {
+        let r = source::read_file(&common::val_image(&id)).unwrap();
+        let sex = if male { Sex::Male } else { Sex::Female };
+        let got = model.estimate(&r, sex).unwrap().ood_score.unwrap();
+        let diff = (got - reference).abs();
+        assert!(diff <= 1e-3 * reference.max(1.0), "{id}: score rust {got:.5} vs {reference:.5}");
+        if (reference - rule.threshold).abs() > 0.01 {
+            assert_eq!(rule.refuses(got), rule.refuses(reference), "{id}: refusal differs");
+        }
+        worst = worst.max(diff);
+    }
+    eprintln!("likeness score: worst |rust - reference| = {worst:.6}");
+}

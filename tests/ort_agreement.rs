@@ -52,11 +52,14 @@ fn ort_cpu_agrees_with_tract_on_samples_and_fixtures() {
     let mut worst = 0f64;
     for (path, sex) in &cases {
         let r = source::read_file(path).unwrap();
-        let a = tract.estimate(&r, *sex).unwrap().bone_age_months;
-        let b = ort.estimate(&r, *sex).unwrap().bone_age_months;
+        let (ta, oa) = (tract.estimate(&r, *sex).unwrap(), ort.estimate(&r, *sex).unwrap());
+        let (a, b) = (ta.bone_age_months, oa.bone_age_months);
         let diff = (a - b).abs();
         assert!(diff <= 0.05, "{}: tract {a:.4} vs ort {b:.4} months", path.display());
         worst = worst.max(diff);
+        // Both runtimes read the likeness output too, and agree on it.
+        let (sa, sb) = (ta.ood_score.unwrap(), oa.ood_score.unwrap());
+        assert!((sa - sb).abs() <= 1e-3 * sa.max(1.0), "{}: score {sa} vs {sb}", path.display());
     }
     eprintln!("{} images: worst |tract - ort| = {worst:.5} months", cases.len());
 }

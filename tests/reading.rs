@@ -176,6 +176,76 @@ fn quality_gate_rejects_with_a_reason_and_can_be_disabled() {
     assert!(out.status.success(), "gate off: {}", stderr(&out));
 }
 
+#[test]
+fn the_model_refuses_images_unlike_its_training_radiographs() {
+    let (id, male) = first();
+    let rule = boneage::model::Model::read_contract(&model_path())
+        .unwrap()
+        .likeness
+        .expect("the shipped model has the likeness score");
+    let dir = tempfile::tempdir().unwrap();
+    // Two inputs the global intensity checks let through: the fixture blurred (a motion-
+    // blurred or heavily smoothed exposure), and a smooth grey pattern.
+    let radiograph = image::open(val_image(&id)).unwrap().to_luma8();
+    let blurred = dir.path().join("blurred.png");
+    image::imageops::blur(&radiograph, 3.0).save(&blurred).unwrap();
+    let pattern = dir.path().join("pattern.png");
+    image::GrayImage::from_fn(256, 256, |x, y| {
+        let (u, v) = (x as f32 / 255.0, y as f32 / 255.0);
+        let w = (10.0 * std::f32::consts::PI * u).sin() * (10.0 * std::f32::consts::PI * v).sin();
+        image::Luma([((0.35 + 0.25 * w) * 255.0) as u8])
+    })
+    .save(&pattern)
+    .unwrap();
+    for unlike in [&blurred, &pattern] {
+        let img = boneage::source::read_file(unlike).unwrap();
+        assert!(boneage::quality::check_radiograph(&img).is_ok(), "{}", unlike.display());
+    }
+    let good = val_image(&id);
+    let out = boneage(&[
+        "predict",
+        "--json",
+        "--sex",
+        sex_of(male),
+        path_str(&blurred),
+        path_str(&pattern),
+        path_str(&good),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for unlike in [&blurred, &pattern] {
+        let want = format!(
+            "{}: rejected by the quality gate: the image is unlike the hand radiographs",
+            unlike.display()
+        );
+        assert!(err.contains(&want), "{err}");
+    }
+    let lines = json_lines(&out);
+    let score = lines[2]["ood_score"].as_f64().expect("the reading carries its score");
+    assert!(score > 0.0 && score <= rule.threshold, "{}", lines[2]);
+
+    // With the gate off the reading is given, with the score and a warning.
+    let cfg = dir.path().join("off.toml");
+    std::fs::write(
+        &cfg,
+        format!("[model]\npath = \"{}\"\n[quality]\nenabled = false\n", path_str(&model_path())),
+    )
+    .unwrap();
+    let out = boneage(&[
+        "--config",
+        path_str(&cfg),
+        "predict",
+        "--json",
+        "--sex",
+        "f",
+        path_str(&pattern),
+    ]);
+    assert!(out.status.success(), "gate off: {}", stderr(&out));
+    let v = &json_lines(&out)[0];
+    assert!(v["ood_score"].as_f64().unwrap() > rule.threshold, "{v}");
+    assert!(v["warnings"].to_string().contains("unlike the hand radiographs"), "{v}");
+}
+
 /// Checks the PDF's structure: header, every cross-reference entry pointing at its
 /// object, a trailer with a catalog, and the end marker.
 fn assert_valid_pdf(bytes: &[u8]) {

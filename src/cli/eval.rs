@@ -48,12 +48,24 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
             // Scored all the same, so the MAE stays comparable with the model card; but
             // the user learns how many of these images `predict` and `serve` would refuse.
-            if config.quality.enabled {
-                if let Err(why) = quality::check_radiograph(&r) {
-                    gate_refused.push(format!("{}: {why}", case.id));
+            let refused = config
+                .quality
+                .enabled
+                .then(|| quality::check_radiograph(&r).err().map(|w| w.to_string()))
+                .flatten();
+            let est =
+                model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))?;
+            // The gate's last check is the model's own likeness score (Reading::of_radiograph).
+            let unlike = match (est.ood_score, model.contract.likeness) {
+                (Some(score), Some(rule)) if config.quality.enabled && rule.refuses(score) => {
+                    Some(format!("likeness score {score:.3} over the limit {:.3}", rule.threshold))
                 }
+                _ => None,
+            };
+            if let Some(why) = refused.or(unlike) {
+                gate_refused.push(format!("{}: {why}", case.id));
             }
-            model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))
+            Ok(est)
         }) {
             Ok(est) => results.push((case, est)),
             Err(e) => failures.push(e),

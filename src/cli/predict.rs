@@ -123,10 +123,14 @@ fn analyse(
         &radiograph,
         &given,
         config.reading.thresholds(),
+        config.quality.enabled,
     )
     .map_err(|e| match e {
         ReadingError::SexUnknown { .. } => {
             format!("{}: {e}; pass --sex male or --sex female", path.display())
+        }
+        ReadingError::UnlikeTraining { .. } => {
+            format!("{}: rejected by the quality gate: {e}", path.display())
         }
         ReadingError::Model(_) => format!("{}: {e}", path.display()),
     })?;

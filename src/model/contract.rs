@@ -51,6 +51,9 @@ pub struct Contract {
     /// When a reading counts as unstable, and its interval then; `None` for a model
     /// without the `uncertainty.view_spread_*` keys.
     pub view_spread: Option<ViewSpreadRule>,
+    /// How unlike the training radiographs an image may be before it is refused; `None`
+    /// for a model without the `ood_score` output.
+    pub likeness: Option<LikenessRule>,
     pub validation_mae: Option<f64>,
     pub training_data: String,
     pub license: String,
@@ -76,6 +79,26 @@ impl ViewSpreadRule {
     }
 }
 
+/// The model's second output, `ood_score`, measures how far an image's internal features
+/// lie from those of the training radiographs (about 1 for them). The global intensity
+/// checks of the quality gate cannot recognise a grey photograph or a diagram; this can
+/// (models/README.md, "Image likeness").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LikenessRule {
+    /// `ood.threshold`: scores above it are refused (the training images' 99.9th percentile).
+    pub threshold: f64,
+}
+
+impl LikenessRule {
+    pub fn refuses(&self, ood_score: f64) -> bool {
+        ood_score > self.threshold
+    }
+}
+
+/// The graph's outputs: the reading, then optionally the likeness score.
+pub const OUTPUT_READING: &str = "bone_age_months";
+pub const OUTPUT_LIKENESS: &str = "ood_score";
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ContractError {
     #[error("metadata key `{0}` is missing")]
@@ -86,7 +109,7 @@ pub enum ContractError {
     Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
     #[error("graph has inputs {found:?}, expected [\"image\", \"male\"]")]
     Inputs { found: Vec<String> },
-    #[error("graph has outputs {found:?}, expected \"bone_age_months\" first")]
+    #[error("graph has outputs {found:?}, expected [\"bone_age_months\"] or [\"bone_age_months\", \"ood_score\"] with metadata key `ood.threshold`")]
     Outputs { found: Vec<String> },
 }
 
@@ -188,6 +211,16 @@ impl Contract {
             // An interval for flagged readings with no rule to flag them: a broken export.
             (None, Some(_)) => return Err(ContractError::Missing(WARN)),
         };
+        let likeness = meta
+            .get("ood.threshold")
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .map(|threshold| LikenessRule { threshold })
+                    .ok_or_else(|| invalid("ood.threshold", v, "a positive number"))
+            })
+            .transpose()?;
         let mut metadata: Vec<(String, String)> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         metadata.sort();
@@ -198,11 +231,30 @@ impl Contract {
             training_range_months,
             interval95,
             view_spread,
+            likeness,
             validation_mae: meta.get("validation_mae").and_then(|v| v.parse().ok()),
             training_data: meta.get("training_data").cloned().unwrap_or_default(),
             license: meta.get("license").cloned().unwrap_or_default(),
             metadata,
         })
+    }
+
+    /// Checks the graph's output names against the contract: the reading first, then the
+    /// likeness score exactly when the metadata has its threshold.
+    ///
+    /// # Errors
+    /// [`ContractError::Outputs`] naming what the graph has.
+    pub fn check_outputs(&self, outputs: &[String]) -> Result<(), ContractError> {
+        let expected: &[&str] = if self.likeness.is_some() {
+            &[OUTPUT_READING, OUTPUT_LIKENESS]
+        } else {
+            &[OUTPUT_READING]
+        };
+        if outputs.iter().map(String::as_str).eq(expected.iter().copied()) {
+            Ok(())
+        } else {
+            Err(ContractError::Outputs { found: outputs.to_vec() })
+        }
     }
 
     /// `name vversion`, as shown in outputs and stored with results.
@@ -319,6 +371,30 @@ mod tests {
         let mut m = sample();
         m.insert("boneage.contract".into(), "2".into());
         assert!(Contract::from_metadata(&m).is_err());
+    }
+
+    #[test]
+    fn the_likeness_output_comes_with_its_threshold() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let plain = Contract::from_metadata(&sample()).unwrap();
+        assert_eq!(plain.likeness, None);
+        assert!(plain.check_outputs(&names(&["bone_age_months"])).is_ok());
+        // A score without a threshold, or the reverse, is a broken export.
+        assert!(plain.check_outputs(&names(&["bone_age_months", "ood_score"])).is_err());
+        let mut m = sample();
+        m.insert("ood.threshold".into(), "2.018".into());
+        let with = Contract::from_metadata(&m).unwrap();
+        let rule = with.likeness.unwrap();
+        assert!(rule.refuses(2.1) && !rule.refuses(2.018));
+        assert!(with.check_outputs(&names(&["bone_age_months", "ood_score"])).is_ok());
+        let e = with.check_outputs(&names(&["bone_age_months"])).unwrap_err().to_string();
+        assert!(e.contains("ood.threshold"), "{e}");
+        assert!(with.check_outputs(&names(&["ood_score", "bone_age_months"])).is_err());
+        for bad in ["0", "-1", "nan", "x"] {
+            m.insert("ood.threshold".into(), bad.into());
+            let e = Contract::from_metadata(&m).unwrap_err().to_string();
+            assert!(e.contains("ood.threshold"), "{e}");
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod memory;
 mod ort;
 mod tract;
 
-pub use contract::{Contract, ContractError, Fit, Preprocess, ResizeFilter, ViewSpreadRule};
+pub use contract::{
+    Contract, ContractError, Fit, LikenessRule, Preprocess, ResizeFilter, ViewSpreadRule,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,11 +35,11 @@ pub trait Backend: Send {
     /// Which `[model] backend` runtime this is, for errors that tell the user which setting
     /// to change.
     fn kind(&self) -> BackendKind;
-    /// Bone age in months for one image.
+    /// Bone age in months for one image, and its likeness score where the graph has one.
     ///
     /// # Errors
     /// [`ModelError::Inference`] if the runtime fails (shape mismatch, out of memory).
-    fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError>;
+    fn infer(&mut self, input: &Input, male: f32) -> Result<Inferred, ModelError>;
     /// Where the time of `runs` inferences goes, per operator type, slowest first: what to
     /// tune on a new board. `None` where the runtime does not expose its steps (ONNX Runtime).
     fn op_profile(
@@ -48,6 +50,14 @@ pub trait Backend: Send {
     ) -> Option<Result<Vec<OpTime>, ModelError>> {
         None
     }
+}
+
+/// One pass of the network.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inferred {
+    pub months: f32,
+    /// The `ood_score` output, for a model that has one ([`LikenessRule`]).
+    pub ood_score: Option<f32>,
 }
 
 /// Time spent in one operator type over a profile's runs.
@@ -157,6 +167,9 @@ pub struct Estimate {
     /// Standard deviation of the test-time view readings (months); `None` for one view.
     /// A wide spread marks an unstable reading (see [`Contract::view_spread`]).
     pub view_spread_months: Option<f64>,
+    /// How unlike the training radiographs the image is (mean over the views); `None` for
+    /// a model without the score (see [`Contract::likeness`]).
+    pub ood_score: Option<f64>,
 }
 
 impl Model {
@@ -222,14 +235,19 @@ impl Model {
     /// # Errors
     /// [`ModelError::Inference`] when the backend fails or returns a non-finite value.
     pub fn infer(&mut self, input: &Input, sex: Sex) -> Result<Estimate, ModelError> {
-        let months = f64::from(self.backend.infer(input, sex.as_model_input())?);
-        if !months.is_finite() {
-            return Err(ModelError::Inference(format!("model returned {months}")));
+        let out = self.backend.infer(input, sex.as_model_input())?;
+        let months = f64::from(out.months);
+        let ood_score = out.ood_score.map(f64::from);
+        if !months.is_finite() || ood_score.is_some_and(|s| !s.is_finite()) {
+            return Err(ModelError::Inference(format!(
+                "model returned {months} months (likeness score {ood_score:?})"
+            )));
         }
         Ok(Estimate {
             bone_age_months: months,
             interval95_months: self.contract.interval95_months(months, None),
             view_spread_months: None,
+            ood_score,
         })
     }
 
@@ -275,14 +293,18 @@ impl Model {
         }
         let shifts = self.contract.preprocess.tta_shifts_px.clone();
         let mut readings = Vec::with_capacity(shifts.len());
+        let mut scores = Vec::with_capacity(shifts.len());
         for (dx, dy) in &shifts {
-            readings.push(self.infer(&preprocess::shifted(input, *dx, *dy), sex)?.bone_age_months);
+            let view = self.infer(&preprocess::shifted(input, *dx, *dy), sex)?;
+            readings.push(view.bone_age_months);
+            scores.extend(view.ood_score);
         }
         let (months, spread) = mean_and_sd(&readings);
         Ok(Estimate {
             bone_age_months: months,
             interval95_months: self.contract.interval95_months(months, Some(spread)),
             view_spread_months: Some(spread),
+            ood_score: (!scores.is_empty()).then(|| mean_and_sd(&scores).0),
         })
     }
 

@@ -19,7 +19,7 @@ use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::{Backend, Contract, ContractError, ModelError};
+use super::{Backend, Contract, ContractError, Inferred, ModelError};
 use crate::config::{BackendKind, ExecutionProviderKind, ModelConfig};
 use crate::preprocess::Input;
 
@@ -245,9 +245,7 @@ impl OrtBackend {
             return Err(contract_err(ContractError::Inputs { found: inputs }));
         }
         let outputs: Vec<String> = session.outputs.iter().map(|o| o.name.clone()).collect();
-        if outputs.first().map(String::as_str) != Some("bone_age_months") {
-            return Err(contract_err(ContractError::Outputs { found: outputs }));
-        }
+        contract.check_outputs(&outputs).map_err(contract_err)?;
         let name = format!("ort ({})", names.join(", "));
         Ok((contract, OrtBackend { session, name }))
     }
@@ -274,7 +272,7 @@ impl Backend for OrtBackend {
         BackendKind::Ort
     }
 
-    fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
+    fn infer(&mut self, input: &Input, male: f32) -> Result<Inferred, ModelError> {
         let err = |e: ort::Error| ModelError::Inference(format!("ONNX Runtime: {e}"));
         let image =
             TensorRef::from_array_view((input.shape, input.data.as_slice())).map_err(err)?;
@@ -282,7 +280,15 @@ impl Backend for OrtBackend {
         let male = TensorRef::from_array_view(([1usize, 1], &male[..])).map_err(err)?;
         let outputs =
             self.session.run(ort::inputs!["image" => image, "male" => male]).map_err(err)?;
-        let (_, values) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        values.first().copied().ok_or_else(|| ModelError::Inference("empty output tensor".into()))
+        let scalar = |i: usize| -> Result<f32, ModelError> {
+            let (_, values) = outputs[i].try_extract_tensor::<f32>().map_err(err)?;
+            values
+                .first()
+                .copied()
+                .ok_or_else(|| ModelError::Inference("empty output tensor".into()))
+        };
+        let months = scalar(0)?;
+        let ood_score = if outputs.len() > 1 { Some(scalar(1)?) } else { None };
+        Ok(Inferred { months, ood_score })
     }
 }

@@ -11,7 +11,7 @@ use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
-use super::{Backend, Contract, ContractError, ModelError, OpTime};
+use super::{Backend, Contract, ContractError, Inferred, ModelError, OpTime};
 use crate::config::{BackendKind, Precision};
 use crate::preprocess::Input;
 
@@ -90,9 +90,7 @@ impl TractBackend {
         if names != ["image", "male"] {
             return Err(contract_err(ContractError::Inputs { found: names }));
         }
-        if outputs.first().map(String::as_str) != Some("bone_age_months") {
-            return Err(contract_err(ContractError::Outputs { found: outputs }));
-        }
+        contract.check_outputs(&outputs).map_err(contract_err)?;
         model = model
             .with_input_fact(0, f32::fact([1, p.channels, p.height, p.width]).into())
             .and_then(|m| m.with_input_fact(1, f32::fact([1, 1]).into()))
@@ -158,21 +156,24 @@ impl Backend for TractBackend {
         BackendKind::Tract
     }
 
-    fn infer(&mut self, input: &Input, male: f32) -> Result<f32, ModelError> {
+    fn infer(&mut self, input: &Input, male: f32) -> Result<Inferred, ModelError> {
         let err = |e: TractError| ModelError::Inference(format!("{e:#}"));
         let out = self.plan.run(self.inputs(input, male).map_err(err)?).map_err(err)?;
-        let value = out
-            .first()
-            .ok_or_else(|| ModelError::Inference("model produced no output".into()))?
-            .cast_to::<f32>()
-            .map_err(err)?
-            .to_plain_array_view::<f32>()
-            .map_err(err)?
-            .iter()
-            .next()
-            .copied()
-            .ok_or_else(|| ModelError::Inference("empty output tensor".into()))?;
-        Ok(value)
+        let scalar = |t: &TValue| -> Result<f32, ModelError> {
+            t.cast_to::<f32>()
+                .map_err(err)?
+                .to_plain_array_view::<f32>()
+                .map_err(err)?
+                .iter()
+                .next()
+                .copied()
+                .ok_or_else(|| ModelError::Inference("empty output tensor".into()))
+        };
+        let months = scalar(
+            out.first().ok_or_else(|| ModelError::Inference("model produced no output".into()))?,
+        )?;
+        let ood_score = out.get(1).map(scalar).transpose()?;
+        Ok(Inferred { months, ood_score })
     }
 
     fn op_profile(
