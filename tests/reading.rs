@@ -128,6 +128,15 @@ fn bad_height_is_a_usage_error() {
     assert!(stderr(&out).contains("centimetres"), "{}", stderr(&out));
 }
 
+/// A config in `dir` for the shipped model with the quality gate off.
+fn gate_off_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("off.toml");
+    let text =
+        format!("[model]\npath = \"{}\"\n[quality]\nenabled = false\n", path_str(&model_path()));
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
 #[test]
 fn quality_gate_rejects_with_a_reason_and_can_be_disabled() {
     let (id, male) = first();
@@ -166,12 +175,7 @@ fn quality_gate_rejects_with_a_reason_and_can_be_disabled() {
     assert!(lines[0]["error"].as_str().unwrap().contains("check exposure"));
     assert!(lines[2]["bone_age_months"].is_number(), "the good image is still analysed");
 
-    let cfg = dir.path().join("off.toml");
-    std::fs::write(
-        &cfg,
-        format!("[model]\npath = \"{}\"\n[quality]\nenabled = false\n", path_str(&model_path())),
-    )
-    .unwrap();
+    let cfg = gate_off_config(dir.path());
     let out = boneage(&["--config", path_str(&cfg), "predict", "--sex", "f", path_str(&blank)]);
     assert!(out.status.success(), "gate off: {}", stderr(&out));
 }
@@ -225,12 +229,7 @@ fn the_model_refuses_images_unlike_its_training_radiographs() {
     assert!(score > 0.0 && score <= rule.threshold, "{}", lines[2]);
 
     // With the gate off the reading is given, with the score and a warning.
-    let cfg = dir.path().join("off.toml");
-    std::fs::write(
-        &cfg,
-        format!("[model]\npath = \"{}\"\n[quality]\nenabled = false\n", path_str(&model_path())),
-    )
-    .unwrap();
+    let cfg = gate_off_config(dir.path());
     let out = boneage(&[
         "--config",
         path_str(&cfg),
