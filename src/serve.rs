@@ -67,6 +67,10 @@ pub fn run(
         .map_err(|e| log::error!("display: {e}; continuing without a display"))
         .ok();
     let Some(store) = open_store(&config.store.path, display.as_mut(), &shutdown)? else {
+        if let Some(d) = display.as_mut() {
+            let _ = d.show(&stopped_screen());
+        }
+        log::info!("stopped while waiting for the store");
         return Ok(());
     };
     let clock = store.clock()?;
@@ -111,7 +115,7 @@ pub fn run(
         let listener = TcpListener::bind(config.tcp.bind)
             .map_err(|source| ServeError::Bind { addr: config.tcp.bind, source })?;
         running.tcp_addr = listener.local_addr().ok();
-        log::info!("listening on tcp {:?}", running.tcp_addr);
+        log::info!("listening on tcp {}", running.tcp_addr.unwrap_or(config.tcp.bind));
         let (svc, stop, dirs, cfg) =
             (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.tcp.clone());
         threads.push(thread::spawn(move || accept_loop(listener, svc, dirs, &cfg, &stop)));
@@ -178,10 +182,7 @@ pub fn run(
         let _ = t.join();
     }
     // The last result must not stay on the screen as if it were current.
-    service.show(&Screen::Error {
-        what: "Stopped: no current result".into(),
-        action: "restart the service (or the unit) to analyse radiographs".into(),
-    });
+    service.show(&stopped_screen());
     log::info!("stopped");
     Ok(())
 }
@@ -200,6 +201,14 @@ fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
         if !shutdown.load(Ordering::Relaxed) {
             camera.probe();
         }
+    }
+}
+
+/// What the screen shows once the service has stopped.
+fn stopped_screen() -> Screen {
+    Screen::Error {
+        what: "Stopped: no current result".into(),
+        action: "restart the service (or the unit) to analyse radiographs".into(),
     }
 }
 

@@ -162,6 +162,12 @@ pub struct Service {
     pub identity: Identity,
     started: Instant,
     queued: AtomicUsize,
+    /// Held from the exactly-once or resend check to the stored outcome, so that a request
+    /// sent again while the first is still running waits and finds it stored.
+    analysing: Mutex<()>,
+    /// The settings besides the request that decide a reading (views, quality gate,
+    /// category thresholds): part of what makes a resend identical.
+    settings: String,
     /// The attached screen, if any; drawing failures are logged, never fatal.
     display: Mutex<Option<Display>>,
     /// The display's health for STATUS: `None` until a display is attached, then the last
@@ -194,12 +200,20 @@ impl Service {
             model_version: model.contract.model_id(),
             backend: model.backend_name().into(),
         };
+        let settings = format!(
+            "views={} gate={} thresholds={:?}",
+            model.views(),
+            config.quality.enabled,
+            config.reading.thresholds()
+        );
         Service {
             model: Mutex::new(model),
             store: Mutex::new(store),
             identity,
             started: Instant::now(),
             queued: AtomicUsize::new(0),
+            analysing: Mutex::new(()),
+            settings,
             display: Mutex::new(None),
             display_health: Mutex::new(None),
             thresholds: config.reading.thresholds(),
@@ -324,7 +338,10 @@ impl Service {
     /// case no result may be reported.
     pub fn analyze(&self, req: &Request) -> Result<Analysed, ServiceError> {
         self.queued.fetch_add(1, Ordering::Relaxed);
-        let result = self.analyze_inner(req);
+        let result = {
+            let _one_at_a_time = lock(&self.analysing);
+            self.analyze_inner(req)
+        };
         self.queued.fetch_sub(1, Ordering::Relaxed);
         result
     }
@@ -335,6 +352,7 @@ impl Service {
     /// # Errors
     /// [`ServiceError::Analysis`] carrying the stored failure, or [`ServiceError::Store`].
     pub fn reject(&self, req: &Request, message: String) -> Result<Record, ServiceError> {
+        let _one_at_a_time = lock(&self.analysing);
         let (mut rec, _) = self.new_record(req);
         // Only a stored refusal answers: the request lacks the facts its sidecar would give.
         if let Some(done) = self.stored_answer(req, &rec)?.filter(|d| d.error.is_some()) {
@@ -382,7 +400,7 @@ impl Service {
             age_source: req.age.map(|_| AgeSource::Given.as_str().to_string()),
             height_cm: req.height_cm,
             model: self.identity.model_version.clone(),
-            request: Some(req.arguments()),
+            request: Some(format!("{} {}", req.arguments(), self.settings)),
             ..NewRecord::default()
         };
         let bytes = source::read_limited(&req.path);
@@ -398,7 +416,7 @@ impl Service {
             return req.reuse(done);
         }
         self.show(&Screen::Analysing { source: req.path.display().to_string() });
-        let outcome = bytes.map_err(|e| e.to_string()).and_then(|bytes| {
+        let outcome = bytes.map_err(|e| Failure::from(e.to_string())).and_then(|bytes| {
             // A decoder or backend bug must cost one image, not the service (and, through a
             // restart loop, every file after it in the hot folder).
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -410,15 +428,15 @@ impl Service {
                     .map(|s| (*s).to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                Err(format!(
+                Err(Failure::from(format!(
                     "{}: internal error while analysing this file ({what}); the service goes \
                      on - please report the file to the maintainers",
                     req.path.display()
-                ))
+                )))
             })
         });
-        if let Err(message) = &outcome {
-            rec.error = Some(message.clone());
+        if let Err(failure) = &outcome {
+            rec.error = Some(failure.message.clone());
         }
         // Stored first; only then shown or reported.
         let record = match self.store().insert(&rec) {
@@ -452,10 +470,10 @@ impl Service {
                 })));
                 Ok(Analysed { record, repeat: false })
             }
-            Err(message) => {
+            Err(Failure { message, action }) => {
                 self.show(&Screen::Error {
                     what: on_screen(&message, &req.path),
-                    action: "check the image and the patient details, then send it again".into(),
+                    action: action.into(),
                 });
                 Err(ServiceError::Analysis { message, record: Box::new(record) })
             }
@@ -469,7 +487,7 @@ impl Service {
         req: &Request,
         bytes: &[u8],
         rec: &mut NewRecord,
-    ) -> Result<(Reading, source::Radiograph), String> {
+    ) -> Result<(Reading, source::Radiograph), Failure> {
         let radiograph = source::read_bytes(&req.path, bytes).map_err(|e| e.to_string())?;
         // Who this is, known as soon as the file is read: a failure below is stored with it.
         rec.patient_id.clone_from(&radiograph.patient.patient_id);
@@ -478,8 +496,9 @@ impl Service {
             rec.exam_id.clone_from(&radiograph.patient.accession);
         }
         if self.quality_gate {
-            quality::check_radiograph(&radiograph).map_err(|why| {
-                format!("{}: rejected by the quality gate: {why}", req.path.display())
+            quality::check_radiograph(&radiograph).map_err(|why| Failure {
+                message: format!("{}: rejected by the quality gate: {why}", req.path.display()),
+                action: REFUSED_ACTION,
             })?;
         }
         let given =
@@ -491,8 +510,12 @@ impl Service {
             &given,
             self.thresholds,
             self.quality_gate,
-        )
-        .map_err(|e| match e {
+        );
+        if let Err(ReadingError::UnlikeTraining { score, .. }) = &reading {
+            // Stored with the refusal: how far over the limit it was.
+            rec.ood_score = Some(*score);
+        }
+        let reading = reading.map_err(|e| match e {
             ReadingError::SexUnknown { .. } => {
                 let how = if req.via == "hot-folder" {
                     let stem = req.path.file_stem().unwrap_or_default().to_string_lossy();
@@ -500,12 +523,13 @@ impl Service {
                 } else {
                     "give sex=male|female".to_string()
                 };
-                format!("{}: {e}; {how}", req.path.display())
+                Failure::from(format!("{}: {e}; {how}", req.path.display()))
             }
-            ReadingError::UnlikeTraining { .. } => {
-                format!("{}: rejected by the quality gate: {e}", req.path.display())
-            }
-            ReadingError::Model(_) => format!("{}: {e}", req.path.display()),
+            ReadingError::UnlikeTraining { .. } => Failure {
+                message: format!("{}: rejected by the quality gate: {e}", req.path.display()),
+                action: REFUSED_ACTION,
+            },
+            ReadingError::Model(_) => Failure::from(format!("{}: {e}", req.path.display())),
         })?;
         rec.sex = Some(reading.sex.to_string());
         rec.age_months = reading.chronological_age_months;
@@ -520,6 +544,24 @@ impl Service {
         rec.adult_height_cm = reading.adult_height.map(|h| h.predicted_cm);
         rec.warnings = reading.warnings.clone();
         Ok((reading, radiograph))
+    }
+}
+
+/// Why an image has no reading, and what the person at the unit should do about it.
+struct Failure {
+    message: String,
+    action: &'static str,
+}
+
+/// What to do after most failures.
+const RETRY_ACTION: &str = "check the image and the patient details, then send it again";
+/// After a quality-gate refusal: sending the same image again cannot help.
+const REFUSED_ACTION: &str =
+    "send the right image: a left-hand radiograph, upright, sharp, not inverted, not a photo";
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { message, action: RETRY_ACTION }
     }
 }
 

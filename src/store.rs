@@ -43,6 +43,11 @@ fn advice(e: &rusqlite::Error) -> &'static str {
              -wal file, for recovery), restore the last backup or start with an empty store \
              (docs/deploy.md, Store)"
         }
+        Some(rusqlite::ErrorCode::CannotOpen) => {
+            "check that [store] path names a file (not a folder) in a folder this service may \
+             write"
+        }
+        Some(rusqlite::ErrorCode::DiskFull) => "free disk space",
         _ => "check the path is writable and the disk not full",
     }
 }

@@ -259,6 +259,46 @@ fn a_resent_request_is_answered_from_the_store() {
     assert_eq!(code(&f2), "analysis_failed");
     assert_ne!(f1["result"]["id"], f2["result"]["id"]);
     assert_eq!(server.store().count().unwrap(), 5);
+
+    // Sent again while the first is still being analysed: the second waits and is the
+    // first's repeat, not a second record.
+    copy_fixture(3, &img);
+    let mut first = Client::connect(server.addr);
+    first.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.send("STATUS")["queue"].as_u64() == Some(0) {
+        assert!(Instant::now() < deadline, "the first request never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let second = Client::connect(server.addr).send(&line);
+    let mut reply = String::new();
+    first.reader.read_line(&mut reply).unwrap();
+    let first: Value = serde_json::from_str(&reply).unwrap();
+    assert!(first.get("repeat").is_none(), "{first}");
+    assert_eq!(second["repeat"], true, "{second}");
+    assert_eq!(second["result"]["id"], first["result"]["id"]);
+    assert_eq!(server.store().count().unwrap(), 6);
+}
+
+#[test]
+fn a_refusal_for_unlikeness_is_stored_with_its_score() {
+    let server = start(|_| {});
+    let (id, ..) = common::expected().into_iter().next().unwrap();
+    let radiograph = image::open(common::val_image(&id)).unwrap().to_luma8();
+    let blurred = server.dir.path().join("allowed/blurred.png");
+    std::fs::create_dir_all(blurred.parent().unwrap()).unwrap();
+    image::imageops::blur(&radiograph, 3.0).save(&blurred).unwrap();
+    let mut c = Client::connect(server.addr);
+    let r = c.send(&format!("ANALYZE sex=male path={}", blurred.display()));
+    assert_eq!(code(&r), "analysis_failed", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("unlike the hand radiographs"), "{r}");
+    let limit = boneage::model::Model::read_contract(&common::model_path())
+        .unwrap()
+        .likeness
+        .unwrap()
+        .threshold;
+    let stored = c.send(&format!("RESULT id={}", r["result"]["id"]));
+    assert!(stored["result"]["ood_score"].as_f64().unwrap() > limit, "{stored}");
 }
 
 #[test]
