@@ -343,7 +343,25 @@ fn eval_reproduces_the_known_mae() {
         assert!(last[key].is_number(), "{key}");
     }
     assert!(text.contains("MAE:") && text.contains("0-5 years") || text.contains("5-10 years"));
-    assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), exp.len() + 1);
+    let csv = std::fs::read_to_string(&preds).unwrap();
+    assert_eq!(csv.lines().count(), exp.len() + 1);
+    assert!(csv
+        .starts_with("id,male,boneage,predicted,error,view_sd,interval95,ood_score,gate_refused"));
+    // The MAE of what predict and serve would accept leaves the refused fixtures out.
+    let refused: Vec<&str> = last["quality_gate_refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().split(':').next().unwrap())
+        .collect();
+    let kept: Vec<f64> = exp
+        .iter()
+        .filter(|e| !refused.contains(&e.0.as_str()))
+        .map(|e| (e.3 - e.2).abs())
+        .collect();
+    let known_kept = kept.iter().sum::<f64>() / kept.len() as f64;
+    let got_kept = last["mae_gate_accepted"].as_f64().unwrap();
+    assert!((got_kept - known_kept).abs() < 0.02, "{got_kept} vs {known_kept}");
     // The readings the warning flags, counted from the reference spreads.
     let (.., limit) = spread_extremes();
     let flagged = expected_column("view_sd_tta").iter().filter(|e| e.3 >= limit).count();

@@ -43,6 +43,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut results: Vec<Scored> = Vec::with_capacity(cases.len());
     let mut failures: Vec<String> = Vec::new();
     let mut gate_refused: Vec<String> = Vec::new();
+    let mut refused_ids = std::collections::HashSet::new();
     for case in cases {
         let path = args.images.join(format!("{}.png", case.id));
         match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
@@ -64,6 +65,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             };
             if let Some(why) = refused.or(unlike) {
                 gate_refused.push(format!("{}: {why}", case.id));
+                refused_ids.insert(case.id.clone());
             }
             Ok(est)
         }) {
@@ -77,7 +79,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.out {
         let mut w = csv::Writer::from_path(out)
             .with_context(|| format!("cannot write {}", out.display()))?;
-        w.write_record(["id", "male", "boneage", "predicted", "error", "view_sd", "interval95"])?;
+        w.write_record([
+            "id",
+            "male",
+            "boneage",
+            "predicted",
+            "error",
+            "view_sd",
+            "interval95",
+            "ood_score",
+            "gate_refused",
+        ])?;
         let optional = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
         for (c, est) in &results {
             let p = est.bone_age_months;
@@ -90,6 +102,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 &format!("{:.3}", p - c.bone_age_months),
                 &optional(est.view_spread_months),
                 &optional(est.interval95_months),
+                &est.ood_score.map_or(String::new(), |v| format!("{v:.4}")),
+                if refused_ids.contains(&c.id) { "true" } else { "false" },
             ])?;
         }
         w.flush()?;
@@ -97,6 +111,14 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     for f in &failures {
         eprintln!("boneage: failed: {f}");
     }
+    // What a user of predict and serve gets: the images the gate lets through.
+    let accepted: Vec<f64> = results
+        .iter()
+        .filter(|(c, _)| !refused_ids.contains(&c.id))
+        .map(|(c, est)| (est.bone_age_months - c.bone_age_months).abs())
+        .collect();
+    let mae_accepted =
+        (!accepted.is_empty()).then(|| accepted.iter().sum::<f64>() / accepted.len() as f64);
     let spread = SpreadCheck::compute(&results, model.contract.view_spread);
     let metrics = Metrics::compute(&results);
     let mut stdout = std::io::stdout().lock();
@@ -106,8 +128,11 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             writeln!(
                 stdout,
                 "quality gate: {} of these images would be refused by predict and serve \
-                 (counted above all the same; listed with --json)",
-                gate_refused.len()
+                 (counted above all the same; listed with --json); MAE of the {} it accepts: \
+                 {:.2} months",
+                gate_refused.len(),
+                accepted.len(),
+                mae_accepted.unwrap_or(f64::NAN)
             )?;
         }
     } else {
@@ -128,6 +153,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             "failed": failures.len(),
             "failures": failures,
             "quality_gate_refused": gate_refused,
+            "mae_gate_accepted": mae_accepted,
         });
         writeln!(stdout, "{obj}")?;
     }
