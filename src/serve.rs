@@ -60,6 +60,7 @@ pub fn run(
     if !(config.tcp.enabled || config.serial.enabled || config.hot_folder.enabled) {
         return Err(ServeError::NothingEnabled);
     }
+    let started = Instant::now();
     let model = Model::load(&config.model)?;
     // The screen first, so that a store the unit has to wait for is shown on it. A missing
     // screen must not stop a headless-capable unit: log and carry on without it.
@@ -77,7 +78,7 @@ pub fn run(
     if clock != "ok" {
         log::error!("clock {clock}");
     }
-    let service = Arc::new(Service::new(model, store, config));
+    let service = Arc::new(Service::new(model, store, config).started_at(started));
     if let Some(d) = display {
         service.set_display(d);
     }

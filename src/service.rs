@@ -317,6 +317,13 @@ impl Service {
         }
     }
 
+    /// Counts uptime from `at` (the process start, before the model load and any wait for
+    /// the store) rather than from when the service was built.
+    pub fn started_at(mut self, at: Instant) -> Service {
+        self.started = at;
+        self
+    }
+
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
