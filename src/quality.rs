@@ -68,6 +68,15 @@ pub enum Rejection {
     Unusual { feature: &'static str, value: f64, lo: f64, hi: f64 },
 }
 
+impl Rejection {
+    /// What to do about it: the part of the message after its last " - ", for a screen
+    /// that has no room for the whole message.
+    pub fn remedy(&self) -> String {
+        let message = self.to_string();
+        message.rsplit_once(" - ").map_or(message.clone(), |(_, remedy)| remedy.to_string())
+    }
+}
+
 /// Limits set just outside the range of each feature on the training radiographs, measured
 /// with `cargo run --example quality_gate -- stats /work/shared/data/rsna-100px/images`
 /// (min / max, 0.05th / 99.95th percentiles in docs/clinical-reading.md). The one limit
@@ -233,6 +242,31 @@ impl fmt::Display for Features {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rejection_says_what_to_do() {
+        let all = [
+            Rejection::Colour { percent: 30.0 },
+            Rejection::TooSmall { width: 10, height: 10 },
+            Rejection::AspectRatio { ratio: 4.0 },
+            Rejection::Uniform { std: 0.0 },
+            Rejection::Saturated { percent: 50.0 },
+            Rejection::LowContrast { span: 0.01 },
+            Rejection::Inverted,
+            Rejection::Noise { roughness: 0.9 },
+            Rejection::Unusual { feature: "mean", value: 0.9, lo: 0.0, hi: 0.6 },
+        ];
+        for r in all {
+            let remedy = r.remedy();
+            assert!(remedy.len() < r.to_string().len(), "{r}");
+            assert!(
+                ["send", "check", "overexposed", "the image looks inverted"]
+                    .iter()
+                    .any(|w| remedy.starts_with(w)),
+                "{remedy}"
+            );
+        }
+    }
 
     /// A crude hand-radiograph stand-in: dark background, a bright smooth blob in the middle.
     fn blob() -> GrayImage {

@@ -165,8 +165,8 @@ pub struct Service {
     /// Held from the exactly-once or resend check to the stored outcome, so that a request
     /// sent again while the first is still running waits and finds it stored.
     analysing: Mutex<()>,
-    /// The settings besides the request that decide a reading (views, quality gate,
-    /// category thresholds): part of what makes a resend identical.
+    /// The settings besides the request that decide a reading (backend and precision,
+    /// views, quality gate, category thresholds): part of what makes a resend identical.
     settings: String,
     /// The attached screen, if any; drawing failures are logged, never fatal.
     display: Mutex<Option<Display>>,
@@ -201,7 +201,8 @@ impl Service {
             backend: model.backend_name().into(),
         };
         let settings = format!(
-            "views={} gate={} thresholds={:?}",
+            "backend={} views={} gate={} thresholds={:?}",
+            model.backend_name(),
             model.views(),
             config.quality.enabled,
             config.reading.thresholds()
@@ -477,10 +478,10 @@ impl Service {
                 })));
                 Ok(Analysed { record, repeat: false })
             }
-            Err(Failure { message, action }) => {
+            Err(Failure { message, action, headline }) => {
                 self.show(&Screen::Error {
-                    what: on_screen(&message, &req.path),
-                    action: action.into(),
+                    what: headline.unwrap_or_else(|| on_screen(&message, &req.path)),
+                    action,
                 });
                 Err(ServiceError::Analysis { message, record: Box::new(record) })
             }
@@ -505,7 +506,9 @@ impl Service {
         if self.quality_gate {
             quality::check_radiograph(&radiograph).map_err(|why| Failure {
                 message: format!("{}: rejected by the quality gate: {why}", req.path.display()),
-                action: REFUSED_ACTION,
+                // The check's own remedy: the whole message does not fit the screen.
+                action: why.remedy(),
+                headline: None,
             })?;
         }
         let given =
@@ -532,9 +535,13 @@ impl Service {
                 };
                 Failure::from(format!("{}: {e}; {how}", req.path.display()))
             }
-            ReadingError::UnlikeTraining { .. } => Failure {
+            ReadingError::UnlikeTraining { score, limit } => Failure {
                 message: format!("{}: rejected by the quality gate: {e}", req.path.display()),
-                action: REFUSED_ACTION,
+                action: UNLIKE_ACTION.into(),
+                headline: Some(format!(
+                    "{}: unlike the training radiographs (likeness {score:.2}, limit {limit:.2})",
+                    req.path.file_name().unwrap_or_default().to_string_lossy()
+                )),
             },
             ReadingError::Model(_) => Failure::from(format!("{}: {e}", req.path.display())),
         })?;
@@ -557,18 +564,20 @@ impl Service {
 /// Why an image has no reading, and what the person at the unit should do about it.
 struct Failure {
     message: String,
-    action: &'static str,
+    action: String,
+    /// A shorter headline for the screen than the message, when it has one.
+    headline: Option<String>,
 }
 
 /// What to do after most failures.
 const RETRY_ACTION: &str = "check the image and the patient details, then send it again";
-/// After a quality-gate refusal: sending the same image again cannot help.
-const REFUSED_ACTION: &str =
+/// After a likeness refusal: sending the same image again cannot help.
+const UNLIKE_ACTION: &str =
     "send the right image: a left-hand radiograph, upright, sharp, not inverted, not a photo";
 
 impl From<String> for Failure {
     fn from(message: String) -> Failure {
-        Failure { message, action: RETRY_ACTION }
+        Failure { message, action: RETRY_ACTION.into(), headline: None }
     }
 }
 

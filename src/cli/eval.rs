@@ -21,7 +21,7 @@ pub struct Args {
     /// Print the metrics as one JSON object on the last line
     #[arg(long)]
     json: bool,
-    /// Write per-image predictions (id,male,boneage,predicted,error,view_sd,interval95)
+    /// Write per-image predictions (id,male,boneage,predicted,error,view_sd,interval95,ood_score,gate_refused)
     /// to this CSV
     #[arg(long, value_name = "CSV")]
     out: Option<PathBuf>,
