@@ -220,6 +220,7 @@ mod tests {
             interval95_months: hw,
             view_spread_months: sd,
             ood_score: None,
+            centre_ood_score: None,
         };
         (Case { id: "x".into(), sex, bone_age_months: age }, est)
     }

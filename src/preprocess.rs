@@ -63,9 +63,50 @@ pub fn shifted(input: &Input, dx: i32, dy: i32) -> Input {
     Input { data, shape: input.shape }
 }
 
+/// `input` turned counter-clockwise by `quarter_turns` x 90 degrees (as numpy's `rot90`),
+/// for the orientation check; `None` for a quarter or three-quarter turn of a non-square
+/// input, whose shape the model would not accept.
+pub fn rotated_ccw(input: &Input, quarter_turns: u32) -> Option<Input> {
+    let [_, c, h, w] = input.shape;
+    let turns = quarter_turns % 4;
+    if turns % 2 == 1 && h != w {
+        return None;
+    }
+    let mut data = Vec::with_capacity(input.data.len());
+    for ch in 0..c {
+        let plane = &input.data[ch * h * w..(ch + 1) * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                let (sy, sx) = match turns {
+                    0 => (y, x),
+                    1 => (x, w - 1 - y),
+                    2 => (h - 1 - y, w - 1 - x),
+                    _ => (h - 1 - x, y),
+                };
+                data.push(plane[sy * w + sx]);
+            }
+        }
+    }
+    Some(Input { data, shape: input.shape })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_follows_numpy_rot90() {
+        // [[1, 2], [3, 4]]: rot90 once -> [[2, 4], [1, 3]], twice -> [[4, 3], [2, 1]],
+        // three times -> [[3, 1], [4, 2]].
+        let input = Input { data: vec![1.0, 2.0, 3.0, 4.0], shape: [1, 1, 2, 2] };
+        let turned = |k| rotated_ccw(&input, k).unwrap().data;
+        assert_eq!(turned(1), [2.0, 4.0, 1.0, 3.0]);
+        assert_eq!(turned(2), [4.0, 3.0, 2.0, 1.0]);
+        assert_eq!(turned(3), [3.0, 1.0, 4.0, 2.0]);
+        assert_eq!(turned(4), input.data);
+        let wide = Input { data: vec![0.0; 6], shape: [1, 1, 2, 3] };
+        assert!(rotated_ccw(&wide, 1).is_none() && rotated_ccw(&wide, 2).is_some());
+    }
 
     fn params() -> Preprocess {
         Preprocess {

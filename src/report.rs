@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::clinical::{self, AdultHeight, Assessment, Category, Thresholds};
-use crate::model::{LikenessRule, Model, ModelError, ViewSpreadRule};
+use crate::model::{Contract, Estimate, LikenessRule, Model, ModelError, ViewSpreadRule};
 use crate::source::Radiograph;
 
 /// Oldest age this program accepts anywhere (months): 21 years, beyond skeletal maturity.
@@ -232,8 +232,20 @@ pub enum ReadingError {
     #[error(transparent)]
     Model(#[from] ModelError),
     /// The quality gate's last check, after inference: the model's likeness score.
+    /// The quality gate's orientation check: the image looks upright only once turned.
+    #[error("the image looks turned: it resembles the training radiographs only after {turn}; send it upright, fingers pointing up")]
+    Turned { turn: &'static str },
     #[error("the image is unlike the hand radiographs the model was trained on (likeness score {score:.3}, limit {limit:.3}): check that the right image was sent, a left hand radiograph, not rotated, inverted, blurred or a photograph")]
     UnlikeTraining { score: f64, limit: f64 },
+}
+
+/// A counter-clockwise turn in words a radiographer would use.
+fn turn_words(degrees_ccw: u32) -> &'static str {
+    match degrees_ccw {
+        90 => "a quarter turn counter-clockwise",
+        180 => "half a turn",
+        _ => "a quarter turn clockwise",
+    }
 }
 
 /// What the operator said about the patient, each overriding the file's tags.
@@ -315,20 +327,29 @@ impl Reading {
         let sex = patient
             .sex
             .ok_or(ReadingError::SexUnknown { file_is_dicom: radiograph.format == "DICOM" })?;
-        let mut reading = Reading::from_model(
-            model,
+        let estimate = model.estimate(radiograph, sex)?;
+        if let (true, Some(rule), Some(score)) =
+            (quality_gate, model.contract.likeness, estimate.ood_score)
+        {
+            // Turned first: its advice is the more specific of the two.
+            if let Some(centre) = estimate.centre_ood_score {
+                if let Some(degrees) = model.turn_to_upright(radiograph, sex, centre)? {
+                    return Err(ReadingError::Turned { turn: turn_words(degrees) });
+                }
+            }
+            if rule.refuses(score) {
+                return Err(ReadingError::UnlikeTraining { score, limit: rule.threshold });
+            }
+        }
+        let mut reading = Reading::from_estimate(
+            &model.contract,
+            &estimate,
             image,
-            radiograph,
             sex,
             patient.age,
             given.height_cm,
             thresholds,
-        )?;
-        if let (Some(score), Some(rule)) = (reading.ood_score, model.contract.likeness) {
-            if quality_gate && rule.refuses(score) {
-                return Err(ReadingError::UnlikeTraining { score, limit: rule.threshold });
-            }
-        }
+        );
         // Doubts about the patient facts come first: they can make the whole reading wrong.
         reading.warnings.splice(0..0, patient.warnings);
         reading.age_source = patient.age_source;
@@ -339,22 +360,17 @@ impl Reading {
         Ok(reading)
     }
 
-    /// The whole reading of one radiograph: the model's estimate (over its test-time views),
-    /// the comparison with the chronological age, SDS, category and adult height. One place
-    /// for the CLI and the service, which differ only in where sex, age and height come from.
-    ///
-    /// # Errors
-    /// [`ModelError`] when inference fails.
-    pub fn from_model(
-        model: &mut Model,
+    /// The whole reading of one radiograph from the model's estimate (over its test-time
+    /// views): the comparison with the chronological age, SDS, category and adult height.
+    pub fn from_estimate(
+        c: &Contract,
+        estimate: &Estimate,
         image: String,
-        radiograph: &Radiograph,
         sex: Sex,
         age: Option<Age>,
         height_cm: Option<f64>,
         thresholds: Thresholds,
-    ) -> Result<Reading, ModelError> {
-        let estimate = model.estimate(radiograph, sex)?;
+    ) -> Reading {
         let assessment = clinical::assess(
             sex,
             estimate.bone_age_months,
@@ -362,8 +378,7 @@ impl Reading {
             height_cm,
             thresholds,
         );
-        let c = &model.contract;
-        Ok(Reading::new(
+        Reading::new(
             image,
             sex,
             estimate.bone_age_months,
@@ -375,7 +390,7 @@ impl Reading {
         .with_view_spread(estimate.view_spread_months, c.view_spread)
         .with_likeness(estimate.ood_score, c.likeness)
         .with_assessment(assessment)
-        .with_category_check(thresholds))
+        .with_category_check(thresholds)
     }
 
     pub fn new(

@@ -543,6 +543,14 @@ impl Service {
                     req.path.file_name().unwrap_or_default().to_string_lossy()
                 )),
             },
+            ReadingError::Turned { turn } => Failure {
+                message: format!("{}: rejected by the quality gate: {e}", req.path.display()),
+                action: format!("turn the image {turn} (fingers up) and send it again"),
+                headline: Some(format!(
+                    "{}: the radiograph looks turned",
+                    req.path.file_name().unwrap_or_default().to_string_lossy()
+                )),
+            },
             ReadingError::Model(_) => Failure::from(format!("{}: {e}", req.path.display())),
         })?;
         rec.sex = Some(reading.sex.to_string());

@@ -201,7 +201,10 @@ fn the_model_refuses_images_unlike_its_training_radiographs() {
     })
     .save(&pattern)
     .unwrap();
-    for unlike in [&blurred, &pattern] {
+    // And the radiograph upside down, which the likeness score alone often lets through.
+    let turned = dir.path().join("turned.png");
+    image::imageops::rotate180(&radiograph).save(&turned).unwrap();
+    for unlike in [&blurred, &pattern, &turned] {
         let img = boneage::source::read_file(unlike).unwrap();
         assert!(boneage::quality::check_radiograph(&img).is_ok(), "{}", unlike.display());
     }
@@ -214,9 +217,16 @@ fn the_model_refuses_images_unlike_its_training_radiographs() {
         path_str(&blurred),
         path_str(&pattern),
         path_str(&good),
+        path_str(&turned),
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
+    let want = format!(
+        "{}: rejected by the quality gate: the image looks turned: it resembles the training \
+         radiographs only after half a turn",
+        turned.display()
+    );
+    assert!(err.contains(&want), "{err}");
     for unlike in [&blurred, &pattern] {
         let want = format!(
             "{}: rejected by the quality gate: the image is unlike the hand radiographs",

@@ -56,13 +56,22 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 .flatten();
             let est =
                 model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))?;
-            // The gate's last check is the model's own likeness score (Reading::of_radiograph).
+            // The gate's last checks are the model's own (Reading::of_radiograph): the
+            // orientation, then the likeness score.
+            let turned = match (config.quality.enabled, est.centre_ood_score) {
+                (true, Some(centre)) => model
+                    .turn_to_upright(&r, case.sex, centre)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .map(|degrees| format!("looks turned ({degrees}° counter-clockwise)")),
+                _ => None,
+            };
             let unlike = match (est.ood_score, model.contract.likeness) {
                 (Some(score), Some(rule)) if config.quality.enabled && rule.refuses(score) => {
                     Some(format!("likeness score {score:.3} over the limit {:.3}", rule.threshold))
                 }
                 _ => None,
             };
+            let unlike = turned.or(unlike);
             if let Some(why) = refused.or(unlike) {
                 gate_refused.push(format!("{}: {why}", case.id));
                 refused_ids.insert(case.id.clone());

@@ -129,7 +129,7 @@ fn analyse(
         ReadingError::SexUnknown { .. } => {
             format!("{}: {e}; pass --sex male or --sex female", path.display())
         }
-        ReadingError::UnlikeTraining { .. } => {
+        ReadingError::UnlikeTraining { .. } | ReadingError::Turned { .. } => {
             format!("{}: rejected by the quality gate: {e}", path.display())
         }
         ReadingError::Model(_) => format!("{}: {e}", path.display()),

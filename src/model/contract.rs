@@ -87,6 +87,10 @@ impl ViewSpreadRule {
 pub struct LikenessRule {
     /// `ood.threshold`: scores above it are refused (the training images' 99.9th percentile).
     pub threshold: f64,
+    /// `ood.orientation_margin`: a radiograph whose score drops by more than this when it
+    /// is turned by a quarter, half or three-quarter turn is taken to be turned (the
+    /// model's own reading of a turned hand errs by 17-28 months); `None`: no such check.
+    pub orientation_margin: Option<f64>,
 }
 
 impl LikenessRule {
@@ -211,16 +215,24 @@ impl Contract {
             // An interval for flagged readings with no rule to flag them: a broken export.
             (None, Some(_)) => return Err(ContractError::Missing(WARN)),
         };
-        let likeness = meta
-            .get("ood.threshold")
-            .map(|v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x > 0.0)
-                    .map(|threshold| LikenessRule { threshold })
-                    .ok_or_else(|| invalid("ood.threshold", v, "a positive number"))
-            })
-            .transpose()?;
+        let positive_f64 = |key: &'static str| -> Result<Option<f64>, ContractError> {
+            meta.get(key)
+                .map(|v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                        .ok_or_else(|| invalid(key, v, "a positive number"))
+                })
+                .transpose()
+        };
+        let likeness =
+            match (positive_f64("ood.threshold")?, positive_f64("ood.orientation_margin")?) {
+                (Some(threshold), orientation_margin) => {
+                    Some(LikenessRule { threshold, orientation_margin })
+                }
+                (None, None) => None,
+                (None, Some(_)) => return Err(ContractError::Missing("ood.threshold")),
+            };
         let mut metadata: Vec<(String, String)> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         metadata.sort();

@@ -170,6 +170,8 @@ pub struct Estimate {
     /// How unlike the training radiographs the image is (mean over the views); `None` for
     /// a model without the score (see [`Contract::likeness`]).
     pub ood_score: Option<f64>,
+    /// The score of the unshifted view alone, which the orientation check compares with.
+    pub centre_ood_score: Option<f64>,
 }
 
 impl Model {
@@ -248,7 +250,39 @@ impl Model {
             interval95_months: self.contract.interval95_months(months, None),
             view_spread_months: None,
             ood_score,
+            centre_ood_score: ood_score,
         })
+    }
+
+    /// The turn (degrees counter-clockwise: 90, 180 or 270) after which the radiograph
+    /// looks clearly more like the training images than as given, by more than the
+    /// model's `ood.orientation_margin`, and passes the likeness limit: then it was most
+    /// likely sent turned. `None` when
+    /// no turn does, or the model has no margin. Three more passes of the network.
+    ///
+    /// # Errors
+    /// As [`Model::infer`].
+    pub fn turn_to_upright(
+        &mut self,
+        radiograph: &Radiograph,
+        sex: Sex,
+        centre_ood_score: f64,
+    ) -> Result<Option<u32>, ModelError> {
+        let Some(rule) = self.contract.likeness else { return Ok(None) };
+        let Some(margin) = rule.orientation_margin else { return Ok(None) };
+        let input = self.preprocess(radiograph);
+        let mut best: Option<(u32, f64)> = None;
+        for quarter_turns in 1..4 {
+            let Some(turned) = preprocess::rotated_ccw(&input, quarter_turns) else { continue };
+            let Some(score) = self.infer(&turned, sex)?.ood_score else { return Ok(None) };
+            let gain = centre_ood_score - score;
+            // Turned, it must look like a radiograph the model accepts: a picture unlike
+            // any radiograph may merely score a little lower on its side.
+            if gain > margin && !rule.refuses(score) && best.is_none_or(|(_, g)| gain > g) {
+                best = Some((quarter_turns * 90, gain));
+            }
+        }
+        Ok(best.map(|(degrees, _)| degrees))
     }
 
     /// Per-operator time of `runs` passes on one input (see [`Backend::op_profile`]).
@@ -294,10 +328,18 @@ impl Model {
         let shifts = self.contract.preprocess.tta_shifts_px.clone();
         let mut readings = Vec::with_capacity(shifts.len());
         let mut scores = Vec::with_capacity(shifts.len());
+        let mut centre_ood_score = None;
         for (dx, dy) in &shifts {
             let view = self.infer(&preprocess::shifted(input, *dx, *dy), sex)?;
             readings.push(view.bone_age_months);
             scores.extend(view.ood_score);
+            if (*dx, *dy) == (0, 0) {
+                centre_ood_score = view.ood_score;
+            }
+        }
+        if centre_ood_score.is_none() && scores.len() == readings.len() && !scores.is_empty() {
+            // No unshifted view among the model's views: one more pass gives it.
+            centre_ood_score = self.infer(input, sex)?.ood_score;
         }
         let (months, spread) = mean_and_sd(&readings);
         Ok(Estimate {
@@ -305,6 +347,7 @@ impl Model {
             interval95_months: self.contract.interval95_months(months, Some(spread)),
             view_spread_months: Some(spread),
             ood_score: (!scores.is_empty()).then(|| mean_and_sd(&scores).0),
+            centre_ood_score,
         })
     }
 
