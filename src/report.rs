@@ -239,6 +239,30 @@ pub enum ReadingError {
     UnlikeTraining { score: f64, limit: f64 },
 }
 
+/// The quality gate's checks that need the model's own view of the image, after inference:
+/// turned first (its advice is the more specific), then unlike the training radiographs.
+/// The refusal ([`ReadingError::Turned`] or [`ReadingError::UnlikeTraining`]), if any; one
+/// place for readings and `eval`.
+///
+/// # Errors
+/// [`ModelError`] when the orientation passes fail.
+pub fn refusal_after_inference(
+    model: &mut Model,
+    radiograph: &Radiograph,
+    sex: Sex,
+    estimate: &Estimate,
+) -> Result<Option<ReadingError>, ModelError> {
+    let (Some(rule), Some(score)) = (model.contract.likeness, estimate.ood_score) else {
+        return Ok(None);
+    };
+    if let Some(centre) = estimate.centre_ood_score {
+        if let Some(degrees) = model.turn_to_upright(radiograph, sex, centre)? {
+            return Ok(Some(ReadingError::Turned { turn: turn_words(degrees) }));
+        }
+    }
+    Ok(rule.refuses(score).then_some(ReadingError::UnlikeTraining { score, limit: rule.threshold }))
+}
+
 /// A counter-clockwise turn in words a radiographer would use.
 fn turn_words(degrees_ccw: u32) -> &'static str {
     match degrees_ccw {
@@ -328,17 +352,9 @@ impl Reading {
             .sex
             .ok_or(ReadingError::SexUnknown { file_is_dicom: radiograph.format == "DICOM" })?;
         let estimate = model.estimate(radiograph, sex)?;
-        if let (true, Some(rule), Some(score)) =
-            (quality_gate, model.contract.likeness, estimate.ood_score)
-        {
-            // Turned first: its advice is the more specific of the two.
-            if let Some(centre) = estimate.centre_ood_score {
-                if let Some(degrees) = model.turn_to_upright(radiograph, sex, centre)? {
-                    return Err(ReadingError::Turned { turn: turn_words(degrees) });
-                }
-            }
-            if rule.refuses(score) {
-                return Err(ReadingError::UnlikeTraining { score, limit: rule.threshold });
+        if quality_gate {
+            if let Some(refusal) = refusal_after_inference(model, radiograph, sex, &estimate)? {
+                return Err(refusal);
             }
         }
         let mut reading = Reading::from_estimate(

@@ -194,15 +194,22 @@ fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
     let Some(camera) = service.camera() else {
         return;
     };
-    while !shutdown.load(Ordering::Relaxed) {
-        let until = std::time::Instant::now() + every;
-        while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
-            thread::sleep(Duration::from_millis(100));
-        }
-        if !shutdown.load(Ordering::Relaxed) {
-            camera.probe();
-        }
+    while pause(every, shutdown) {
+        camera.probe();
     }
+}
+
+/// Waits `duration` in short steps; `false` as soon as `shutdown` is set, so a stop is never
+/// held up by a retry or back-off wait.
+fn pause(duration: Duration, shutdown: &AtomicBool) -> bool {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        if shutdown.load(Ordering::Relaxed) {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    !shutdown.load(Ordering::Relaxed)
 }
 
 /// What the screen shows once the service has stopped.
@@ -242,12 +249,8 @@ fn open_store(
             }
             logged = error;
         }
-        let until = Instant::now() + STORE_RETRY;
-        while Instant::now() < until {
-            if shutdown.load(Ordering::Relaxed) {
-                return Ok(None);
-            }
-            thread::sleep(Duration::from_millis(100));
+        if !pause(STORE_RETRY, shutdown) {
+            return Ok(None);
         }
     }
 }
@@ -546,10 +549,7 @@ fn serial_loop(
                 );
             }
         }
-        let until = std::time::Instant::now() + backoff;
-        while std::time::Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
-            thread::sleep(Duration::from_millis(100));
-        }
+        pause(backoff, shutdown);
         backoff = (backoff * 2).min(Duration::from_secs(64));
     }
 }

@@ -525,6 +525,7 @@ impl Service {
             // Stored with the refusal: how far over the limit it was.
             rec.ood_score = Some(*score);
         }
+        let name = req.path.file_name().unwrap_or_default().to_string_lossy();
         let reading = reading.map_err(|e| match e {
             ReadingError::SexUnknown { .. } => {
                 let how = if req.via == "hot-folder" {
@@ -539,17 +540,13 @@ impl Service {
                 message: format!("{}: rejected by the quality gate: {e}", req.path.display()),
                 action: UNLIKE_ACTION.into(),
                 headline: Some(format!(
-                    "{}: unlike the training radiographs (likeness {score:.2}, limit {limit:.2})",
-                    req.path.file_name().unwrap_or_default().to_string_lossy()
+                    "{name}: unlike the training radiographs (likeness {score:.2}, limit {limit:.2})"
                 )),
             },
             ReadingError::Turned { turn } => Failure {
                 message: format!("{}: rejected by the quality gate: {e}", req.path.display()),
                 action: format!("turn the image {turn} (fingers up) and send it again"),
-                headline: Some(format!(
-                    "{}: the radiograph looks turned",
-                    req.path.file_name().unwrap_or_default().to_string_lossy()
-                )),
+                headline: Some(format!("{name}: the radiograph looks turned")),
             },
             ReadingError::Model(_) => Failure::from(format!("{}: {e}", req.path.display())),
         })?;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use boneage::config::Config;
 use boneage::evaluate::{self, Group, Metrics, Scored, SpreadCheck};
+use boneage::model::ModelError;
+use boneage::report::refusal_after_inference;
 use boneage::{quality, source};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,30 +51,21 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
             // Scored all the same, so the MAE stays comparable with the model card; but
             // the user learns how many of these images `predict` and `serve` would refuse.
-            let refused = config
-                .quality
-                .enabled
-                .then(|| quality::check_radiograph(&r).err().map(|w| w.to_string()))
-                .flatten();
-            let est =
-                model.estimate(&r, case.sex).map_err(|e| format!("{}: {e}", path.display()))?;
-            // The gate's last checks are the model's own (Reading::of_radiograph): the
-            // orientation, then the likeness score.
-            let turned = match (config.quality.enabled, est.centre_ood_score) {
-                (true, Some(centre)) => model
-                    .turn_to_upright(&r, case.sex, centre)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    .map(|degrees| format!("looks turned ({degrees}° counter-clockwise)")),
-                _ => None,
-            };
-            let unlike = match (est.ood_score, model.contract.likeness) {
-                (Some(score), Some(rule)) if config.quality.enabled && rule.refuses(score) => {
-                    Some(format!("likeness score {score:.3} over the limit {:.3}", rule.threshold))
+            let model_err = |e: ModelError| format!("{}: {e}", path.display());
+            let est = model.estimate(&r, case.sex).map_err(model_err)?;
+            // The gate as predict and serve run it: the global checks, then the model's own
+            // (only when the global ones pass: their reason is the one reported).
+            let refused = if config.quality.enabled {
+                match quality::check_radiograph(&r) {
+                    Err(why) => Some(why.to_string()),
+                    Ok(_) => refusal_after_inference(&mut model, &r, case.sex, &est)
+                        .map_err(model_err)?
+                        .map(|refusal| refusal.to_string()),
                 }
-                _ => None,
+            } else {
+                None
             };
-            let unlike = turned.or(unlike);
-            if let Some(why) = refused.or(unlike) {
+            if let Some(why) = refused {
                 gate_refused.push(format!("{}: {why}", case.id));
                 refused_ids.insert(case.id.clone());
             }

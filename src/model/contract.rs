@@ -195,16 +195,18 @@ impl Contract {
                 invalid("uncertainty.interval95_bands_months", v, "\"FROM-TO:HALFWIDTH;...\"")
             })?,
         };
-        let optional_months = |key: &'static str| -> Result<Option<f64>, ContractError> {
-            meta.get(key)
-                .map(|v| {
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .ok_or_else(|| invalid(key, v, "a positive number of months"))
-                })
-                .transpose()
-        };
+        let optional_positive =
+            |key: &'static str, expected: &'static str| -> Result<Option<f64>, ContractError> {
+                meta.get(key)
+                    .map(|v| {
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x > 0.0)
+                            .ok_or_else(|| invalid(key, v, expected))
+                    })
+                    .transpose()
+            };
+        let optional_months = |key| optional_positive(key, "a positive number of months");
         const WARN: &str = "uncertainty.view_spread_warn_months";
         const FLAGGED_HW: &str = "uncertainty.interval95_flagged_months";
         let view_spread = match (optional_months(WARN)?, optional_months(FLAGGED_HW)?) {
@@ -215,16 +217,7 @@ impl Contract {
             // An interval for flagged readings with no rule to flag them: a broken export.
             (None, Some(_)) => return Err(ContractError::Missing(WARN)),
         };
-        let positive_f64 = |key: &'static str| -> Result<Option<f64>, ContractError> {
-            meta.get(key)
-                .map(|v| {
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .ok_or_else(|| invalid(key, v, "a positive number"))
-                })
-                .transpose()
-        };
+        let positive_f64 = |key| optional_positive(key, "a positive number");
         let likeness =
             match (positive_f64("ood.threshold")?, positive_f64("ood.orientation_margin")?) {
                 (Some(threshold), orientation_margin) => {
