@@ -169,7 +169,7 @@ def cross_coverage(pred, age, seed=0):
     return (a + b) / 2
 
 
-def recalibrate_bn(net, images_u8, male, stats, batches=60, batch=64, seed=0):
+def recalibrate_bn(net, images_u8, male, stats, batches=60, batch=64, seed=0, device="cpu"):
     """Re-estimates batch-norm running statistics for `net`'s own weights on training images."""
     for m in net.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -182,7 +182,7 @@ def recalibrate_bn(net, images_u8, male, stats, batches=60, batch=64, seed=0):
             idx = rng.integers(0, len(images_u8), batch)
             x = torch.from_numpy(images_u8[idx]).float().div_(255).unsqueeze(1)
             x = (x - stats["pix_mean"]) / stats["pix_std"]
-            net(x, torch.from_numpy(male[idx]).view(-1, 1))
+            net(x.to(device), torch.from_numpy(male[idx]).view(-1, 1).to(device))
     net.eval()
 
 

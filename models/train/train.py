@@ -109,10 +109,12 @@ def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=N
     return BoneAgeNet(backbone, age_mean, age_std, net_size)
 
 
-def augment(x, gen, strength=1.0):
+def augment(x, gen, strength=1.0, photometric=1.0):
     """Random affine warp and photometric jitter on a batch in [0,1], shape [N,1,H,W].
 
-    `strength` scales the geometric ranges (1.0: rotation +-15 deg, scale +-10%, shift +-6%).
+    `strength` scales the geometric ranges (1.0: rotation +-15 deg, scale +-10%, shift +-6%),
+    `photometric` the grey-level ones (1.0: gamma x e^+-0.2, contrast +-15%, brightness +-0.07).
+    The same random draws are made whatever the strengths, so the stream stays aligned.
     """
     n = x.shape[0]
     u = lambda lo, hi: torch.empty(n).uniform_(lo, hi, generator=gen)
@@ -127,10 +129,11 @@ def augment(x, gen, strength=1.0):
         torch.stack([sin / sy, cos / sy, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    gamma = torch.exp(u(-0.2, 0.2)).view(n, 1, 1, 1)
+    p = photometric
+    gamma = torch.exp(u(-0.2 * p, 0.2 * p)).view(n, 1, 1, 1)
     x = x.clamp(0, 1) ** gamma
-    c = u(0.85, 1.15).view(n, 1, 1, 1)
-    b = u(-0.07, 0.07).view(n, 1, 1, 1)
+    c = u(1 - 0.15 * p, 1 + 0.15 * p).view(n, 1, 1, 1)
+    b = u(-0.07 * p, 0.07 * p).view(n, 1, 1, 1)
     return ((x - 0.5) * c + 0.5 + b).clamp(0, 1)
 
 
@@ -225,6 +228,11 @@ def main():
     ap.add_argument("--consistency", type=float, default=0.0,
                     help="weight of an L1 penalty between the readings of each image and a degraded "
                          "copy (both trained on; steps cost twice as much)")
+    ap.add_argument("--calm-epochs", type=int, default=0,
+                    help="train the last N epochs of the --epochs schedule with weaker augmentation "
+                         "(--calm-aug), closer to the images the model will read")
+    ap.add_argument("--calm-aug", type=float, default=0.5,
+                    help="geometric strength and photometric scale during the calm epochs")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
@@ -312,6 +320,8 @@ def main():
         # resolution; the last ones at the exported resolution. Only the live model changes
         # size: the EMA, which is validated and exported, always runs at --net-size.
         size = args.small_size if args.small_size and epoch < args.small_epochs else args.net_size
+        calm = args.calm_epochs > 0 and epoch >= args.epochs - args.calm_epochs
+        aug, photo = (args.calm_aug, args.calm_aug) if calm else (args.aug, 1.0)
         model.net_size = size
         model.train()
         t0 = time.time()
@@ -325,7 +335,7 @@ def main():
                 clean = images[idx.numpy()]
                 deg = np.stack([degrade(im, np.random) for im in clean])
                 x = torch.from_numpy(np.stack([clean, deg], axis=1)).float().div_(255)
-                x = augment(x, gen, args.aug)
+                x = augment(x, gen, aug, photo)
                 x = (torch.cat([x[:, :1], x[:, 1:]]) - pix_mean) / pix_std
                 idx = torch.cat([idx, idx])
             else:
@@ -334,7 +344,7 @@ def main():
                     for j in np.flatnonzero(np.random.random(len(batch)) < args.degrade):
                         batch[j] = degrade(batch[j], np.random)
                 x = torch.from_numpy(batch).float().div_(255).unsqueeze(1)
-                x = (augment(x, gen, args.aug) - pix_mean) / pix_std
+                x = (augment(x, gen, aug, photo) - pix_mean) / pix_std
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             m = male_t[idx].view(-1, 1).to(dev)
             y = age_t[idx].view(-1, 1).to(dev)
@@ -367,7 +377,7 @@ def main():
         pe = predict(ema, images[val], male[val], pix_mean, pix_std, device=dev)
         rec = dict(epoch=epoch, train_mae=round(train_mae, 3),
                    val_mae_ema=round(float(np.abs(pe - age[val]).mean()), 3),
-                   lr=sched.get_last_lr()[0], net_size=size, train_seconds=round(t_train, 1),
+                   lr=sched.get_last_lr()[0], net_size=size, aug=aug, train_seconds=round(t_train, 1),
                    seconds=round(time.time() - t0, 1))
         print(json.dumps(rec), flush=True)
         log.write(json.dumps(rec) + "\n")
