@@ -90,9 +90,27 @@ pub fn rotated_ccw(input: &Input, quarter_turns: u32) -> Option<Input> {
     Some(Input { data, shape: input.shape })
 }
 
+/// `input` mirrored left-right (as numpy's `[:, ::-1]` on each plane), for the check
+/// that tells a left hand from a right one.
+pub fn mirrored(input: &Input) -> Input {
+    let [_, c, h, w] = input.shape;
+    let mut data = Vec::with_capacity(input.data.len());
+    for row in input.data.chunks_exact(w).take(c * h) {
+        data.extend(row.iter().rev());
+    }
+    Input { data, shape: input.shape }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_reverses_each_row() {
+        let input = Input { data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], shape: [1, 1, 2, 3] };
+        assert_eq!(mirrored(&input).data, [3.0, 2.0, 1.0, 6.0, 5.0, 4.0]);
+        assert_eq!(mirrored(&mirrored(&input)).data, input.data);
+    }
 
     #[test]
     fn rotation_follows_numpy_rot90() {

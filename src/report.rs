@@ -263,6 +263,11 @@ pub fn refusal_after_inference(
     Ok(rule.refuses(score).then_some(ReadingError::UnlikeTraining { score, limit: rule.threshold }))
 }
 
+/// The warning for an image that looks like a right hand (the quality gate's mirror check).
+pub const MIRRORED_WARNING: &str = "the image looks mirrored, as a right hand would: the model \
+     was trained on left hands and reads right hands less accurately; check the side marker \
+     and send the left hand";
+
 /// A counter-clockwise turn in words a radiographer would use.
 fn turn_words(degrees_ccw: u32) -> &'static str {
     match degrees_ccw {
@@ -335,6 +340,7 @@ impl Reading {
     ///
     /// With `quality_gate` (`[quality] enabled`), an image the model finds unlike its
     /// training radiographs is refused; without it, the reading carries a warning instead.
+    /// With the gate on, an image that looks like a right hand carries a warning.
     ///
     /// # Errors
     /// [`ReadingError::SexUnknown`] when neither says the sex; [`ReadingError::Model`] when
@@ -352,9 +358,13 @@ impl Reading {
             .sex
             .ok_or(ReadingError::SexUnknown { file_is_dicom: radiograph.format == "DICOM" })?;
         let estimate = model.estimate(radiograph, sex)?;
+        let mut mirrored = false;
         if quality_gate {
             if let Some(refusal) = refusal_after_inference(model, radiograph, sex, &estimate)? {
                 return Err(refusal);
+            }
+            if let Some(centre) = estimate.centre_ood_score {
+                mirrored = model.looks_mirrored(radiograph, sex, centre)?;
             }
         }
         let mut reading = Reading::from_estimate(
@@ -366,7 +376,11 @@ impl Reading {
             given.height_cm,
             thresholds,
         );
-        // Doubts about the patient facts come first: they can make the whole reading wrong.
+        // Doubts about the patient facts come first, then about the image: either can make
+        // the whole reading wrong.
+        if mirrored {
+            reading.warnings.insert(0, MIRRORED_WARNING.to_string());
+        }
         reading.warnings.splice(0..0, patient.warnings);
         reading.age_source = patient.age_source;
         reading.exam_date = radiograph.patient.exam_date.clone();

@@ -91,6 +91,11 @@ pub struct LikenessRule {
     /// is turned by a quarter, half or three-quarter turn is taken to be turned (the
     /// model's own reading of a turned hand errs by 17-28 months); `None`: no such check.
     pub orientation_margin: Option<f64>,
+    /// `ood.mirror_margin`: a radiograph whose score drops by more than this when it is
+    /// mirrored left-right most likely shows a right hand (or a left hand stored mirrored);
+    /// the model reads those less accurately, so the reading carries a warning. `None`: no
+    /// such check.
+    pub mirror_margin: Option<f64>,
 }
 
 impl LikenessRule {
@@ -218,14 +223,14 @@ impl Contract {
             (None, Some(_)) => return Err(ContractError::Missing(WARN)),
         };
         let positive_f64 = |key| optional_positive(key, "a positive number");
-        let likeness =
-            match (positive_f64("ood.threshold")?, positive_f64("ood.orientation_margin")?) {
-                (Some(threshold), orientation_margin) => {
-                    Some(LikenessRule { threshold, orientation_margin })
-                }
-                (None, None) => None,
-                (None, Some(_)) => return Err(ContractError::Missing("ood.threshold")),
-            };
+        let orientation_margin = positive_f64("ood.orientation_margin")?;
+        let mirror_margin = positive_f64("ood.mirror_margin")?;
+        let likeness = match positive_f64("ood.threshold")? {
+            Some(threshold) => Some(LikenessRule { threshold, orientation_margin, mirror_margin }),
+            None if orientation_margin.is_none() && mirror_margin.is_none() => None,
+            // A margin with no score limit to go with it: a broken export.
+            None => return Err(ContractError::Missing("ood.threshold")),
+        };
         let mut metadata: Vec<(String, String)> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         metadata.sort();
@@ -399,6 +404,27 @@ mod tests {
             m.insert("ood.threshold".into(), bad.into());
             let e = Contract::from_metadata(&m).unwrap_err().to_string();
             assert!(e.contains("ood.threshold"), "{e}");
+        }
+    }
+
+    #[test]
+    fn margins_are_optional_and_need_the_threshold() {
+        let mut m = sample();
+        m.insert("ood.threshold".into(), "2.018".into());
+        let rule = Contract::from_metadata(&m).unwrap().likeness.unwrap();
+        assert_eq!((rule.orientation_margin, rule.mirror_margin), (None, None));
+        m.insert("ood.orientation_margin".into(), "0.2".into());
+        m.insert("ood.mirror_margin".into(), "0.1".into());
+        let rule = Contract::from_metadata(&m).unwrap().likeness.unwrap();
+        assert_eq!((rule.orientation_margin, rule.mirror_margin), (Some(0.2), Some(0.1)));
+        m.insert("ood.mirror_margin".into(), "-0.1".into());
+        let e = Contract::from_metadata(&m).unwrap_err().to_string();
+        assert!(e.contains("ood.mirror_margin"), "{e}");
+        for key in ["ood.orientation_margin", "ood.mirror_margin"] {
+            let mut m = sample();
+            m.insert(key.into(), "0.1".into());
+            let e = Contract::from_metadata(&m).unwrap_err().to_string();
+            assert!(e.contains("ood.threshold"), "{key}: {e}");
         }
     }
 

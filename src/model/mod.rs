@@ -285,6 +285,26 @@ impl Model {
         Ok(best.map(|(degrees, _)| degrees))
     }
 
+    /// Whether the radiograph looks clearly more like the training images mirrored
+    /// left-right than as given (its score drops by more than `ood.mirror_margin`, to under
+    /// the likeness limit): most likely a right hand, which the model, trained on left
+    /// hands, reads less accurately. `false` when the model has no margin. One more pass.
+    ///
+    /// # Errors
+    /// As [`Model::infer`].
+    pub fn looks_mirrored(
+        &mut self,
+        radiograph: &Radiograph,
+        sex: Sex,
+        centre_ood_score: f64,
+    ) -> Result<bool, ModelError> {
+        let Some(rule) = self.contract.likeness else { return Ok(false) };
+        let Some(margin) = rule.mirror_margin else { return Ok(false) };
+        let input = preprocess::mirrored(&self.preprocess(radiograph));
+        let Some(score) = self.infer(&input, sex)?.ood_score else { return Ok(false) };
+        Ok(centre_ood_score - score > margin && !rule.refuses(score))
+    }
+
     /// Per-operator time of `runs` passes on one input (see [`Backend::op_profile`]).
     ///
     /// # Errors
