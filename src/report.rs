@@ -265,8 +265,8 @@ pub fn refusal_after_inference(
 
 /// The warning for an image that looks like a right hand (the quality gate's mirror check).
 pub const MIRRORED_WARNING: &str = "the image looks mirrored, as a right hand would: the model \
-     was trained on left hands and reads right hands less accurately; check the side marker \
-     and send the left hand";
+     was trained on left hands and reads right hands less accurately; check the side marker: \
+     send the left hand, or an image marked L un-mirrored";
 
 /// A counter-clockwise turn in words a radiographer would use.
 fn turn_words(degrees_ccw: u32) -> &'static str {

@@ -2,8 +2,10 @@
 
 For each run: validation MAE of the EMA weights as trained (one view), and of the EMA
 weights with batch-norm statistics re-estimated on training images (one view and the
-shipped 5-view reading), with a 95% bootstrap interval. Optionally saves those weights
-(float16, with the run's stats) so a candidate can be exported without retraining.
+shipped 5-view reading), with a 95% bootstrap interval (export.py may instead ship the
+live or plain EMA weights when they score better; they rarely do). Optionally saves the
+re-estimated weights (float16, with the run's stats) as <folder>/<run name>.pt; copied to
+RUN/last.pt, export.py takes them without retraining.
 
     python sweep_eval.py --data ../../../shared/data/rsna-100px --runs runs/a runs/b --out sweep.json
 """
@@ -35,7 +37,7 @@ def main():
         ck = torch.load(os.path.join(run, "last.pt"), weights_only=False, map_location="cpu")
         stats = ck["stats"]
         if cache is None:
-            cache = train.load_dataset(args.data, os.path.join(HERE, "split.csv"), os.path.dirname(run.rstrip("/")))
+            cache = train.load_dataset(args.data, os.path.join(HERE, "split.csv"), os.path.dirname(run.rstrip("/")) or ".")
         _, images, male, age, is_val = cache
         val = np.flatnonzero(is_val)
         net = train.build_model(stats["age_mean"], stats["age_std"], pretrained=False,

@@ -229,13 +229,20 @@ def main():
                     help="weight of an L1 penalty between the readings of each image and a degraded "
                          "copy (both trained on; steps cost twice as much)")
     ap.add_argument("--calm-epochs", type=int, default=0,
-                    help="train the last N epochs of the --epochs schedule with weaker augmentation "
-                         "(--calm-aug), closer to the images the model will read")
+                    help="train the last N epochs of the --epochs schedule (counted from its end, "
+                         "also with --stop-after) with weaker augmentation (--calm-aug), closer to "
+                         "the images the model will read")
     ap.add_argument("--calm-aug", type=float, default=0.5,
-                    help="geometric strength and photometric scale during the calm epochs")
+                    help="during the calm epochs: the geometric strength (absolute, like --aug) and "
+                         "the scale of the grey-level ranges")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
     args = ap.parse_args()
 
+    last = min(args.epochs, args.stop_after) if args.stop_after else args.epochs
+    if args.calm_epochs and args.epochs - args.calm_epochs >= last:
+        raise SystemExit(f"--calm-epochs {args.calm_epochs} counts from the end of the {args.epochs}-epoch "
+                         f"schedule, so no calm epoch comes before --stop-after {args.stop_after}; "
+                         f"use more than {args.epochs - last}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)

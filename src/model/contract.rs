@@ -92,7 +92,8 @@ pub struct LikenessRule {
     /// model's own reading of a turned hand errs by 17-28 months); `None`: no such check.
     pub orientation_margin: Option<f64>,
     /// `ood.mirror_margin`: a radiograph whose score drops by more than this when it is
-    /// mirrored left-right most likely shows a right hand (or a left hand stored mirrored);
+    /// mirrored left-right, to under the threshold, most likely shows a right hand (or a
+    /// left hand stored mirrored);
     /// the model reads those less accurately, so the reading carries a warning. `None`: no
     /// such check.
     pub mirror_margin: Option<f64>,

@@ -170,7 +170,8 @@ pub struct Estimate {
     /// How unlike the training radiographs the image is (mean over the views); `None` for
     /// a model without the score (see [`Contract::likeness`]).
     pub ood_score: Option<f64>,
-    /// The score of the unshifted view alone, which the orientation check compares with.
+    /// The score of the unshifted view alone, which the orientation and mirror checks
+    /// compare with.
     pub centre_ood_score: Option<f64>,
 }
 
