@@ -137,6 +137,15 @@ fn gate_off_config(dir: &std::path::Path) -> std::path::PathBuf {
     cfg
 }
 
+/// The JSON reading of `image` (as a girl's) with the quality gate off.
+fn gate_off_reading(dir: &std::path::Path, image: &std::path::Path) -> serde_json::Value {
+    let cfg = gate_off_config(dir);
+    let out =
+        boneage(&["--config", path_str(&cfg), "predict", "--json", "--sex", "f", path_str(image)]);
+    assert!(out.status.success(), "gate off, {}: {}", image.display(), stderr(&out));
+    json_lines(&out).remove(0)
+}
+
 #[test]
 fn quality_gate_rejects_with_a_reason_and_can_be_disabled() {
     let (id, male) = first();
@@ -239,18 +248,7 @@ fn the_model_refuses_images_unlike_its_training_radiographs() {
     assert!(score > 0.0 && score <= rule.threshold, "{}", lines[2]);
 
     // With the gate off the reading is given, with the score and a warning.
-    let cfg = gate_off_config(dir.path());
-    let out = boneage(&[
-        "--config",
-        path_str(&cfg),
-        "predict",
-        "--json",
-        "--sex",
-        "f",
-        path_str(&pattern),
-    ]);
-    assert!(out.status.success(), "gate off: {}", stderr(&out));
-    let v = &json_lines(&out)[0];
+    let v = &gate_off_reading(dir.path(), &pattern);
     assert!(v["ood_score"].as_f64().unwrap() > rule.threshold, "{v}");
     assert!(v["warnings"].to_string().contains("unlike the hand radiographs"), "{v}");
 }
@@ -281,18 +279,7 @@ fn a_hand_that_looks_like_a_right_hand_carries_a_warning() {
         lines[1]
     );
     // The check is part of the quality gate: off, no extra pass and no warning.
-    let cfg = gate_off_config(dir.path());
-    let out = boneage(&[
-        "--config",
-        path_str(&cfg),
-        "predict",
-        "--json",
-        "--sex",
-        "f",
-        path_str(&mirrored),
-    ]);
-    assert!(out.status.success(), "gate off: {}", stderr(&out));
-    assert!(!warned(&json_lines(&out)[0]), "gate off");
+    assert!(!warned(&gate_off_reading(dir.path(), &mirrored)), "gate off");
 }
 
 /// Checks the PDF's structure: header, every cross-reference entry pointing at its
