@@ -231,10 +231,10 @@ pub enum ReadingError {
     SexUnknown { file_is_dicom: bool },
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// The quality gate's last check, after inference: the model's likeness score.
     /// The quality gate's orientation check: the image looks upright only once turned.
     #[error("the image looks turned: it resembles the training radiographs only after {turn}; send it upright, fingers pointing up")]
     Turned { turn: &'static str },
+    /// The quality gate's last check, after inference: the model's likeness score.
     #[error("the image is unlike the hand radiographs the model was trained on (likeness score {score:.3}, limit {limit:.3}): check that the right image was sent, a left hand radiograph, not rotated, inverted, blurred or a photograph")]
     UnlikeTraining { score: f64, limit: f64 },
 }

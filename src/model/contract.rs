@@ -93,9 +93,8 @@ pub struct LikenessRule {
     pub orientation_margin: Option<f64>,
     /// `ood.mirror_margin`: a radiograph whose score drops by more than this when it is
     /// mirrored left-right, to under the threshold, most likely shows a right hand (or a
-    /// left hand stored mirrored);
-    /// the model reads those less accurately, so the reading carries a warning. `None`: no
-    /// such check.
+    /// left hand stored mirrored); the model reads those less accurately, so the reading
+    /// carries a warning. `None`: no such check.
     pub mirror_margin: Option<f64>,
 }
 

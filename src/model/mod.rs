@@ -275,11 +275,10 @@ impl Model {
         let mut best: Option<(u32, f64)> = None;
         for quarter_turns in 1..4 {
             let Some(turned) = preprocess::rotated_ccw(&input, quarter_turns) else { continue };
-            let Some(score) = self.infer(&turned, sex)?.ood_score else { return Ok(None) };
-            let gain = centre_ood_score - score;
-            // Turned, it must look like a radiograph the model accepts: a picture unlike
-            // any radiograph may merely score a little lower on its side.
-            if gain > margin && !rule.refuses(score) && best.is_none_or(|(_, g)| gain > g) {
+            let Some(gain) = self.clear_gain(&turned, sex, centre_ood_score, margin, rule)? else {
+                continue;
+            };
+            if best.is_none_or(|(_, g)| gain > g) {
                 best = Some((quarter_turns * 90, gain));
             }
         }
@@ -302,8 +301,24 @@ impl Model {
         let Some(rule) = self.contract.likeness else { return Ok(false) };
         let Some(margin) = rule.mirror_margin else { return Ok(false) };
         let input = preprocess::mirrored(&self.preprocess(radiograph));
-        let Some(score) = self.infer(&input, sex)?.ood_score else { return Ok(false) };
-        Ok(centre_ood_score - score > margin && !rule.refuses(score))
+        Ok(self.clear_gain(&input, sex, centre_ood_score, margin, rule)?.is_some())
+    }
+
+    /// The orientation and mirror checks' one criterion: how much lower the likeness score
+    /// of `view` (the unshifted image turned or mirrored) is than `centre_ood_score`, when
+    /// that is more than `margin` and `view` passes the likeness limit (a picture unlike any
+    /// radiograph may merely score a little lower when transformed); `None` otherwise.
+    fn clear_gain(
+        &mut self,
+        view: &Input,
+        sex: Sex,
+        centre_ood_score: f64,
+        margin: f64,
+        rule: LikenessRule,
+    ) -> Result<Option<f64>, ModelError> {
+        let Some(score) = self.infer(view, sex)?.ood_score else { return Ok(None) };
+        let gain = centre_ood_score - score;
+        Ok((gain > margin && !rule.refuses(score)).then_some(gain))
     }
 
     /// Per-operator time of `runs` passes on one input (see [`Backend::op_profile`]).
