@@ -109,6 +109,27 @@ def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=N
     return BoneAgeNet(backbone, age_mean, age_std, net_size)
 
 
+def fold_same_padding(model):
+    """Moves each symmetric TensorFlow-"SAME" zero padding into its convolution.
+
+    The Lite0 port pads every convolution with a separate ZeroPad2d; where the padding is
+    the same on both sides (all stride-1 convolutions) the convolution's own padding gives
+    identical outputs without a padded copy of the activations and its backward pass
+    (-13% per CPU training step, and it lets torch.compile fuse more). Asymmetric paddings
+    (stride 2 at even sizes) stay. Returns how many were folded.
+    """
+    folded = 0
+    for mod in model.modules():
+        pad = getattr(mod, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom and mod.padding == (0, 0):
+                mod.padding = (top, left)
+                mod.static_padding = nn.Identity()
+                folded += 1
+    return folded
+
+
 def augment(x, gen, strength=1.0, photometric=1.0):
     """Random affine warp and photometric jitter on a batch in [0,1], shape [N,1,H,W].
 
@@ -236,6 +257,9 @@ def main():
                     help="during the calm epochs: the geometric strength (absolute, like --aug) and "
                          "the scale of the grey-level ranges")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is available (same recipe, faster)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="train without torch.compile (slower: 1.31 s instead of 0.91 s per step on 2 "
+                         "CPU cores; compiling needs a C++ compiler and takes ~1 min at the start)")
     args = ap.parse_args()
 
     last = min(args.epochs, args.stop_after) if args.stop_after else args.epochs
@@ -266,6 +290,7 @@ def main():
         torch.backends.cudnn.benchmark = True
     model = build_model(age_mean, age_std, net_size=args.net_size, weights=args.weights or None)
     model = model.to(dev, memory_format=torch.channels_last)
+    folded = fold_same_padding(model)
     if args.init and not (args.resume and os.path.exists(os.path.join(args.run, "last.pt"))):
         init = torch.load(args.init, weights_only=False, map_location=dev)
         model.load_state_dict(init["ema"])
@@ -285,6 +310,12 @@ def main():
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
+    # Only the training forward is compiled (fused batch norm, ReLU6 and padding: 0.91 s
+    # instead of 1.31 s per step of 64 at 144 px on 2 cores); the EMA copy that is validated
+    # and exported stays a plain module. Same weights and state dict either way.
+    forward = torch.compile(model) if args.compile else model
+    print(f"{folded} paddings folded into their convolutions; torch.compile {'on' if args.compile else 'off'}",
+          flush=True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.wd)
     tr_idx = np.flatnonzero(tr)
     steps_per_epoch = len(tr_idx) // args.batch
@@ -355,7 +386,7 @@ def main():
             x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
             m = male_t[idx].view(-1, 1).to(dev)
             y = age_t[idx].view(-1, 1).to(dev)
-            pred = model(x, m)
+            pred = forward(x, m)
             l1 = F.l1_loss((pred - age_mean) / age_std, (y - age_mean) / age_std)
             loss = l1
             if args.consistency > 0:
