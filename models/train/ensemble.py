@@ -10,8 +10,9 @@ per model) for further study, e.g. as distillation targets.
         --models runs/a/last.pt runs/b/last.pt ../boneage-lite0.onnx --out runs/ensemble.csv
 
 A `.pt` is a train.py checkpoint (its EMA weights as trained) or a sweep_eval.py
---save-weights file (batch-norm statistics re-estimated, as export.py ships them); an `.onnx` is an exported model, preprocessed as its metadata says. Both are read
-with ONNX Runtime, about 5x faster than PyTorch on a small CPU (28 s per model for the
+--save-weights file (batch-norm statistics re-estimated, as export.py ships them); an
+`.onnx` is an exported model, preprocessed as its metadata says. Both are read with ONNX
+Runtime, about 5x faster than PyTorch on a small CPU (28 s per model for the
 11,611 images on 2 cores).
 """
 import argparse
@@ -21,21 +22,16 @@ import tempfile
 import time
 
 import numpy as np
+import onnx
 import torch
 
+import ood
 import train
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def onnx_session(path):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def pt_to_onnx(path, folder):
+def pt_to_onnx(path, folder, threads):
     """Exports the EMA weights of a checkpoint with a free batch dimension (ONNX Runtime
     reads ~5x faster than PyTorch on a small CPU); returns the session and pixel stats."""
     ck = torch.load(path, weights_only=False, map_location="cpu")
@@ -49,22 +45,21 @@ def pt_to_onnx(path, folder):
                       input_names=["image", "male"], output_names=["bone_age_months"],
                       dynamic_axes={"image": {0: "n"}, "male": {0: "n"}, "bone_age_months": {0: "n"}},
                       opset_version=17, dynamo=False, do_constant_folding=True)
-    return onnx_session(out), st["pix_mean"], st["pix_std"], True
+    return ood.session(out, threads), st["pix_mean"], st["pix_std"]
 
 
-def shipped_onnx(path):
-    import onnx
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    sess = onnx_session(path)
-    batched = sess.get_inputs()[0].shape[0] != 1  # the shipped graph has a fixed batch of one
-    return sess, float(meta["preprocess.mean"]), float(meta["preprocess.std"]), batched
+def exported_onnx(path, threads):
+    """An exported model and the preprocessing its metadata names."""
+    md = ood.meta(onnx.load(path, load_external_data=False))
+    return ood.session(path, threads), float(md["preprocess.mean"]), float(md["preprocess.std"])
 
 
-def read_all(sess, batched, images_u8, male, pix_mean, pix_std, batch=128):
+def read_all(sess, images_u8, male, pix_mean, pix_std, batch=128):
     x_all = ((images_u8.astype(np.float32) / 255.0 - pix_mean) / pix_std)[:, None]
     m_all = male.astype(np.float32)[:, None]
+    # The shipped graph has a fixed batch of one; a checkpoint exported here has a free one.
+    step = 1 if sess.get_inputs()[0].shape[0] == 1 else batch
     out = []
-    step = batch if batched else 1
     for i in range(0, len(x_all), step):
         res = sess.run(["bone_age_months"], {"image": x_all[i:i + step], "male": m_all[i:i + step]})
         out.append(res[0].reshape(-1))
@@ -87,14 +82,14 @@ def main():
         for path in args.models:
             t = time.time()
             if path.endswith(".onnx"):
-                sess, pm, ps, batched = shipped_onnx(path)
+                sess, pm, ps = exported_onnx(path, args.threads)
             else:
-                sess, pm, ps, batched = pt_to_onnx(path, tmp)
+                sess, pm, ps = pt_to_onnx(path, tmp, args.threads)
             name = os.path.basename(os.path.dirname(path)) if path.endswith("last.pt") else \
                 os.path.splitext(os.path.basename(path))[0]
             if name in cols:
                 raise SystemExit(f"two models are named {name}: give each its own run folder or file name")
-            cols[name] = read_all(sess, batched, images, male, pm, ps)
+            cols[name] = read_all(sess, images, male, pm, ps)
             print(f"{name}: validation MAE {np.abs(cols[name][is_val] - age[is_val]).mean():.3f}, "
                   f"training MAE {np.abs(cols[name][~is_val] - age[~is_val]).mean():.3f} "
                   f"({time.time() - t:.0f} s)", flush=True)

@@ -9,8 +9,6 @@ for augmentation and validation (measured: 189 s per epoch against 163 x 0.93 s)
     python step_time.py --no-compile --no-fold
 """
 import argparse
-import os
-import sys
 import time
 
 import torch
@@ -20,9 +18,7 @@ import train
 
 
 def main():
-    if any(os.environ.get(k) != v for k, v in train.MALLOC_ENV.items()):
-        os.environ.update(train.MALLOC_ENV)
-        os.execv(sys.executable, [sys.executable] + sys.argv)
+    train.use_malloc_env()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-fold", dest="fold", action="store_false", help="keep the separate padding layers")

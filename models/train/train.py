@@ -214,10 +214,15 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1
               "MALLOC_TOP_PAD_": "1000000000"}
 
 
-def main():
+def use_malloc_env():
+    """Restarts this Python process with MALLOC_ENV set (glibc reads it only at start-up)."""
     if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
         os.environ.update(MALLOC_ENV)
         os.execv(sys.executable, [sys.executable] + sys.argv)
+
+
+def main():
+    use_malloc_env()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="rsna-100px folder (labels.csv, images/)")
     ap.add_argument("--split", default=os.path.join(os.path.dirname(__file__), "split.csv"))
