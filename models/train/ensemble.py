@@ -36,7 +36,7 @@ def pt_to_onnx(path, folder, threads):
     reads ~5x faster than PyTorch on a small CPU); returns the session and pixel stats."""
     ck = torch.load(path, weights_only=False, map_location="cpu")
     st = ck["stats"]
-    net = train.build_model(st["age_mean"], st["age_std"], pretrained=False, net_size=st["net_size"])
+    net = train.model_from_stats(st)
     net.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in ck["ema"].items()})
     net.eval()
     out = os.path.join(folder, "m.onnx")

@@ -213,7 +213,7 @@ def main():
     for key in ("model", "ema", "ema+bn"):
         if key.split("+")[0] not in ck:
             continue  # a checkpoint reduced to its EMA weights
-        net = train.build_model(stats["age_mean"], stats["age_std"], pretrained=False, net_size=net_size)
+        net = train.model_from_stats(stats)
         net.load_state_dict(ck[key.split("+")[0]])
         if key == "ema+bn":
             recalibrate_bn(net, images[~is_val], male[~is_val], stats)
@@ -296,7 +296,7 @@ def main():
         "license": "Apache-2.0 (code and weights); trained on RSNA 2017 data: non-commercial "
                    "research and education use, keep the attribution in training_data",
         "weights": chosen,
-        "architecture": f"EfficientNet-Lite0 (1-channel stem, {net_size}px internal) "
+        "architecture": f"EfficientNet-{stats.get('backbone', 'lite0').capitalize()} (1-channel stem, {net_size}px internal) "
                         f"+ sex embedding MLP head, {n_params} parameters",
     }
     proto = onnx.load(tmp)

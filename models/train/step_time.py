@@ -24,12 +24,14 @@ def main():
     ap.add_argument("--no-fold", dest="fold", action="store_false", help="keep the separate padding layers")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--net-size", type=int, default=144)
+    ap.add_argument("--backbone", default="lite0", choices=sorted(train.BACKBONES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = train.build_model(127.0, 41.0, pretrained=False, net_size=args.net_size).to(memory_format=torch.channels_last)
+    model = train.build_model(127.0, 41.0, pretrained=False, net_size=args.net_size,
+                              backbone=args.backbone).to(memory_format=torch.channels_last)
     if args.fold:
         train.fold_same_padding(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -54,7 +56,7 @@ def main():
         step()
     per = (time.time() - t) / args.steps
     print(f"compile {'on' if args.compile else 'off'}, paddings {'folded' if args.fold else 'separate'}: "
-          f"{per:.3f} s per step of {args.batch} at {args.net_size} px, {args.threads} threads "
+          f"{args.backbone}: {per:.3f} s per step of {args.batch} at {args.net_size} px, {args.threads} threads "
           f"(warm-up {warm:.0f} s)")
 
 

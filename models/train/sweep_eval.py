@@ -40,8 +40,7 @@ def main():
             cache = train.load_dataset(args.data, os.path.join(HERE, "split.csv"), os.path.dirname(run.rstrip("/")) or ".")
         _, images, male, age, is_val = cache
         val = np.flatnonzero(is_val)
-        net = train.build_model(stats["age_mean"], stats["age_std"], pretrained=False,
-                                net_size=stats["net_size"]).to(dev)
+        net = train.model_from_stats(stats).to(dev)
         net.load_state_dict(ck["ema"])
         net.eval()
         pm, ps = stats["pix_mean"], stats["pix_std"]

