@@ -16,7 +16,8 @@ How the score is built (a feasibility study compared ~70 variants; this one reje
 foreign pictures tried at 0.4% of the validation radiographs):
 - three feature vectors read from tensors the graph already computes: the per-channel
   spatial mean and standard deviation of the outputs of blocks 4 (40 channels) and 10
-  (112 channels), and the pooled head features (1280);
+  (112 channels) of Lite0 (blocks 6 and 14 of Lite2: `find_taps`), and the pooled head
+  features (1280);
 - one Gaussian distance per vector, fitted on the TRAINING images of split.csv only,
   centre view: a ridge Mahalanobis distance (covariance + 0.01 x its mean eigenvalue) for
   the two block statistics, and for the head features probabilistic PCA, the Mahalanobis
@@ -66,6 +67,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -84,17 +86,22 @@ from export import shift  # noqa: E402  (the shift the shipped reading uses)
 
 OUTPUT = "ood_score"
 PREFIX = "ood/"  # every added node, tensor and initializer is named ood/...
-# Tensors of the exported EfficientNet-Lite0 graph the score reads (NCHW block outputs).
+# Tensors of export.py's graph the score reads.
 HEAD = "/ReduceMean_output_0"  # [1,1280] global average pool of the head
-TAPS = {"b4": "/_blocks.4/Add_output_0",  # 40 x 18 x 18
-        "b10": "/_blocks.10/Add_output_0"}  # 112 x 9 x 9
-# The score's parts: (feature, distance). ridgeA = Mahalanobis with covariance + A x mean
-# eigenvalue; ppcaK = T^2 on the top K principal components + residual / sigma^2.
-PARTS = [("b4", "ridge0.01"), ("b10", "ridge0.01"), ("head", "ppca64")]
+BLOCK_OUT = re.compile(r"/_blocks\.(\d+)/Add_output_0")  # NCHW output of a residual block
+# The score's parts' distances: ridgeA = Mahalanobis with covariance + A x mean eigenvalue
+# (block statistics); ppcaK = T^2 on the top K principal components + residual / sigma^2
+# (head features).
+BLOCK_DISTANCE, HEAD_DISTANCE = "ridge0.01", "ppca64"
 PERCENTILE = 99.9  # of the training images' scores: each part's scale and the threshold
-METHOD = ("Gaussian distance from the training radiographs (channel mean/std of blocks 4 and 10: "
-          "ridge Mahalanobis; pooled head features: PPCA-64 + residual), parts scaled by their "
-          "training p99.9, summed, square-rooted; ~1 in distribution")
+
+
+def method_text(taps):
+    """The `ood.method` metadata value for a score reading `taps`."""
+    blocks = " and ".join(k[1:] for k in taps)
+    return (f"Gaussian distance from the training radiographs (channel mean/std of blocks {blocks}: "
+            "ridge Mahalanobis; pooled head features: PPCA-64 + residual), parts scaled by their "
+            "training p99.9, summed, square-rooted; ~1 in distribution")
 # The appliance compares the score of the image as given with its three quarter turns and
 # refuses it as turned when a turn lowers the score by more than this (to under the
 # threshold). Measured with v1.3.0 (scores of each image and its np.rot90 turns, centre
@@ -127,21 +134,33 @@ def stat_nodes(tap, tensor):
             node("Concat", [p + "mean", p + "std"], "ms", axis=1)], p + "ms"
 
 
-def check_taps(model):
+def find_taps(model):
+    """{"b<k>": tensor}: the block outputs whose statistics the score reads, the last block of
+    the second and of the fourth stage that has residual blocks (stages told apart by their
+    channel count): blocks 4 (40 channels, 1/8 of the backbone's resolution) and 10 (112,
+    1/16) of Lite0, 6 and 14 of Lite2. Mid-level texture and shape, which the pooled head
+    features alone summarise too coarsely to tell a blurred radiograph from a sharp one."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in inferred.graph.value_info
+                if BLOCK_OUT.fullmatch(v.name) and len(v.type.tensor_type.shape.dim) == 4}
+    last = {}  # channel count -> (block index, tensor), in block order
+    for name in sorted(channels, key=lambda n: int(BLOCK_OUT.fullmatch(n).group(1))):
+        last[channels[name]] = (int(BLOCK_OUT.fullmatch(name).group(1)), name)
+    stages = list(last.values())
     have = {o for n in model.graph.node for o in n.output}
-    missing = [t for t in [HEAD] + list(TAPS.values()) if t not in have]
-    if missing:
-        raise SystemExit(f"the model has no tensor {missing}: ood.py expects export.py's "
-                         "EfficientNet-Lite0 graph (update HEAD / TAPS for another network)")
+    if HEAD not in have or len(stages) < 4:
+        raise SystemExit(f"the model has no {HEAD} or fewer than four stages with residual blocks "
+                         f"({[t for _, t in stages]}): ood.py expects export.py's EfficientNet-Lite graph")
+    return {f"b{k}": t for k, t in (stages[1], stages[3])}
 
 
-def feature_model(model):
+def feature_model(model, taps):
     """A copy whose outputs are the features the parts read, with a dynamic batch."""
     m = copy.deepcopy(model)
     g = m.graph
     del g.output[:]
     g.output.append(helper.make_tensor_value_info(HEAD, TensorProto.FLOAT, None))
-    for tap, tensor in TAPS.items():
+    for tap, tensor in taps.items():
         nodes, out = stat_nodes(tap, tensor)
         g.node.extend(nodes)
         g.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
@@ -161,16 +180,17 @@ def session(model_or_path, threads):
 
 
 def features(sess, images_u8, male, mean, std, bs=64):
-    """uint8 [N,H,W] -> {"head": [N,1280], "b4": [N,80], "b10": [N,224]}, centre view."""
+    """uint8 [N,H,W] -> {"head": [N,1280], "b4": [N,80], "b10": [N,224]} (Lite0), centre view."""
     names = [o.name for o in sess.get_outputs()]
-    keys = ["head"] + list(TAPS)
+    taps = [n[len(PREFIX):-len("/ms")] for n in names if n.startswith(PREFIX)]
+    keys = ["head"] + taps
     acc = {k: [] for k in keys}
     for i in range(0, len(images_u8), bs):
         x = ((images_u8[i:i + bs].astype(np.float32) / 255.0 - mean) / std)[:, None]
         out = dict(zip(names, sess.run(None, {"image": x.astype(np.float32),
                                               "male": male[i:i + bs, None].astype(np.float32)})))
         acc["head"].append(out[HEAD].reshape(len(x), -1))
-        for tap in TAPS:
+        for tap in taps:
             acc[tap].append(out[f"{PREFIX}{tap}/ms"])
     return {k: np.concatenate(v).astype(np.float64) for k, v in acc.items()}
 
@@ -208,8 +228,10 @@ class Part:
 class Score:
     """sqrt(sum_p raw_p / norm_p / mean_s), mean_s = training mean of the sum."""
 
-    def __init__(self, feats_train):
-        self.parts = [Part(src, method, feats_train[src]) for src, method in PARTS]
+    def __init__(self, feats_train, taps):
+        self.taps = taps
+        parts = [(tap, BLOCK_DISTANCE) for tap in taps] + [("head", HEAD_DISTANCE)]
+        self.parts = [Part(src, method, feats_train[src]) for src, method in parts]
         self.mean_s = 1.0
         self.mean_s = float(np.mean(self.sum(feats_train)))
 
@@ -230,7 +252,7 @@ class Score:
             if p.src == "head":
                 x = HEAD
             else:
-                nodes, x = stat_nodes(p.src, TAPS[p.src])
+                nodes, x = stat_nodes(p.src, self.taps[p.src])
                 g.node.extend(nodes)
             s = 1.0 / np.sqrt(p.norm * self.mean_s)  # both normalisations folded into the weights
             pre = f"{PREFIX}p{i}_{p.src}/"
@@ -310,13 +332,13 @@ def build(args, model, ids, images, male, age, is_val):
     mean, std = float(md["preprocess.mean"]), float(md["preprocess.std"])
     shifts = parse_shifts(md["preprocess.tta_shifts_px"])
     size_before = os.path.getsize(args.model)
-    check_taps(model)
+    taps = find_taps(model)
 
     # 1. fit on the training images, centre view
-    fs = session(feature_model(model), args.threads)
+    fs = session(feature_model(model, taps), args.threads)
     feats = features(fs, images, male, mean, std)
     tr, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    score = Score({k: v[tr] for k, v in feats.items()})
+    score = Score({k: v[tr] for k, v in feats.items()}, taps)
     s_train = score({k: v[tr] for k, v in feats.items()})
     s_val_np = score({k: v[val] for k, v in feats.items()})
     threshold = float(f"{np.percentile(s_train, PERCENTILE):.4f}")
@@ -328,7 +350,7 @@ def build(args, model, ids, images, male, age, is_val):
     new = copy.deepcopy(model)
     score.add_to(new)
     n_rej_np = int((s_val_np > threshold).sum())
-    props = {"version": args.version, "ood.threshold": f"{threshold:.4f}", "ood.method": METHOD,
+    props = {"version": args.version, "ood.threshold": f"{threshold:.4f}", "ood.method": method_text(taps),
              "ood.validation_rejected": f"{n_rej_np}/{len(val)}",
              "ood.orientation_margin": f"{ORIENTATION_MARGIN:g}",
              "ood.mirror_margin": f"{MIRROR_MARGIN:g}"}
@@ -382,7 +404,7 @@ def build(args, model, ids, images, male, age, is_val):
     summary = {
         "model_version": args.version, "output": OUTPUT, "threshold": threshold,
         "threshold_definition": f"{PERCENTILE:g}th percentile of the training images' scores",
-        "method": METHOD, "parts": [f"{p.src}:{p.method}" for p in score.parts],
+        "method": method_text(score.taps), "parts": [f"{p.src}:{p.method}" for p in score.parts],
         "n_train": int(len(tr)),
         "validation": {"n": int(len(val)), "rejected_centre": n_rej,
                        "rejected_tta_mean": int((tta > threshold).sum()),
