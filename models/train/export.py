@@ -271,7 +271,7 @@ def main():
 
     props = {
         "boneage.contract": "1",
-        "name": "boneage-lite0",
+        "name": f"boneage-{stats.get('backbone', 'lite0')}",
         "version": args.version,
         "preprocess.width": str(size),
         "preprocess.height": str(size),

@@ -575,6 +575,32 @@ def auroc(neg, pos):
     return (r[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
 
 
+def turn_and_mirror_rates(sess, images, male, mean, std, th):
+    """The appliance's orientation and mirror checks (centre view) on `images`: the share of
+    upright images refused as turned, of each quarter turn refused (as turned or by the
+    likeness limit), of images as given warned as mirrored and of their mirror copies warned.
+    A turned copy's own turns are the other turns of the original, so five passes per image
+    (as given, three turns, mirrored) cover every case."""
+    def score(a, m):
+        x = ((a.astype(np.float32) / 255.0 - mean) / std)[None, None].astype(np.float32)
+        return sess.run(None, {"image": x, "male": np.array([[m]], np.float32)})[1].item()
+    s = np.array([[score(np.rot90(a, k), m) for k in range(4)] + [score(a[:, ::-1], m)]
+                  for a, m in zip(images, male)])
+    rot, mir = s[:, :4], s[:, 4]
+
+    def refused_as_turned(r):  # copy turned by r: its turns are the other rotations
+        others = np.delete(rot, r, axis=1)
+        return ((rot[:, r:r + 1] - others > ORIENTATION_MARGIN) & (others <= th)).any(1)
+    upright = refused_as_turned(0)
+    turned = {90 * r: (refused_as_turned(r) | (rot[:, r] > th)) for r in (1, 2, 3)}
+    given = (rot[:, 0] - mir > MIRROR_MARGIN) & (mir <= th)
+    copies = (mir - rot[:, 0] > MIRROR_MARGIN) & (rot[:, 0] <= th)
+    return {"n": len(images), "upright_refused_as_turned": float(upright.mean()),
+            "turned_refused": {k: float(v.mean()) for k, v in turned.items()},
+            "given_warned_mirrored": float(given.mean()), "mirror_copies_warned": float(copies.mean()),
+            "given_score_below_mirror": float((rot[:, 0] < mir).mean())}
+
+
 def study(args, path, ids, images, male, age, is_val):
     """Rejection rates of the model at `path` on validation, transformed and foreign sets."""
     t0 = time.time()
@@ -655,6 +681,17 @@ def study(args, path, ids, images, male, age, is_val):
     low = sorted((float(res[k][1][i, 0]), k, sets[k][3][i]) for k in foreign for i in range(len(sets[k][0])))
     lines += ["", "Lowest-scoring non-radiograph pictures (centre view): "
               + "; ".join(f"{s:.3f} {os.path.basename(n)} ({k})" for s, k, n in low[:8])]
+
+    # the orientation and mirror checks, at ORIENTATION_MARGIN / MIRROR_MARGIN
+    lines += ["", f"Orientation (margin {ORIENTATION_MARGIN:g}) and mirror (margin {MIRROR_MARGIN:g}) "
+              "checks, centre view:", ""]
+    for name, idx in (("every 5th training image", np.flatnonzero(~is_val)[::5]), ("validation", val)):
+        r = turn_and_mirror_rates(sess, images[idx], male[idx], mean, std, th)
+        lines.append(f"- {name} ({r['n']}): upright refused as turned {100 * r['upright_refused_as_turned']:.2f}%; "
+                     "turned refused " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in r["turned_refused"].items())
+                     + f"; as given warned as mirrored {100 * r['given_warned_mirrored']:.2f}%, mirror copies "
+                     f"warned {100 * r['mirror_copies_warned']:.1f}%; score as given below its mirror's "
+                     f"{100 * r['given_score_below_mirror']:.0f}%")
 
     # time: one thread, one image, the graph with and without the added nodes
     s1, s0 = session(path, 1), session(without_ood(model), 1)
