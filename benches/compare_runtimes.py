@@ -93,8 +93,7 @@ def main():
         import train
         torch.set_num_threads(1)
         ck = torch.load(args.checkpoint, weights_only=False, map_location="cpu")
-        net = train.build_model(ck["stats"]["age_mean"], ck["stats"]["age_std"], pretrained=False,
-                                net_size=ck["stats"].get("net_size", train.NET_SIZE))
+        net = train.model_from_stats(ck["stats"])
         # "ema+bn" = EMA weights with re-estimated batch-norm statistics; for timing the
         # stored EMA weights are the same network.
         net.load_state_dict(ck[meta.get("weights", "ema").split("+")[0]], strict=False)

@@ -579,8 +579,10 @@ def turn_and_mirror_rates(sess, images, male, mean, std, th):
     """The appliance's orientation and mirror checks (centre view) on `images`: the share of
     upright images refused as turned, of each quarter turn refused (as turned or by the
     likeness limit), of images as given warned as mirrored and of their mirror copies warned.
-    A turned copy's own turns are the other turns of the original, so five passes per image
-    (as given, three turns, mirrored) cover every case."""
+    As in the appliance, only an image that is not refused is checked for mirroring. A turned
+    copy's own turns are the other turns of the original, so five passes per image (as
+    given, three turns, mirrored) cover every case but one: a mirror copy's own turns are
+    not scored, so the few of them the orientation check would refuse count as warned."""
     def score(a, m):
         x = ((a.astype(np.float32) / 255.0 - mean) / std)[None, None].astype(np.float32)
         return sess.run(None, {"image": x, "male": np.array([[m]], np.float32)})[1].item()
@@ -593,8 +595,8 @@ def turn_and_mirror_rates(sess, images, male, mean, std, th):
         return ((rot[:, r:r + 1] - others > ORIENTATION_MARGIN) & (others <= th)).any(1)
     upright = refused_as_turned(0)
     turned = {90 * r: (refused_as_turned(r) | (rot[:, r] > th)) for r in (1, 2, 3)}
-    given = (rot[:, 0] - mir > MIRROR_MARGIN) & (mir <= th)
-    copies = (mir - rot[:, 0] > MIRROR_MARGIN) & (rot[:, 0] <= th)
+    given = (rot[:, 0] <= th) & ~upright & (rot[:, 0] - mir > MIRROR_MARGIN) & (mir <= th)
+    copies = (mir <= th) & (mir - rot[:, 0] > MIRROR_MARGIN) & (rot[:, 0] <= th)
     return {"n": len(images), "upright_refused_as_turned": float(upright.mean()),
             "turned_refused": {k: float(v.mean()) for k, v in turned.items()},
             "given_warned_mirrored": float(given.mean()), "mirror_copies_warned": float(copies.mean()),

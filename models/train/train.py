@@ -312,9 +312,15 @@ def main():
     pix_mean = float(images[tr].mean() / 255.0)
     pix_std = float(images[tr].std() / 255.0)
     age_mean, age_std = float(age[tr].mean()), float(age[tr].std())
+    ckpt_path = os.path.join(args.run, "last.pt")
+    resuming = args.resume and os.path.exists(ckpt_path)
+    if resuming:
+        was = torch.load(ckpt_path, weights_only=False, map_location="cpu")["stats"].get("backbone", "lite0")
+        if was != args.backbone:
+            raise SystemExit(f"{ckpt_path} was trained with --backbone {was}; resume with the same")
     stats = dict(pix_mean=pix_mean, pix_std=pix_std, age_mean=age_mean, age_std=age_std,
-                 input_size=INPUT_SIZE, net_size=args.net_size, backbone=args.backbone, n_train=int(tr.sum()), n_val=int(is_val.sum()),
-                 args=vars(args))
+                 input_size=INPUT_SIZE, net_size=args.net_size, backbone=args.backbone,
+                 n_train=int(tr.sum()), n_val=int(is_val.sum()), args=vars(args))
     json.dump(stats, open(os.path.join(args.run, "stats.json"), "w"), indent=1)
     print(json.dumps({k: v for k, v in stats.items() if k != "args"}), flush=True)
 
@@ -326,8 +332,11 @@ def main():
                         backbone=args.backbone)
     model = model.to(dev, memory_format=torch.channels_last)
     folded = fold_same_padding(model)
-    if args.init and not (args.resume and os.path.exists(os.path.join(args.run, "last.pt"))):
+    if args.init and not resuming:
         init = torch.load(args.init, weights_only=False, map_location=dev)
+        was = init["stats"].get("backbone", "lite0")
+        if was != args.backbone:
+            raise SystemExit(f"--init {args.init} is a {was} run; add --backbone {was}")
         model.load_state_dict(init["ema"])
         print(f"initialised from the EMA weights of {args.init}", flush=True)
     if args.freeze >= 0:
@@ -361,12 +370,8 @@ def main():
                                                 steps_per_epoch=steps_per_epoch, pct_start=args.pct_start)
     gen = torch.Generator().manual_seed(args.seed)
     start_epoch = 0
-    ckpt_path = os.path.join(args.run, "last.pt")
-    if args.resume and os.path.exists(ckpt_path):
+    if resuming:
         ck = torch.load(ckpt_path, weights_only=False, map_location=dev)
-        was = ck["stats"].get("backbone", "lite0")
-        if was != args.backbone:
-            raise SystemExit(f"{ckpt_path} was trained with --backbone {was}; resume with the same")
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
