@@ -296,7 +296,8 @@ def main():
         "license": "Apache-2.0 (code and weights); trained on RSNA 2017 data: non-commercial "
                    "research and education use, keep the attribution in training_data",
         "weights": chosen,
-        "architecture": f"EfficientNet-{stats.get('backbone', 'lite0').capitalize()} (1-channel stem, {net_size}px internal) "
+        "architecture": f"EfficientNet-{stats.get('backbone', 'lite0').capitalize()} "
+                        f"(1-channel stem, {net_size}px internal) "
                         f"+ sex embedding MLP head, {n_params} parameters",
     }
     proto = onnx.load(tmp)

@@ -116,7 +116,8 @@ def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=N
         except RuntimeError as e:  # shapes of another variant
             raise SystemExit(f"{weights}: not EfficientNet-{backbone.capitalize()} ImageNet weights ({e})")
         if any(not k.startswith("_fc") for k in missing):
-            raise SystemExit(f"{weights}: not EfficientNet-{backbone.capitalize()} ImageNet weights (missing {missing[:3]})")
+            raise SystemExit(f"{weights}: not EfficientNet-{backbone.capitalize()} ImageNet weights "
+                             f"(missing {missing[:3]})")
     # One-channel stem: summing the RGB filters keeps the pretrained response to gray input.
     old = net._conv_stem
     w = old.weight.detach().sum(dim=1, keepdim=True)
