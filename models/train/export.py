@@ -271,7 +271,7 @@ def main():
 
     props = {
         "boneage.contract": "1",
-        "name": f"boneage-{stats.get('backbone', 'lite0')}",
+        "name": f"boneage-{train.backbone_of(stats)}",
         "version": args.version,
         "preprocess.width": str(size),
         "preprocess.height": str(size),
@@ -296,7 +296,7 @@ def main():
         "license": "Apache-2.0 (code and weights); trained on RSNA 2017 data: non-commercial "
                    "research and education use, keep the attribution in training_data",
         "weights": chosen,
-        "architecture": f"EfficientNet-{stats.get('backbone', 'lite0').capitalize()} "
+        "architecture": f"EfficientNet-{train.backbone_of(stats).capitalize()} "
                         f"(1-channel stem, {net_size}px internal) "
                         f"+ sex embedding MLP head, {n_params} parameters",
     }

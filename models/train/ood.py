@@ -94,14 +94,6 @@ BLOCK_OUT = re.compile(r"/_blocks\.(\d+)/Add_output_0")  # NCHW output of a resi
 # (head features).
 BLOCK_DISTANCE, HEAD_DISTANCE = "ridge0.01", "ppca64"
 PERCENTILE = 99.9  # of the training images' scores: each part's scale and the threshold
-
-
-def method_text(taps):
-    """The `ood.method` metadata value for a score reading `taps`."""
-    blocks = " and ".join(k[1:] for k in taps)
-    return (f"Gaussian distance from the training radiographs (channel mean/std of blocks {blocks}: "
-            "ridge Mahalanobis; pooled head features: PPCA-64 + residual), parts scaled by their "
-            "training p99.9, summed, square-rooted; ~1 in distribution")
 # The appliance compares the score of the image as given with its three quarter turns and
 # refuses it as turned when a turn lowers the score by more than this (to under the
 # threshold). Measured with v1.3.0 (scores of each image and its np.rot90 turns, centre
@@ -141,17 +133,26 @@ def find_taps(model):
     1/16) of Lite0, 6 and 14 of Lite2. Mid-level texture and shape, which the pooled head
     features alone summarise too coarsely to tell a blurred radiograph from a sharp one."""
     inferred = onnx.shape_inference.infer_shapes(model)
-    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in inferred.graph.value_info
-                if BLOCK_OUT.fullmatch(v.name) and len(v.type.tensor_type.shape.dim) == 4}
-    last = {}  # channel count -> (block index, tensor), in block order
-    for name in sorted(channels, key=lambda n: int(BLOCK_OUT.fullmatch(n).group(1))):
-        last[channels[name]] = (int(BLOCK_OUT.fullmatch(name).group(1)), name)
+    blocks = sorted((int(m.group(1)), v.name, v.type.tensor_type.shape.dim[1].dim_value)
+                    for v in inferred.graph.value_info
+                    if (m := BLOCK_OUT.fullmatch(v.name)) and len(v.type.tensor_type.shape.dim) == 4)
+    last = {}  # channel count -> (block index, tensor) of that stage's last block, in block order
+    for k, name, channels in blocks:
+        last[channels] = (k, name)
     stages = list(last.values())
     have = {o for n in model.graph.node for o in n.output}
     if HEAD not in have or len(stages) < 4:
         raise SystemExit(f"the model has no {HEAD} or fewer than four stages with residual blocks "
                          f"({[t for _, t in stages]}): ood.py expects export.py's EfficientNet-Lite graph")
     return {f"b{k}": t for k, t in (stages[1], stages[3])}
+
+
+def method_text(taps):
+    """The `ood.method` metadata value for a score reading `taps`."""
+    blocks = " and ".join(k[1:] for k in taps)
+    return (f"Gaussian distance from the training radiographs (channel mean/std of blocks {blocks}: "
+            "ridge Mahalanobis; pooled head features: PPCA-64 + residual), parts scaled by their "
+            "training p99.9, summed, square-rooted; ~1 in distribution")
 
 
 def feature_model(model, taps):
@@ -584,8 +585,7 @@ def turn_and_mirror_rates(sess, images, male, mean, std, th):
     given, three turns, mirrored) cover every case but one: a mirror copy's own turns are
     not scored, so the few of them the orientation check would refuse count as warned."""
     def score(a, m):
-        x = ((a.astype(np.float32) / 255.0 - mean) / std)[None, None].astype(np.float32)
-        return sess.run(None, {"image": x, "male": np.array([[m]], np.float32)})[1].item()
+        return run_views(sess, a, m, mean, std, [(0, 0)])[0][1]
     s = np.array([[score(np.rot90(a, k), m) for k in range(4)] + [score(a[:, ::-1], m)]
                   for a, m in zip(images, male)])
     rot, mir = s[:, :4], s[:, 4]

@@ -128,11 +128,15 @@ def build_model(age_mean, age_std, pretrained=True, net_size=NET_SIZE, weights=N
     return BoneAgeNet(net, age_mean, age_std, net_size)
 
 
+def backbone_of(stats):
+    """The backbone a run's stats describe (runs before the backbone option used Lite0)."""
+    return stats.get("backbone", "lite0")
+
+
 def model_from_stats(stats):
-    """An untrained model of the shape a run's stats.json describes (runs before the
-    backbone option used Lite0)."""
+    """An untrained model of the shape a run's stats.json describes."""
     return build_model(stats["age_mean"], stats["age_std"], pretrained=False,
-                       net_size=stats.get("net_size", NET_SIZE), backbone=stats.get("backbone", "lite0"))
+                       net_size=stats.get("net_size", NET_SIZE), backbone=backbone_of(stats))
 
 
 def fold_same_padding(model):
@@ -315,8 +319,10 @@ def main():
     age_mean, age_std = float(age[tr].mean()), float(age[tr].std())
     ckpt_path = os.path.join(args.run, "last.pt")
     resuming = args.resume and os.path.exists(ckpt_path)
+    # Loaded once, on the CPU: load_state_dict copies onto the model's device.
+    ck = torch.load(ckpt_path, weights_only=False, map_location="cpu") if resuming else None
     if resuming:
-        was = torch.load(ckpt_path, weights_only=False, map_location="cpu")["stats"].get("backbone", "lite0")
+        was = backbone_of(ck["stats"])
         if was != args.backbone:
             raise SystemExit(f"{ckpt_path} was trained with --backbone {was}; resume with the same")
     stats = dict(pix_mean=pix_mean, pix_std=pix_std, age_mean=age_mean, age_std=age_std,
@@ -335,7 +341,7 @@ def main():
     folded = fold_same_padding(model)
     if args.init and not resuming:
         init = torch.load(args.init, weights_only=False, map_location=dev)
-        was = init["stats"].get("backbone", "lite0")
+        was = backbone_of(init["stats"])
         if was != args.backbone:
             raise SystemExit(f"--init {args.init} is a {was} run; add --backbone {was}")
         model.load_state_dict(init["ema"])
@@ -372,7 +378,6 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
     start_epoch = 0
     if resuming:
-        ck = torch.load(ckpt_path, weights_only=False, map_location=dev)
         model.load_state_dict(ck["model"])
         ema.load_state_dict(ck["ema"])
         opt.load_state_dict(ck["opt"])
