@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 import torch
 
+import export
 import ood
 import train
 
@@ -40,11 +41,7 @@ def pt_to_onnx(path, folder, threads):
     net.load_state_dict({k: v.float() if v.dtype.is_floating_point else v for k, v in ck["ema"].items()})
     net.eval()
     out = os.path.join(folder, "m.onnx")
-    size = st["input_size"]
-    torch.onnx.export(net, (torch.zeros(1, 1, size, size), torch.zeros(1, 1)), out,
-                      input_names=["image", "male"], output_names=["bone_age_months"],
-                      dynamic_axes={"image": {0: "n"}, "male": {0: "n"}, "bone_age_months": {0: "n"}},
-                      opset_version=17, dynamo=False, do_constant_folding=True)
+    export.to_onnx(net, st["input_size"], out, free_batch=True)
     return ood.session(out, threads), st["pix_mean"], st["pix_std"]
 
 

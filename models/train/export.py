@@ -36,6 +36,16 @@ AGE_BANDS_YEARS = [(0, 5), (5, 10), (10, 15), (15, 19)]
 TTA_SHIFTS = [(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)]
 
 
+def to_onnx(net, size, path, free_batch=False):
+    """Writes `net` as the contract's graph: image [1,1,size,size], male [1,1] ->
+    bone_age_months [1,1], opset 17. `free_batch`: a symbolic batch dimension instead, for
+    reading many images at once in measurements (the shipped file keeps the fixed one)."""
+    axes = {"image": {0: "n"}, "male": {0: "n"}, "bone_age_months": {0: "n"}} if free_batch else None
+    torch.onnx.export(net, (torch.zeros(1, 1, size, size), torch.zeros(1, 1)), path,
+                      input_names=["image", "male"], output_names=["bone_age_months"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False, do_constant_folding=True)
+
+
 def shift(img, dx, dy):
     """img moved by (dx, dy) pixels, borders filled with the nearest edge pixel."""
     h, w = img.shape
@@ -226,11 +236,8 @@ def main():
     print(f"shipping the {chosen} weights", flush=True)
 
     size = stats["input_size"]
-    dummy = (torch.zeros(1, 1, size, size), torch.zeros(1, 1))
     tmp = args.out + ".tmp"
-    torch.onnx.export(model, dummy, tmp, input_names=["image", "male"],
-                      output_names=["bone_age_months"], opset_version=17, dynamo=False,
-                      do_constant_folding=True)
+    to_onnx(model, size, tmp)
 
     import onnx
     import onnxruntime as ort
