@@ -90,6 +90,12 @@ pub enum DisplayError {
     Device { path: PathBuf, what: &'static str, source: std::io::Error },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot replace or remove {}: {source}; it may still show the previous screen - \
+         make its folder and the file writable, or set [display] png_path in a writable folder",
+        path.display()
+    )]
+    Stale { path: PathBuf, source: std::io::Error },
 }
 
 /// The configured display.

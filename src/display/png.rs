@@ -39,20 +39,45 @@ impl PngBackend {
     /// Draws `screen` and replaces the PNG file with it.
     ///
     /// # Errors
-    /// [`DisplayError::Write`] when the file cannot be written or renamed.
+    /// [`DisplayError::Write`] when the file cannot be replaced (it is then removed), or
+    /// [`DisplayError::Stale`] when it can be neither replaced nor removed.
     pub fn show(&mut self, screen: &Screen) -> Result<(), DisplayError> {
         draw::draw_screen(&mut self.canvas, screen).unwrap_or_else(|never| match never {});
-        write_png_atomic(&self.path, &self.canvas).map_err(|source| {
-            // The old screen must not stand in for this one: a previous patient's result
-            // read as the current. Removing a file needs no free space.
-            let _ = std::fs::remove_file(&self.path);
-            DisplayError::Write { path: self.path.clone(), source }
-        })
+        let png = encode_png(&self.canvas)
+            .map_err(|source| DisplayError::Write { path: self.path.clone(), source })?;
+        match atomic_file::write(&self.path, &png) {
+            Ok(()) => Ok(()),
+            Err(source) => self.fall_back(&png, source),
+        }
+    }
+
+    /// After a failed replace, the old screen must not stand in for this one: a previous
+    /// patient's result read as the current.
+    fn fall_back(&self, png: &[u8], source: std::io::Error) -> Result<(), DisplayError> {
+        // Removing a file needs no free space (a full disk).
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => return Err(DisplayError::Write { path: self.path.clone(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(DisplayError::Write { path: self.path.clone(), source })
+            }
+            Err(_) => {}
+        }
+        // A folder that lets no file be created, renamed or removed (its permissions, an
+        // append-only attribute) may still let this one be rewritten in place. A viewer
+        // may then catch it half-written, which is better than a stale result.
+        std::fs::write(&self.path, png)
+            .map_err(|_| DisplayError::Stale { path: self.path.clone(), source })?;
+        log::warn!(
+            "{}: its folder refuses the atomic replace, the screen was rewritten in place; \
+             make the folder writable",
+            self.path.display()
+        );
+        Ok(())
     }
 }
 
-/// Writes `canvas` as an RGB PNG, replacing `path` atomically.
-fn write_png_atomic(path: &Path, canvas: &Canvas) -> std::io::Result<()> {
+/// The canvas as an RGB PNG.
+fn encode_png(canvas: &Canvas) -> std::io::Result<Vec<u8>> {
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
         .write_image(
@@ -62,7 +87,7 @@ fn write_png_atomic(path: &Path, canvas: &Canvas) -> std::io::Result<()> {
             ExtendedColorType::Rgb8,
         )
         .map_err(std::io::Error::other)?;
-    atomic_file::write(path, &png)
+    Ok(png)
 }
 
 #[cfg(test)]
@@ -92,6 +117,52 @@ mod tests {
         std::fs::create_dir(atomic_file::temporary_path(&path)).unwrap();
         assert!(png.show(&Screen::Analysing { source: "patient B".into() }).is_err());
         assert!(!path.exists(), "patient A's screen must not stay up as the current one");
+    }
+
+    /// Sets or clears a file attribute with `chattr`; false where the file system or the
+    /// user cannot (not ext2/3/4 or XFS, or not root).
+    fn chattr(flag: &str, path: &Path) -> bool {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(path)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Clears the attributes again, even when an assertion fails, so the folder can go.
+    struct Attrs(Vec<(&'static str, PathBuf)>);
+    impl Drop for Attrs {
+        fn drop(&mut self) {
+            for (flag, path) in &self.0 {
+                chattr(flag, path);
+            }
+        }
+    }
+
+    #[test]
+    fn a_folder_that_refuses_the_replace_gets_the_screen_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("screen.png");
+        let mut png = PngBackend::new(&path, 64, 48);
+        png.show(&Screen::Capturing { source: "patient A".into() }).unwrap();
+        // Append-only: files can be created and written, not renamed or removed; it holds
+        // for root too, for whom permission bits do not.
+        if !chattr("+a", dir.path()) {
+            eprintln!("skipped: chattr +a is not available here");
+            return;
+        }
+        let mut attrs = Attrs(vec![("-a", dir.path().to_path_buf())]);
+        png.show(&Screen::Analysing { source: "patient B".into() }).unwrap();
+        let shown = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(shown.as_raw(), &png.canvas().to_rgb_bytes(), "patient B's screen");
+
+        // The file itself immutable too: nothing can change it, and the error says so.
+        assert!(chattr("+i", &path));
+        attrs.0.insert(0, ("-i", path.clone()));
+        let e = png.show(&Screen::Capturing { source: "patient C".into() }).unwrap_err();
+        assert!(matches!(e, DisplayError::Stale { .. }), "{e}");
+        assert!(e.to_string().contains("may still show the previous screen"), "{e}");
+        drop(attrs);
     }
 
     #[test]
