@@ -54,17 +54,18 @@ fn stats(files: &[PathBuf]) -> anyhow::Result<()> {
         .map(|r| quality::measure(&r.pixels))
         .collect();
     println!("{} images", feats.len());
-    let cols: [(&str, Getter); 7] = [
+    let cols: [(&str, Getter); 8] = [
         ("mean", |f| f.mean),
         ("std", |f| f.std),
         ("p01", |f| f.p01),
         ("p99", |f| f.p99),
         ("white_fraction", |f| f.white_fraction),
+        ("centre_white_fraction", |f| f.centre_white_fraction),
         ("border_minus_center", |f| f.border_minus_center),
         ("roughness", |f| f.roughness),
     ];
     println!(
-        "{:<20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<22} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "feature", "min", "p0.05", "p0.5", "p50", "p99.5", "p99.95", "max"
     );
     for (name, get) in cols {
@@ -72,7 +73,7 @@ fn stats(files: &[PathBuf]) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
         println!(
-            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "{name:<22} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
             q(0.0),
             q(0.0005),
             q(0.005),
@@ -199,10 +200,16 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
             image::Luma([1.0 - img.get_pixel(x, y).0[0]])
         });
         bad.entry("inverted radiographs").or_default().add(quality::check(&inv));
-        let sat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
-            image::Luma([(img.get_pixel(x, y).0[0] * 4.0).min(1.0)])
-        });
-        bad.entry("overexposed x4 radiographs").or_default().add(quality::check(&sat));
+        for (gain, name) in [
+            (2.0, "overexposed x2 radiographs"),
+            (3.0, "overexposed x3 radiographs"),
+            (4.0, "overexposed x4 radiographs"),
+        ] {
+            let sat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
+                image::Luma([(img.get_pixel(x, y).0[0] * gain).min(1.0)])
+            });
+            bad.entry(name).or_default().add(quality::check(&sat));
+        }
         let flat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
             image::Luma([0.45 + 0.1 * img.get_pixel(x, y).0[0]])
         });

@@ -169,6 +169,29 @@ fn corrupt_inputs_fail_alone_and_are_named() {
 }
 
 /// A 16-bit DICOM of a fixture image, with optional inversion, rescale and patient tags.
+#[test]
+fn an_overexposed_radiograph_is_refused_with_what_to_do() {
+    // Fixture 1618 with its pixel values tripled and clipped (a wrong window): 41% of the
+    // image's central half is burnt-out white, 12% of the whole image.
+    let dir = tempfile::tempdir().unwrap();
+    let mut burnt = image::open(val_image("1618")).unwrap().to_luma8();
+    burnt.pixels_mut().for_each(|p| p.0[0] = p.0[0].saturating_mul(3));
+    let path = dir.path().join("burnt.png");
+    burnt.save(&path).unwrap();
+    let out = boneage(&["predict", "--sex", "f", path_str(&val_image("1618")), path_str(&path)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("burnt.png") && err.contains("where the hand is"), "{err}");
+    assert!(err.contains("re-export with the full grey range"), "{err}");
+    assert!(!err.contains("1618.png"), "the radiograph as given is read: {err}");
+    assert_eq!(
+        stdout(&out).lines().filter(|l| l.contains("bone age")).count(),
+        1,
+        "{}",
+        stdout(&out)
+    );
+}
+
 fn write_dicom(
     path: &Path,
     id: &str,

@@ -18,13 +18,15 @@ use crate::atomic_file;
 pub struct PngBackend {
     path: PathBuf,
     canvas: Canvas,
+    /// The in-place fallback is logged once, not at every screen.
+    warned_in_place: bool,
 }
 
 impl PngBackend {
     /// A backend writing `width` x `height` screens to `path`. Nothing is written until
     /// the first [`PngBackend::show`].
     pub fn new(path: impl Into<PathBuf>, width: u32, height: u32) -> PngBackend {
-        PngBackend { path: path.into(), canvas: Canvas::new(width, height) }
+        PngBackend { path: path.into(), canvas: Canvas::new(width, height), warned_in_place: false }
     }
 
     pub fn path(&self) -> &Path {
@@ -43,35 +45,49 @@ impl PngBackend {
     /// [`DisplayError::Stale`] when it can be neither replaced nor removed.
     pub fn show(&mut self, screen: &Screen) -> Result<(), DisplayError> {
         draw::draw_screen(&mut self.canvas, screen).unwrap_or_else(|never| match never {});
-        let png = encode_png(&self.canvas)
-            .map_err(|source| DisplayError::Write { path: self.path.clone(), source })?;
+        let png = match encode_png(&self.canvas) {
+            Ok(png) => png,
+            Err(source) => return self.fall_back(None, source),
+        };
         match atomic_file::write(&self.path, &png) {
             Ok(()) => Ok(()),
-            Err(source) => self.fall_back(&png, source),
+            Err(source) => self.fall_back(Some(&png), source),
         }
     }
 
     /// After a failed replace, the old screen must not stand in for this one: a previous
     /// patient's result read as the current.
-    fn fall_back(&self, png: &[u8], source: std::io::Error) -> Result<(), DisplayError> {
+    fn fall_back(
+        &mut self,
+        png: Option<&[u8]>,
+        source: std::io::Error,
+    ) -> Result<(), DisplayError> {
+        // The file the replace aimed at: where a link leads, as in `atomic_file::write`.
+        let target = atomic_file::target(&self.path);
         // Removing a file needs no free space (a full disk).
-        match std::fs::remove_file(&self.path) {
-            Ok(()) => return Err(DisplayError::Write { path: self.path.clone(), source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DisplayError::Write { path: self.path.clone(), source })
-            }
-            Err(_) => {}
+        let removed = std::fs::remove_file(&target)
+            .map_or_else(|e| e.kind() == std::io::ErrorKind::NotFound, |()| true);
+        if removed {
+            return Err(DisplayError::Write { path: self.path.clone(), source });
         }
         // A folder that lets no file be created, renamed or removed (its permissions, an
         // append-only attribute) may still let this one be rewritten in place. A viewer
         // may then catch it half-written, which is better than a stale result.
-        std::fs::write(&self.path, png)
-            .map_err(|_| DisplayError::Stale { path: self.path.clone(), source })?;
-        log::warn!(
-            "{}: its folder refuses the atomic replace, the screen was rewritten in place; \
-             make the folder writable",
-            self.path.display()
-        );
+        let Some(png) = png else {
+            return Err(DisplayError::Stale { path: self.path.clone(), source });
+        };
+        if let Err(e) = std::fs::write(&target, png) {
+            log::warn!("{}: rewriting the screen in place failed too: {e}", target.display());
+            return Err(DisplayError::Stale { path: self.path.clone(), source });
+        }
+        if !self.warned_in_place {
+            log::warn!(
+                "{}: its folder refuses the atomic replace ({source}), so screens are rewritten \
+                 in place and a viewer may catch one half-written; make the folder writable",
+                target.display()
+            );
+            self.warned_in_place = true;
+        }
         Ok(())
     }
 }
@@ -163,6 +179,26 @@ mod tests {
         assert!(matches!(e, DisplayError::Stale { .. }), "{e}");
         assert!(e.to_string().contains("may still show the previous screen"), "{e}");
         drop(attrs);
+    }
+
+    #[test]
+    fn through_a_link_the_screen_it_leads_to_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let link = dir.path().join("screen.png");
+        std::os::unix::fs::symlink("shared/screen.png", &link).unwrap();
+        let mut png = PngBackend::new(&link, 64, 48);
+        png.show(&Screen::Capturing { source: "patient A".into() }).unwrap();
+        if !chattr("+a", &shared) {
+            eprintln!("skipped: chattr +a is not available here");
+            return;
+        }
+        let _attrs = Attrs(vec![("-a", shared.clone())]);
+        png.show(&Screen::Analysing { source: "patient B".into() }).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        let shown = image::open(shared.join("screen.png")).unwrap().to_rgb8();
+        assert_eq!(shown.as_raw(), &png.canvas().to_rgb_bytes(), "patient B's screen");
     }
 
     #[test]
