@@ -168,7 +168,6 @@ fn corrupt_inputs_fail_alone_and_are_named() {
     assert!(err.contains("6 of 7 images failed"));
 }
 
-/// A 16-bit DICOM of a fixture image, with optional inversion, rescale and patient tags.
 #[test]
 fn an_overexposed_radiograph_is_refused_with_what_to_do() {
     // Fixture 1618 with its pixel values tripled and clipped (a wrong window): 41% of the
@@ -192,6 +191,7 @@ fn an_overexposed_radiograph_is_refused_with_what_to_do() {
     );
 }
 
+/// A 16-bit DICOM of a fixture image, with optional inversion, rescale and patient tags.
 fn write_dicom(
     path: &Path,
     id: &str,

@@ -64,6 +64,10 @@ impl PngBackend {
     ) -> Result<(), DisplayError> {
         // The file the replace aimed at: where a link leads, as in `atomic_file::write`.
         let target = atomic_file::target(&self.path);
+        // A path that names no file (a folder) never held a screen to go stale.
+        if source.kind() == std::io::ErrorKind::InvalidInput || target.is_dir() {
+            return Err(DisplayError::Write { path: self.path.clone(), source });
+        }
         // Removing a file needs no free space (a full disk).
         let removed = std::fs::remove_file(&target)
             .map_or_else(|e| e.kind() == std::io::ErrorKind::NotFound, |()| true);
@@ -199,6 +203,28 @@ mod tests {
         assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
         let shown = image::open(shared.join("screen.png")).unwrap().to_rgb8();
         assert_eq!(shown.as_raw(), &png.canvas().to_rgb_bytes(), "patient B's screen");
+    }
+
+    #[test]
+    fn through_a_link_a_screen_that_cannot_be_written_removes_the_one_it_leads_to() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
+        let link = dir.path().join("screen.png");
+        std::os::unix::fs::symlink("shared/screen.png", &link).unwrap();
+        let mut png = PngBackend::new(&link, 64, 48);
+        png.show(&Screen::Capturing { source: "patient A".into() }).unwrap();
+        std::fs::create_dir(atomic_file::temporary_path(&link)).unwrap();
+        assert!(png.show(&Screen::Analysing { source: "patient B".into() }).is_err());
+        assert!(!dir.path().join("shared/screen.png").exists(), "patient A's screen is gone");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn a_folder_as_the_screen_path_is_a_plain_write_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut png = PngBackend::new(dir.path(), 32, 32);
+        let e = png.show(&Screen::Capturing { source: "x".into() }).unwrap_err();
+        assert!(matches!(e, DisplayError::Write { .. }), "{e}");
     }
 
     #[test]
