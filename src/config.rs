@@ -316,6 +316,17 @@ pub enum ConfigError {
     Value { path: PathBuf, key: &'static str, value: String, expected: String },
 }
 
+/// Which of the path settings a config file sets itself (the rest are defaults).
+struct PathKeys {
+    model: bool,
+    ort_library: bool,
+    store: bool,
+    hot_folder: bool,
+    allowed_dirs: bool,
+    png: bool,
+    captures: bool,
+}
+
 impl Config {
     /// The compiled-in defaults; relative paths resolve against `./firmware-config`, so a
     /// binary run from the repository root finds `models/`.
@@ -335,18 +346,38 @@ impl Config {
         Config::parse(DEFAULT_TOML, &root.join("firmware-config").join("default.toml"))
     }
 
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file; every relative path, given or left to
+    /// its default, resolves against the file's folder (right for `default.toml` itself).
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, the key and what is expected.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::load_in(path, base)
+    }
+
+    /// Reads a unit's own config file whose left-out paths are the installation's: a
+    /// relative path the file gives resolves against the file's folder, one it leaves to
+    /// its default against `defaults_dir` (the installation's `firmware-config/`), so that
+    /// `/etc/boneage/unit.toml` setting only `[tcp]` still finds the installed model and
+    /// keeps results in the installed store rather than under `/etc`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and what is expected.
+    pub fn load_in(path: &Path, defaults_dir: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(&text, path)
+        Config::parse_in(&text, path, defaults_dir)
     }
 
     /// Parses `text` as if read from `path` (used for messages and relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_in(text, path, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// [`Config::parse`] with the defaults' relative paths resolved against `defaults_dir`
+    /// (see [`Config::load_in`]).
+    fn parse_in(text: &str, path: &Path, defaults_dir: &Path) -> Result<Config, ConfigError> {
         // Missing sections or keys take the documented defaults: merge over DEFAULT_TOML.
         let mut merged: toml::Table = toml::from_str(DEFAULT_TOML)
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
@@ -357,6 +388,19 @@ impl Config {
         })?;
         check_keys(&merged, &user, "")
             .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
+        // Which path keys the file itself sets, before the merge hides it.
+        let given = |section: &str, key: &str| {
+            user.get(section).and_then(toml::Value::as_table).is_some_and(|t| t.contains_key(key))
+        };
+        let given_paths = PathKeys {
+            model: given("model", "path"),
+            ort_library: given("model", "ort_library"),
+            store: given("store", "path"),
+            hot_folder: given("hot_folder", "path"),
+            allowed_dirs: given("protocol", "allowed_dirs"),
+            png: given("display", "png_path"),
+            captures: given("camera", "captures_dir"),
+        };
         merge(&mut merged, user);
         // serde_path_to_error: a bad value deep in a section ("unknown variant `gpu`") is
         // reported with its key, as every other config error is.
@@ -365,22 +409,24 @@ impl Config {
                 path: path.to_path_buf(),
                 message: value_message(&defaults, &e.path().to_string(), e.inner().message()),
             })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
+        let file_dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf, given: bool| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = if given { file_dir } else { defaults_dir }.join(&*p);
             }
         };
-        resolve(&mut config.model.path);
+        resolve(&mut config.model.path, given_paths.model);
         // Empty means "not set" (TOML has no null), so only a given path is resolved.
         if !config.model.ort_library.as_os_str().is_empty() {
-            resolve(&mut config.model.ort_library);
+            resolve(&mut config.model.ort_library, given_paths.ort_library);
         }
-        resolve(&mut config.store.path);
-        resolve(&mut config.hot_folder.path);
-        config.protocol.allowed_dirs.iter_mut().for_each(resolve);
-        resolve(&mut config.display.png_path);
-        resolve(&mut config.camera.captures_dir);
+        resolve(&mut config.store.path, given_paths.store);
+        resolve(&mut config.hot_folder.path, given_paths.hot_folder);
+        for dir in &mut config.protocol.allowed_dirs {
+            resolve(dir, given_paths.allowed_dirs);
+        }
+        resolve(&mut config.display.png_path, given_paths.png);
+        resolve(&mut config.camera.captures_dir, given_paths.captures);
         config.validate(path)?;
         Ok(config)
     }
@@ -691,6 +737,23 @@ mod tests {
         assert_eq!(c.model.threads, 2);
         assert_eq!(c.model.path, Path::new("/etc/b/m.onnx"));
         assert_eq!(c.log.level, LogLevel::Warn);
+    }
+
+    #[test]
+    fn left_out_paths_are_the_installations() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("unit.toml");
+        std::fs::write(&file, "[store]\npath = \"r.db\"\n[tcp]\nenabled = true\n").unwrap();
+        let install = Path::new("/opt/boneage/firmware-config");
+        let c = Config::load_in(&file, install).unwrap();
+        // Given here: beside the file. Left out: where default.toml's own would resolve.
+        assert_eq!(c.store.path, dir.path().join("r.db"));
+        assert_eq!(c.model.path, install.join("../models/boneage-lite0.onnx"));
+        assert_eq!(c.hot_folder.path, install.join("../data/inbox"));
+        assert_eq!(c.protocol.allowed_dirs, [install.join("../data/requests")]);
+        // default.toml read as a file: everything against its own folder, as before.
+        let c = Config::load(&file).unwrap();
+        assert_eq!(c.model.path, dir.path().join("../models/boneage-lite0.onnx"));
     }
 
     #[test]

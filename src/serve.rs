@@ -38,6 +38,10 @@ pub enum ServeError {
     AllowedOverlapsHotFolder { allowed: PathBuf, hot: PathBuf },
     #[error("nothing to serve: [tcp], [serial] and [hot_folder] are all disabled in this configuration; enable one (firmware-config/headless.toml, kiosk.toml and field-clinic.toml are examples) or pass the unit's --config")]
     NothingEnabled,
+    #[error("the {what} stopped while the service was running (see the log above); exiting so that the service manager restarts the unit")]
+    WorkerStopped { what: &'static str },
+    #[error("cannot start a thread: {source}; the system is out of threads or memory")]
+    Spawn { source: std::io::Error },
 }
 
 /// What the running service exposes to tests: the bound TCP address (port 0 resolved).
@@ -74,9 +78,12 @@ pub fn run(
         log::info!("stopped while waiting for the store");
         return Ok(());
     };
-    let clock = store.clock()?;
-    if clock != "ok" {
-        log::error!("clock {clock}");
+    // Only a check: a store that opened but cannot be read here (damaged pages) still
+    // takes new results, and STATUS reports it.
+    match store.clock() {
+        Ok(clock) if clock != "ok" => log::error!("clock {clock}"),
+        Ok(_) => {}
+        Err(e) => log::error!("cannot check the clock against the stored results: {e}"),
     }
     let service = Arc::new(Service::new(model, store, config).started_at(started));
     if let Some(d) = display {
@@ -119,12 +126,13 @@ pub fn run(
         log::info!("listening on tcp {}", running.tcp_addr.unwrap_or(config.tcp.bind));
         let (svc, stop, dirs, cfg) =
             (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.tcp.clone());
-        threads.push(thread::spawn(move || accept_loop(listener, svc, dirs, &cfg, &stop)));
+        threads
+            .push(("tcp listener", worker(move || accept_loop(listener, svc, dirs, &cfg, &stop))?));
     }
     if config.serial.enabled {
         let (svc, stop, dirs, cfg) =
             (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.clone());
-        threads.push(thread::spawn(move || serial_loop(&cfg, svc, dirs, &stop)));
+        threads.push(("serial line", worker(move || serial_loop(&cfg, svc, dirs, &stop))?));
     }
     let mut status_lines = Vec::new();
     if let Some(addr) = running.tcp_addr {
@@ -157,7 +165,7 @@ pub fn run(
         ));
         let (svc, stop) = (Arc::clone(&service), Arc::clone(&shutdown));
         let every = Duration::from_secs(config.camera.retry_s);
-        threads.push(thread::spawn(move || camera_loop(&svc, every, &stop)));
+        threads.push(("camera watch", worker(move || camera_loop(&svc, every, &stop))?));
     }
     service.set_ready(Screen::Ready {
         device_name: config.device.name.clone(),
@@ -168,7 +176,16 @@ pub fn run(
 
     let poll = Duration::from_millis(config.hot_folder.poll_ms);
     let mut next_poll = Instant::now();
+    let mut stopped = None;
     while !shutdown.load(Ordering::Relaxed) {
+        // These run until shutdown; one that has ended (a panic, a listener that failed)
+        // leaves a unit that looks alive but no longer answers: stop, to be restarted.
+        if let Some((what, _)) = threads.iter().find(|(_, t)| t.is_finished()) {
+            log::error!("the {what} stopped unexpectedly; stopping the service");
+            stopped = Some(*what);
+            shutdown.store(true, Ordering::Relaxed);
+            break;
+        }
         if let Some(hf) = hot.as_mut().filter(|_| Instant::now() >= next_poll) {
             next_poll = match process_hot_folder(hf, &service, &shutdown) {
                 // Nothing can be stored (a full disk): analysing the same files again every
@@ -179,13 +196,21 @@ pub fn run(
         }
         thread::sleep(poll);
     }
-    for t in threads {
+    for (_, t) in threads {
         let _ = t.join();
     }
     // The last result must not stay on the screen as if it were current.
     service.show(&stopped_screen());
+    if let Some(what) = stopped {
+        return Err(ServeError::WorkerStopped { what });
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Starts one of the service's long-running threads.
+fn worker(f: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>, ServeError> {
+    thread::Builder::new().spawn(f).map_err(|e| ServeError::Spawn { source: e })
 }
 
 /// Re-opens a missing, busy or unplugged camera every `every`, so it works again once it is
@@ -323,10 +348,14 @@ fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBo
             return Polled::Done;
         }
         let (req, sidecar_error) = hotfolder_request(&path);
-        hf.begin(&path);
+        // Marked as in analysis only once its turn has come: a crash while it waits behind
+        // a protocol request is not this file's doing.
         let outcome = match sidecar_error {
-            None => service.analyze(&req).map(|done| done.record),
-            Some(message) => service.reject(&req, message),
+            None => service.analyze_then(&req, || hf.begin(&path)).map(|done| done.record),
+            Some(message) => {
+                hf.begin(&path);
+                service.reject(&req, message)
+            }
         };
         let failure = match outcome {
             Ok(r) => {
@@ -364,6 +393,7 @@ fn accept_loop(
         return;
     }
     let active = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(AtomicUsize::new(0));
     let public = !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
     while !shutdown.load(Ordering::Relaxed) {
         let stream = match listener.accept() {
@@ -379,11 +409,19 @@ fn accept_loop(
             }
         };
         if active.load(Ordering::Acquire) >= cfg.max_connections {
-            let max = cfg.max_connections;
-            thread::spawn(move || refuse(stream, max));
+            // A client reconnecting in a loop must not pile up refusing threads: past a
+            // few, the connection is just closed.
+            if refusing.load(Ordering::Acquire) >= MAX_REFUSING {
+                continue;
+            }
+            let (max, slot) = (cfg.max_connections, Slot::take(&refusing));
+            spawn_or_log("tcp refusal", move || {
+                refuse(stream, max);
+                drop(slot);
+            });
             continue;
         }
-        active.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot::take(&active);
         let mut session = Session::new(Arc::clone(&service), "tcp", Arc::clone(&allowed));
         // A loopback client need not AUTH, but a token it sends is still checked: a wrong
         // one must not be confirmed.
@@ -391,14 +429,14 @@ fn accept_loop(
             session.required_token = Some(cfg.token.clone());
         }
         session.authenticated = !public;
-        let (active, stop) = (Arc::clone(&active), Arc::clone(shutdown));
+        let stop = Arc::clone(shutdown);
         let limits = ConnectionLimits { max_line_bytes: cfg.max_line_bytes, timeout_closes: true };
         let idle = Duration::from_secs(cfg.idle_timeout_s);
-        thread::spawn(move || {
+        spawn_or_log("tcp connection", move || {
             if let Err(e) = handle_tcp(stream, &mut session, limits, idle, &stop) {
                 log::debug!("tcp connection ended: {e}");
             }
-            active.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
         });
     }
     // New connections are refused from here on (they would wait unanswered in the backlog
@@ -414,6 +452,34 @@ fn accept_loop(
     let left = active.load(Ordering::Acquire);
     if left > 0 {
         log::warn!("stopping with {left} tcp connection(s) still busy");
+    }
+}
+
+/// Connections over the limit answered at once; more are closed unanswered.
+const MAX_REFUSING: usize = 8;
+
+/// One counted connection: the count goes down when the guard is dropped, also when its
+/// thread panics or cannot be started, so a slot is never lost.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Slot {
+        count.fetch_add(1, Ordering::AcqRel);
+        Slot(Arc::clone(count))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts a connection thread; when the system cannot start one (out of threads or
+/// memory) the connection is dropped and logged, and the listener carries on.
+fn spawn_or_log(what: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = thread::Builder::new().name(what.into()).spawn(f) {
+        log::error!("cannot start a thread for a {what}: {e}; connection closed");
     }
 }
 
@@ -551,5 +617,23 @@ fn serial_loop(
         }
         pause(backoff, shutdown);
         backoff = (backoff * 2).min(Duration::from_secs(64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_slot_comes_back_when_its_thread_panics() {
+        let active = Arc::new(AtomicUsize::new(0));
+        let slot = Slot::take(&active);
+        assert_eq!(active.load(Ordering::Acquire), 1);
+        let t = thread::spawn(move || {
+            let _slot = slot;
+            panic!("a bug while drawing the screen");
+        });
+        assert!(t.join().is_err());
+        assert_eq!(active.load(Ordering::Acquire), 0);
     }
 }

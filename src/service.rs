@@ -345,13 +345,33 @@ impl Service {
     /// request is unusable; [`ServiceError::Store`] when nothing could be stored, in which
     /// case no result may be reported.
     pub fn analyze(&self, req: &Request) -> Result<Analysed, ServiceError> {
+        self.analyze_then(req, || {})
+    }
+
+    /// [`Service::analyze`], calling `started` once this request's turn has come (the
+    /// analysis lock is held): the hot folder marks a file as in analysis only then, so a
+    /// crash during someone else's analysis is not counted against a file still waiting.
+    ///
+    /// # Errors
+    /// As [`Service::analyze`].
+    pub fn analyze_then(
+        &self,
+        req: &Request,
+        started: impl FnOnce(),
+    ) -> Result<Analysed, ServiceError> {
+        // A guard, not a pair of calls: a panic on the way must not leave STATUS
+        // reporting an analysis for ever.
+        struct Queued<'a>(&'a AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.queued.fetch_add(1, Ordering::Relaxed);
-        let result = {
-            let _one_at_a_time = lock(&self.analysing);
-            self.analyze_inner(req)
-        };
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        result
+        let _queued = Queued(&self.queued);
+        let _one_at_a_time = lock(&self.analysing);
+        started();
+        self.analyze_inner(req)
     }
 
     /// Stores a request refused before analysis (a hot-folder file whose sidecar is

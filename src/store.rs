@@ -510,6 +510,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     // The exactly-once and resend lookups search by image hash on every analysis.
     conn.execute_batch("CREATE INDEX IF NOT EXISTS results_image ON results (image_sha256)")?;
+    // STATUS asks for the newest time on every poll; without this it reads the whole table.
+    // Building it reads every row, so on an older store with damaged pages it can fail:
+    // that store must still open (and say it is damaged), only STATUS is slower.
+    if let Err(e) =
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS results_created ON results (created_at)")
+    {
+        log::warn!("cannot index the results by time ({e}); STATUS will be slower");
+    }
     Ok(())
 }
 

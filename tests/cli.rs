@@ -543,6 +543,20 @@ fn installed_binary_finds_its_model_from_any_directory() {
     assert!(stderr(&out).contains("edited.onnx"), "{}", stderr(&out));
     std::fs::remove_file(inst.join("firmware-config/default.toml")).unwrap();
 
+    // A unit's own file elsewhere (/etc/boneage/unit.toml) that leaves the model out gets
+    // the installation's model, not one under /etc.
+    let etc = dir.path().join("etc/boneage");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("unit.toml"), "[log]\nlevel = \"error\"\n").unwrap();
+    let out = std::process::Command::new(bin.join("boneage"))
+        .args(["--config", path_str(&etc.join("unit.toml")), "model-info", "--json"])
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = json_lines(&out)[0]["path"].as_str().unwrap().to_string();
+    assert!(path.starts_with(path_str(&inst)), "{path}");
+
     // A bare binary (no firmware-config/ beside it) keeps looking under the working
     // directory, and says how to point it at a model.
     std::fs::remove_dir(inst.join("firmware-config")).unwrap();

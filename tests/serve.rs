@@ -281,6 +281,35 @@ fn a_resent_request_is_answered_from_the_store() {
 }
 
 #[test]
+fn a_store_with_damaged_pages_keeps_serving_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.db");
+    let store = Store::open(&path).unwrap();
+    for i in 0..400 {
+        let rec = boneage::store::NewRecord {
+            source: format!("/var/lib/boneage/inbox/{i:05}.png"),
+            warnings: vec!["w".repeat(200)],
+            ..Default::default()
+        };
+        store.insert(&rec).unwrap();
+    }
+    drop(store);
+    // A power cut tore a page in the middle of the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = bytes.len() / 4096 / 2 * 4096;
+    bytes[page + 8..page + 2008].fill(0xA5);
+    std::fs::write(&path, bytes).unwrap();
+
+    let server = start_in(dir, |_| {});
+    let mut c = Client::connect(server.addr);
+    let status = c.send("STATUS");
+    assert_eq!(status["ok"], true, "{status}");
+    let health = status["store"].as_str().unwrap();
+    assert!(health.starts_with("damaged: ") || health.starts_with("error: "), "{status}");
+    assert_eq!(c.send("PING")["reply"], "pong");
+}
+
+#[test]
 fn a_refusal_for_unlikeness_is_stored_with_its_score() {
     let server = start(|_| {});
     let (id, ..) = common::expected().into_iter().next().unwrap();

@@ -79,12 +79,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Some(Command::Serve)) {
         quiet_on_closed_pipe();
     }
+    let root = install_root();
     let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
+        // What the unit's file leaves out is the installation's, paths included.
+        Some(path) => Config::load_in(path, &root.join("firmware-config"))?,
         None => {
             // An edited default.toml of the installation is what its owner expects to apply;
             // the compiled-in copy serves only where there is no file.
-            let root = install_root();
             let file = root.join("firmware-config").join("default.toml");
             if file.is_file() {
                 Config::load(&file)?

@@ -17,7 +17,7 @@ pub struct Args {
     /// Radiographs: PNG, JPEG, TIFF, BMP (8/16-bit) or DICOM
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<PathBuf>,
-    /// Patient sex: male or female (overrides the DICOM PatientSex tag)
+    /// Patient sex: male or female (m / f also accepted; overrides the DICOM PatientSex tag)
     #[arg(long, value_parser = |s: &str| s.parse::<Sex>())]
     sex: Option<Sex>,
     /// Chronological age: months (124) or years+months (10y4m); overrides DICOM

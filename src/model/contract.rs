@@ -190,6 +190,10 @@ impl Contract {
                 })?,
             },
         };
+        // Optional, but a model reading in another unit must not be taken as months.
+        if let Some(v) = meta.get("output.units").filter(|v| v.as_str() != "months") {
+            return Err(invalid("output.units", v, "\"months\" (or absent)"));
+        }
         let range = get("output.training_range_months")?;
         let training_range_months = parse_range(range).ok_or_else(|| {
             invalid("output.training_range_months", range, "\"FROM-TO\" in months")
@@ -381,6 +385,12 @@ mod tests {
         let mut m = sample();
         m.insert("boneage.contract".into(), "2".into());
         assert!(Contract::from_metadata(&m).is_err());
+        let mut m = sample();
+        m.insert("output.units".into(), "months".into());
+        assert!(Contract::from_metadata(&m).is_ok());
+        m.insert("output.units".into(), "years".into());
+        let e = Contract::from_metadata(&m).unwrap_err().to_string();
+        assert!(e.contains("output.units") && e.contains("years"), "{e}");
     }
 
     #[test]

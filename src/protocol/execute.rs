@@ -74,10 +74,17 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
             }
         },
         Command::Status => {
+            // A store that cannot be read (damaged pages) must not hide the rest of the
+            // unit's health: each field says what it could not find out.
             let store = svc.store();
-            let last = store.last_id().map_err(store_err)?;
-            let count = store.count().map_err(store_err)?;
-            let clock = store.clock().map_err(store_err)?;
+            let (last, count, clock) = (store.last_id(), store.count(), store.clock());
+            let read_error = [last.as_ref().err(), count.as_ref().err(), clock.as_ref().err()]
+                .into_iter()
+                .flatten()
+                .next()
+                .map(|e| format!("error: {e}"));
+            let clock = clock.unwrap_or_else(|_| "unknown: the store cannot be read".into());
+            let (last, count) = (last.ok().flatten(), count.ok());
             Ok(json!({
                 "state": if svc.queue_len() > 0 { "analysing" } else { "ready" },
                 "uptime_s": svc.uptime_s(),
@@ -88,7 +95,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 "backend": svc.identity.backend,
                 "source": {"camera": camera_json(&svc)},
                 "display": svc.display_health(),
-                "store": store.health(),
+                "store": read_error.unwrap_or_else(|| store.health()),
                 "clock": clock,
             }))
         }

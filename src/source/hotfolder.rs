@@ -372,8 +372,16 @@ fn unique(dir: &Path, name: &Path) -> PathBuf {
         .unwrap_or(first)
 }
 
+/// The sidecar of `image`: `<stem>.json`, or `<stem>.JSON` where only that exists, as
+/// exporters on Windows write it (`SCAN01.PNG` with `SCAN01.JSON`).
 pub fn sidecar_path(image: &Path) -> PathBuf {
-    image.with_extension("json")
+    let lower = image.with_extension("json");
+    let upper = image.with_extension("JSON");
+    if !lower.exists() && upper.exists() {
+        upper
+    } else {
+        lower
+    }
 }
 
 /// Reads the sidecar beside `image`, if any.
@@ -597,5 +605,17 @@ mod tests {
         assert_eq!(read_sidecar(&img).unwrap().age.map(Age::months), Some(124.0));
         std::fs::write(dir.path().join("x.json"), r#"{"sex":"f","age":[1]}"#).unwrap();
         assert!(read_sidecar(&img).unwrap_err().contains("age"));
+    }
+
+    #[test]
+    fn an_upper_case_sidecar_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("SCAN01.PNG");
+        std::fs::write(dir.path().join("SCAN01.JSON"), r#"{"sex":"F"}"#).unwrap();
+        assert_eq!(sidecar_path(&img), dir.path().join("SCAN01.JSON"));
+        assert_eq!(read_sidecar(&img).unwrap().sex, Some(Sex::Female));
+        // Both present: the lower-case one, as documented.
+        std::fs::write(dir.path().join("SCAN01.json"), r#"{"sex":"M"}"#).unwrap();
+        assert_eq!(read_sidecar(&img).unwrap().sex, Some(Sex::Male));
     }
 }
