@@ -65,6 +65,18 @@ pub fn run(
         return Err(ServeError::NothingEnabled);
     }
     let started = Instant::now();
+    // Where this unit keeps things, as resolved from its config: the first thing to check
+    // when results or files are not where they were expected.
+    log::info!(
+        "model {}, store {}{}",
+        config.model.path.display(),
+        config.store.path.display(),
+        if config.hot_folder.enabled {
+            format!(", hot folder {}", config.hot_folder.path.display())
+        } else {
+            String::new()
+        }
+    );
     let model = Model::load(&config.model)?;
     // The screen first, so that a store the unit has to wait for is shown on it. A missing
     // screen must not stop a headless-capable unit: log and carry on without it.
@@ -126,13 +138,16 @@ pub fn run(
         log::info!("listening on tcp {}", running.tcp_addr.unwrap_or(config.tcp.bind));
         let (svc, stop, dirs, cfg) =
             (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.tcp.clone());
-        threads
-            .push(("tcp listener", worker(move || accept_loop(listener, svc, dirs, &cfg, &stop))?));
+        threads.push((
+            "tcp listener",
+            worker(move || accept_loop(listener, svc, dirs, &cfg, &stop), &shutdown)?,
+        ));
     }
     if config.serial.enabled {
         let (svc, stop, dirs, cfg) =
             (Arc::clone(&service), Arc::clone(&shutdown), Arc::clone(&allowed), config.clone());
-        threads.push(("serial line", worker(move || serial_loop(&cfg, svc, dirs, &stop))?));
+        threads
+            .push(("serial line", worker(move || serial_loop(&cfg, svc, dirs, &stop), &shutdown)?));
     }
     let mut status_lines = Vec::new();
     if let Some(addr) = running.tcp_addr {
@@ -165,7 +180,7 @@ pub fn run(
         ));
         let (svc, stop) = (Arc::clone(&service), Arc::clone(&shutdown));
         let every = Duration::from_secs(config.camera.retry_s);
-        threads.push(("camera watch", worker(move || camera_loop(&svc, every, &stop))?));
+        threads.push((CAMERA_WATCH, worker(move || camera_loop(&svc, every, &stop), &shutdown)?));
     }
     service.set_ready(Screen::Ready {
         device_name: config.device.name.clone(),
@@ -180,9 +195,18 @@ pub fn run(
     while !shutdown.load(Ordering::Relaxed) {
         // These run until shutdown; one that has ended (a panic, a listener that failed)
         // leaves a unit that looks alive but no longer answers: stop, to be restarted.
-        if let Some((what, _)) = threads.iter().find(|(_, t)| t.is_finished()) {
+        let ended = threads.iter().position(|(_, t)| t.is_finished());
+        if let Some(i) = ended.filter(|_| !shutdown.load(Ordering::Relaxed)) {
+            let (what, t) = threads.swap_remove(i);
+            if what == CAMERA_WATCH {
+                // The camera is never fatal: without its watch a camera that goes away is
+                // only noticed at the next CAPTURE, which still says why.
+                log::error!("the {what} stopped unexpectedly; the camera is no longer re-tried");
+                let _ = t.join();
+                continue;
+            }
             log::error!("the {what} stopped unexpectedly; stopping the service");
-            stopped = Some(*what);
+            stopped = Some(what);
             shutdown.store(true, Ordering::Relaxed);
             break;
         }
@@ -208,9 +232,19 @@ pub fn run(
     Ok(())
 }
 
-/// Starts one of the service's long-running threads.
-fn worker(f: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>, ServeError> {
-    thread::Builder::new().spawn(f).map_err(|e| ServeError::Spawn { source: e })
+/// Name of the camera's re-try thread, the one worker whose end does not stop the service.
+const CAMERA_WATCH: &str = "camera watch";
+
+/// Starts one of the service's long-running threads; if it cannot, the ones already
+/// started are told to stop.
+fn worker(
+    f: impl FnOnce() + Send + 'static,
+    shutdown: &AtomicBool,
+) -> Result<thread::JoinHandle<()>, ServeError> {
+    thread::Builder::new().spawn(f).map_err(|source| {
+        shutdown.store(true, Ordering::Relaxed);
+        ServeError::Spawn { source }
+    })
 }
 
 /// Re-opens a missing, busy or unplugged camera every `every`, so it works again once it is

@@ -79,10 +79,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Some(Command::Serve)) {
         quiet_on_closed_pipe();
     }
-    let root = install_root();
+    let installed = installation();
+    let root = installed.clone().unwrap_or_default();
     let mut config = match &cli.config {
         // What the unit's file leaves out is the installation's, paths included.
-        Some(path) => Config::load_in(path, &root.join("firmware-config"))?,
+        Some(path) => match &installed {
+            Some(root) => Config::load_in(path, &root.join("firmware-config"))?,
+            None => Config::load(path)?,
+        },
         None => {
             // An edited default.toml of the installation is what its owner expects to apply;
             // the compiled-in copy serves only where there is no file.
@@ -197,16 +201,15 @@ fn backup(config: &Config, dest: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the built-in defaults are anchored: the binary's own folder when it is an
-/// installation (has `firmware-config/` beside it, e.g. `/opt/boneage/boneage`, also through
-/// a symlink in `/usr/local/bin`), so `boneage predict` works from any working directory;
-/// otherwise the working directory, as when run from the repository.
-fn install_root() -> PathBuf {
+/// The installation the binary belongs to: its own folder when that has `firmware-config/`
+/// beside it (e.g. `/opt/boneage/boneage`, also through a symlink in `/usr/local/bin`), so
+/// `boneage predict` works from any working directory. `None` for a bare binary, whose
+/// defaults are anchored in the working directory, as when run from the repository.
+fn installation() -> Option<PathBuf> {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(PathBuf::from))
         .filter(|dir| dir.join("firmware-config").is_dir())
-        .unwrap_or_default()
 }
 
 /// Loads the model named in the config, with the file in the error.

@@ -83,7 +83,9 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 .flatten()
                 .next()
                 .map(|e| format!("error: {e}"));
-            let clock = clock.unwrap_or_else(|_| "unknown: the store cannot be read".into());
+            // Without the newest stored time, the check against 2026 still stands.
+            let clock = clock
+                .unwrap_or_else(|_| crate::store::clock_check(&crate::store::now_rfc3339(), None));
             let (last, count) = (last.ok().flatten(), count.ok());
             Ok(json!({
                 "state": if svc.queue_len() > 0 { "analysing" } else { "ready" },
@@ -95,7 +97,11 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 "backend": svc.identity.backend,
                 "source": {"camera": camera_json(&svc)},
                 "display": svc.display_health(),
-                "store": read_error.unwrap_or_else(|| store.health()),
+                // A damaged store (found at start) is what reads then fail on: say that.
+                "store": match store.health() {
+                    h if h.starts_with("damaged") => h,
+                    h => read_error.unwrap_or(h),
+                },
                 "clock": clock,
             }))
         }

@@ -11,7 +11,7 @@
 //! (`{"sex": "female", "age": "10y4m", "height": "142.5", "id": "A123"}`)
 //! carries what a plain image cannot; DICOM files carry it in their tags.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -148,6 +148,19 @@ impl HotFolder {
                 images.push((path, meta));
             }
         }
+        // Each image's sidecar from this listing, as `sidecar_path` would find it on disk,
+        // without a lookup per pair of files: a backlog of thousands stays cheap.
+        let listed: HashMap<&PathBuf, &std::fs::Metadata> =
+            sidecars.iter().map(|(p, m)| (p, m)).collect();
+        let sidecar_of: HashMap<&PathBuf, PathBuf> = images
+            .iter()
+            .map(|(image, _)| {
+                let (lower, upper) = (image.with_extension("json"), image.with_extension("JSON"));
+                let claimed = !listed.contains_key(&lower) && listed.contains_key(&upper);
+                (image, if claimed { upper } else { lower })
+            })
+            .collect();
+        let claimed: HashSet<&PathBuf> = sidecar_of.values().collect();
         for (path, meta) in &images {
             match self.unmoved.get(path).cloned() {
                 // Stored already: only the move is owed.
@@ -175,7 +188,7 @@ impl HotFolder {
                 self.set_aside.push((path.clone(), why));
                 continue;
             }
-            let side = std::fs::metadata(sidecar_path(path)).ok().map(|m| stamp(&m));
+            let side = sidecar_of.get(path).and_then(|side| listed.get(side)).map(|m| stamp(m));
             let snap = (stamp(meta), side);
             present.push(path.clone());
             let Some(waited) = self.unchanged_for(path, snap, now) else { continue };
@@ -184,7 +197,7 @@ impl HotFolder {
             }
         }
         for (path, meta) in &sidecars {
-            if images.iter().any(|(image, _)| sidecar_path(image) == *path) {
+            if claimed.contains(path) {
                 continue;
             }
             let snap = (stamp(meta), None);
