@@ -67,6 +67,7 @@ pub struct TcpConfig {
     pub max_connections: usize,
     pub max_line_bytes: usize,
     pub idle_timeout_s: u64,
+    pub auth_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -484,6 +485,13 @@ impl Config {
                 "tcp.idle_timeout_s",
                 t.idle_timeout_s.to_string(),
                 "1 to 86400 seconds",
+            ));
+        }
+        if !(1..=3600).contains(&t.auth_timeout_s) {
+            return Err(value_err(
+                "tcp.auth_timeout_s",
+                t.auth_timeout_s.to_string(),
+                "1 to 3600 seconds",
             ));
         }
         if !(10..=60_000).contains(&self.hot_folder.poll_ms) {

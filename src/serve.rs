@@ -464,7 +464,11 @@ fn accept_loop(
         }
         session.authenticated = !public;
         let stop = Arc::clone(shutdown);
-        let limits = ConnectionLimits { max_line_bytes: cfg.max_line_bytes, timeout_closes: true };
+        let limits = ConnectionLimits {
+            max_line_bytes: cfg.max_line_bytes,
+            timeout_closes: true,
+            auth_within: Some(Duration::from_secs(cfg.auth_timeout_s)),
+        };
         let idle = Duration::from_secs(cfg.idle_timeout_s);
         spawn_or_log("tcp connection", move || {
             if let Err(e) = handle_tcp(stream, &mut session, limits, idle, &stop) {
@@ -627,6 +631,7 @@ fn serial_loop(
                         let limits = ConnectionLimits {
                             max_line_bytes: config.tcp.max_line_bytes,
                             timeout_closes: false,
+                            auth_within: None,
                         };
                         if let Err(e) = protocol::serve_connection(
                             BufReader::new(port),

@@ -403,6 +403,7 @@ fn public_bind_requires_auth() {
     let server = start(|c| {
         c.tcp.bind = "0.0.0.0:0".parse().unwrap();
         c.tcp.token = "correct-horse".into();
+        c.tcp.auth_timeout_s = 2;
     });
     let addr: SocketAddr = format!("127.0.0.1:{}", server.addr.port()).parse().unwrap();
     let mut c = Client::connect(addr);
@@ -411,6 +412,20 @@ fn public_bind_requires_auth() {
     assert_eq!(code(&c.send("AUTH token=wrong")), "unauthorized");
     assert_eq!(c.send("AUTH token=correct-horse")["authenticated"], true);
     assert_eq!(c.send("STATUS")["ok"], true);
+    // Authenticated: the deadline no longer applies.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(c.send("PING")["ok"], true);
+
+    // A stranger that never authenticates is told why and closed, keeping no slot.
+    let mut idle = Client::connect(addr);
+    assert_eq!(idle.send("PING")["ok"], true);
+    let mut line = String::new();
+    idle.reader.read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(code(&reply), "unauthorized", "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("within 2 s"), "{reply}");
+    line.clear();
+    assert_eq!(idle.reader.read_line(&mut line).unwrap(), 0, "closed");
 }
 
 #[test]

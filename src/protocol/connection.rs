@@ -6,6 +6,7 @@
 
 use std::io::{self, BufRead, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::{codes, execute, parse, ProtocolError, Session};
 
@@ -16,6 +17,9 @@ pub struct ConnectionLimits {
     /// Whether a read timeout ends the connection (TCP idle timeout) or is just a chance
     /// to check for shutdown (serial lines are always "connected").
     pub timeout_closes: bool,
+    /// A session not authenticated this long after it opened is told so and closed (TCP
+    /// on a public address), so strangers cannot keep the connection slots busy.
+    pub auth_within: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +44,25 @@ pub fn serve_connection<R: BufRead, W: Write>(
 ) -> io::Result<()> {
     let mut line = Vec::with_capacity(256);
     let mut too_long = false;
+    let opened = Instant::now();
     loop {
         if shutdown.load(Ordering::Relaxed) {
             return refuse_unread(&mut reader, &mut writer, &line);
+        }
+        // Checked here, so at every read tick as well as after each command.
+        if let Some(limit) = limits.auth_within.filter(|_| !session.authenticated) {
+            if opened.elapsed() >= limit {
+                let reply = ProtocolError::new(
+                    codes::UNAUTHORIZED,
+                    format!(
+                        "no valid AUTH token=... within {} s of connecting; connection closed",
+                        limit.as_secs()
+                    ),
+                )
+                .to_reply();
+                let _ = writer.write_all(&reply_line(&reply));
+                return Ok(());
+            }
         }
         let (done, used) = {
             let buf = match reader.fill_buf() {
