@@ -236,10 +236,19 @@ fn write_dicom(
     put(&mut obj, tags::WINDOW_CENTER, VR::DS, PrimitiveValue::from("32768"));
     put(&mut obj, tags::WINDOW_WIDTH, VR::DS, PrimitiveValue::from("65536"));
     for (tag, value) in tags_ {
-        let vr = if *tag == tags::PATIENT_SEX {
+        let vr = if [
+            tags::PATIENT_SEX,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            tags::PRESENTATION_LUT_SHAPE,
+            tags::PRESENTATION_INTENT_TYPE,
+        ]
+        .contains(tag)
+        {
             VR::CS
         } else if *tag == tags::PATIENT_AGE {
             VR::AS
+        } else if *tag == tags::NUMBER_OF_FRAMES {
+            VR::IS
         } else {
             VR::DA
         };
@@ -255,6 +264,45 @@ fn write_dicom(
         )
         .unwrap();
     file.write_to_file(path).unwrap();
+}
+
+/// Files the pixel library would decode without complaint but show wrongly: corrected
+/// where the file says how (Presentation LUT Shape INVERSE), else refused with what to send.
+#[test]
+fn dicom_presentation_is_honoured_or_refused() {
+    let (id, male, _, torch) = first();
+    let sex = (tags::PATIENT_SEX, if male { "M" } else { "F" });
+    let dir = tempfile::tempdir().unwrap();
+    let inverse = dir.path().join("inverse.dcm");
+    // Stored dark-bone, MONOCHROME2, with INVERSE saying to show it the other way round.
+    write_dicom(
+        &inverse,
+        &id,
+        true,
+        1.0,
+        &[
+            sex,
+            (tags::PHOTOMETRIC_INTERPRETATION, "MONOCHROME2"),
+            (tags::PRESENTATION_LUT_SHAPE, "INVERSE"),
+        ],
+    );
+    // MONOCHROME1 with INVERSE (as the DX standard requires) is not inverted twice.
+    let mono1 = dir.path().join("mono1.dcm");
+    write_dicom(&mono1, &id, true, 1.0, &[sex, (tags::PRESENTATION_LUT_SHAPE, "INVERSE")]);
+    let raw = dir.path().join("raw.dcm");
+    write_dicom(&raw, &id, false, 1.0, &[sex, (tags::PRESENTATION_INTENT_TYPE, "FOR PROCESSING")]);
+    let frames = dir.path().join("frames.dcm");
+    write_dicom(&frames, &id, false, 1.0, &[sex, (tags::NUMBER_OF_FRAMES, "2")]);
+
+    let (out, lines) =
+        predict_json(&[path_str(&inverse), path_str(&mono1), path_str(&raw), path_str(&frames)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for v in &lines[..2] {
+        assert!((months(v) - torch).abs() < 0.5, "{v} vs {torch}");
+    }
+    let err = stderr(&out);
+    assert!(err.contains("raw.dcm") && err.contains("FOR PRESENTATION"), "{err}");
+    assert!(err.contains("frames.dcm") && err.contains("2 frames"), "{err}");
 }
 
 #[test]

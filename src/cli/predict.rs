@@ -61,7 +61,19 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     // Written, not printed: a full disk or closed output is an error, not a panic.
     let mut stdout = std::io::stdout().lock();
     for path in &args.images {
-        match analyse(&mut model, config, path, &args) {
+        // A bug one file triggers (in a decoder, say) must not cost the rest of the batch,
+        // as the service also guarantees.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            analyse(&mut model, config, path, &args)
+        }))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{}: internal error while analysing this file (see the message above); the \
+                 other files go on: please report it, with the file",
+                path.display()
+            ))
+        });
+        match outcome {
             Ok((reading, radiograph)) => {
                 if args.json {
                     writeln!(stdout, "{}", serde_json::to_string(&reading)?)

@@ -1,9 +1,12 @@
 //! DICOM files through the dicom-rs crates.
 //!
 //! Pixel data: uncompressed and the encapsulated syntaxes dicom-rs decodes natively (JPEG
-//! baseline/extended/lossless, RLE, deflate). The modality LUT (rescale slope/intercept) and
-//! the first VOI LUT or window in the file are applied, MONOCHROME1 is inverted so bone is
-//! bright, then the result is scaled to `[0, 1]` with 16-bit precision.
+//! baseline and lossless, 8-bit extended, RLE, deflate; not 12-bit JPEG, JPEG 2000 or
+//! JPEG-LS, which are refused by name). Rescale slope/intercept and the first VOI LUT or
+//! window in the file are applied, MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape
+//! INVERSE) is inverted so bone is bright, then the result is scaled to `[0, 1]` with 16-bit
+//! precision. Files the library would decode but show wrongly are refused first
+//! ([`presentation`]).
 //! Patient facts: PatientSex, the age (PatientBirthDate vs StudyDate/AcquisitionDate/
 //! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
 //! but unusable become notes on the reading.
@@ -11,7 +14,7 @@
 use std::path::Path;
 
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption};
 
 use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
@@ -34,17 +37,31 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     if let (Some(rows), Some(cols)) = (dim(tags::ROWS), dim(tags::COLUMNS)) {
         raster::check_pixels(path, cols, rows)?;
     }
+    let presentation = presentation(&obj).map_err(dicom_err)?;
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    if let Some(name) = undecodable_syntax(&ts) {
+        return Err(dicom_err(format!(
+            "its pixel data is compressed as {name} (transfer syntax {ts}), which this program \
+             cannot decode; ask the sender for Explicit VR Little Endian or JPEG Lossless, or \
+             convert the file (e.g. `gdcmconv --raw IN.dcm OUT.dcm`)"
+        )));
+    }
     let decoded = obj.decode_pixel_data().map_err(|e| {
-        let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
-        dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {e}"))
+        dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {}", causes(&e)))
     })?;
     let options = ConvertOptions::new().with_voi_lut(VoiLutOption::First).force_16bit();
-    let img = decoded
-        .to_dynamic_image_with_options(0, &options)
-        .map_err(|e| dicom_err(format!("cannot convert pixel data: {e}")))?;
+    // The library panics on some malformed LUTs; one bad file must not end a batch.
+    let convert = || decoded.to_dynamic_image_with_options(0, &options);
+    let img = std::panic::catch_unwind(std::panic::AssertUnwindSafe(convert))
+        .map_err(|_| dicom_err("malformed VOI LUT or pixel description; re-export it".into()))?
+        .map_err(|e| dicom_err(format!("cannot convert pixel data: {}", causes(&e))))?;
+    let mut pixels = raster::to_gray(&img);
+    if presentation == Presentation::Inverse {
+        pixels.pixels_mut().for_each(|p| p[0] = 1.0 - p[0]);
+    }
     Ok(Radiograph {
         origin: path.display().to_string(),
-        pixels: raster::to_gray(&img),
+        pixels,
         bit_depth: decoded.bits_stored() as u8,
         format: "DICOM",
         colour_fraction: raster::colour_fraction(&img),
@@ -52,7 +69,112 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     })
 }
 
-fn text(obj: &DefaultDicomObject, tag: dicom_object::Tag) -> Option<String> {
+/// How the decoded grey values are to be shown, beyond what the pixel library applies.
+#[derive(Debug, PartialEq, Eq)]
+enum Presentation {
+    AsDecoded,
+    /// MONOCHROME2 with Presentation LUT Shape INVERSE: bone would come out dark.
+    Inverse,
+}
+
+/// Refuses what the pixel library would decode silently but wrongly: raw detector data,
+/// several frames, palette colour, LUTs it does not apply, data not in the low bits; and
+/// says whether the image must be inverted for display. The message says what to send
+/// instead.
+fn presentation(obj: &InMemDicomObject) -> Result<Presentation, String> {
+    let value = |tag| text(obj, tag).map(|v| v.to_ascii_uppercase());
+    let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok());
+    let present = |tag| obj.element_opt(tag).ok().flatten().is_some();
+    let sop_class = value(tags::SOP_CLASS_UID).unwrap_or_default();
+    if FOR_PROCESSING_CLASSES.contains(&sop_class.as_str())
+        || value(tags::PRESENTATION_INTENT_TYPE).as_deref() == Some("FOR PROCESSING")
+    {
+        return Err("this is raw detector data (\"FOR PROCESSING\"), not an image for viewing; \
+                    send the FOR PRESENTATION image of this exam (the one the PACS shows)"
+            .into());
+    }
+    if let Some(frames) = int(tags::NUMBER_OF_FRAMES).filter(|&n| n > 1) {
+        return Err(format!(
+            "it holds {frames} frames; send a single image of the hand (one frame per file)"
+        ));
+    }
+    let photometric = value(tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    if photometric == "PALETTE COLOR" {
+        return Err("it is a palette-colour image; export the radiograph as greyscale \
+                    (MONOCHROME2)"
+            .into());
+    }
+    for (tag, what) in [
+        (tags::MODALITY_LUT_SEQUENCE, "a Modality LUT Sequence"),
+        (tags::PRESENTATION_LUT_SEQUENCE, "a Presentation LUT Sequence"),
+    ] {
+        if present(tag) {
+            return Err(format!(
+                "it has {what}, which this program does not apply (its grey levels would be \
+                 wrong); export it with rescale slope/intercept and a window instead"
+            ));
+        }
+    }
+    if let (Some(stored), Some(high)) = (int(tags::BITS_STORED), int(tags::HIGH_BIT)) {
+        if high != stored - 1 {
+            return Err(format!(
+                "its {stored} stored bits end at bit {high}, not at bit {}, a layout this \
+                 program does not decode; export it again (any current PACS writes the usual \
+                 layout)",
+                stored - 1
+            ));
+        }
+    }
+    // MONOCHROME1 is inverted by the pixel library, and INVERSE is what the DX standard
+    // requires with it, not a second inversion.
+    let inverse = value(tags::PRESENTATION_LUT_SHAPE).as_deref() == Some("INVERSE");
+    Ok(if inverse && photometric == "MONOCHROME2" {
+        Presentation::Inverse
+    } else {
+        Presentation::AsDecoded
+    })
+}
+
+/// SOP classes of raw detector data (DX, mammography, intra-oral: "For Processing").
+const FOR_PROCESSING_CLASSES: [&str; 3] = [
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.1.3.1",
+];
+
+/// The name of a compressed transfer syntax this build cannot decode, so that the error
+/// says what the file is and what to ask for.
+fn undecodable_syntax(uid: &str) -> Option<&'static str> {
+    Some(match uid {
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "JPEG 2000",
+        "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "JPEG 2000 Part 2",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "JPEG-LS",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
+            "HTJ2K (High-Throughput JPEG 2000)"
+        }
+        "1.2.840.10008.1.2.4.110" | "1.2.840.10008.1.2.4.111" | "1.2.840.10008.1.2.4.112" => {
+            "JPEG XL"
+        }
+        _ => return None,
+    })
+}
+
+/// An error with the causes behind it, which the library's top-level message leaves out.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
     let value = obj.element_opt(tag).ok().flatten()?.to_str().ok()?;
     let value = value.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
     (!value.is_empty()).then_some(value)
@@ -239,6 +361,49 @@ mod tests {
             assert_eq!(m, None);
             assert!(notes.len() == 1 && notes[0].contains(says), "{notes:?}");
         }
+    }
+
+    #[test]
+    fn what_would_be_shown_wrongly_is_refused_with_what_to_send() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let obj = |extra: &[(dicom_object::Tag, VR, &str)]| {
+            let mut o = InMemDicomObject::new_empty();
+            let mut put = |tag, vr, v: &str| {
+                let value =
+                    if v.is_empty() { PrimitiveValue::Empty } else { PrimitiveValue::from(v) };
+                o.put(DataElement::new(tag, vr, value));
+            };
+            put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+            put(tags::BITS_STORED, VR::US, "");
+            for (tag, vr, v) in extra {
+                put(*tag, *vr, v);
+            }
+            o
+        };
+        assert_eq!(presentation(&obj(&[])), Ok(Presentation::AsDecoded));
+        let inverse = [(tags::PRESENTATION_LUT_SHAPE, VR::CS, "INVERSE")];
+        assert_eq!(presentation(&obj(&inverse)), Ok(Presentation::Inverse));
+        let mono1 = [
+            (tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME1"),
+            (tags::PRESENTATION_LUT_SHAPE, VR::CS, "INVERSE"),
+        ];
+        assert_eq!(presentation(&obj(&mono1)), Ok(Presentation::AsDecoded));
+        for (extra, says) in [
+            ((tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.1.1.1"), "FOR PRESENTATION"),
+            ((tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "PALETTE COLOR"), "greyscale"),
+            ((tags::MODALITY_LUT_SEQUENCE, VR::SQ, ""), "Modality LUT Sequence"),
+            ((tags::PRESENTATION_LUT_SEQUENCE, VR::SQ, ""), "Presentation LUT Sequence"),
+            ((tags::NUMBER_OF_FRAMES, VR::IS, "3"), "3 frames"),
+        ] {
+            let e = presentation(&obj(&[extra])).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        let mut shifted = obj(&[]);
+        shifted.put(DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(12u16)));
+        shifted.put(DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16)));
+        assert!(presentation(&shifted).unwrap_err().contains("end at bit 15"));
+        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.90"), Some("JPEG 2000"));
+        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.70"), None);
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub enum SourceErrorKind {
     UnknownFormat(String),
     #[error("corrupt or truncated {format} image: {reason}")]
     Decode { format: &'static str, reason: String },
+    /// A valid file in a variant the decoder lacks (signed or 12-bit packed TIFF, ...):
+    /// not to be called corrupt, since re-copying it will not help.
+    #[error("unsupported {format} variant: {reason}; export it as an 8- or 16-bit unsigned greyscale PNG or TIFF")]
+    Unsupported { format: &'static str, reason: String },
     #[error("DICOM file unusable: {0}")]
     Dicom(String),
     #[error("image is {width}x{height} px; at least {MIN_SIDE_PX}x{MIN_SIDE_PX} is needed")]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, ImageFormat};
+use image::{DynamicImage, ImageDecoder, ImageFormat};
 
 use super::{
     GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind, COLOUR_CHROMA,
@@ -28,7 +28,14 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         }
     };
     let decode_err = |e: image::ImageError| {
-        SourceError::new(path, SourceErrorKind::Decode { format: name, reason: e.to_string() })
+        let reason = e.to_string();
+        let kind = match e {
+            image::ImageError::Unsupported(_) => {
+                SourceErrorKind::Unsupported { format: name, reason }
+            }
+            _ => SourceErrorKind::Decode { format: name, reason },
+        };
+        SourceError::new(path, kind)
     };
     if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
         // The JPEG decoder fills a cut-off scan with grey and succeeds: a copy interrupted
@@ -48,11 +55,16 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let (width, height) = reader().into_dimensions().map_err(decode_err)?;
     check_pixels(path, width, height)?;
-    let mut decoder = reader();
+    let mut reader = reader();
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
-    decoder.limits(limits);
-    let img = decoder.decode().map_err(decode_err)?;
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    // A camera's JPEG (or a TIFF) may be stored sideways with a tag saying how to turn it;
+    // every viewer shows it upright, so must this, or the gate refuses it as turned.
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
+    img.apply_orientation(orientation);
     let bit_depth = (img.color().bits_per_pixel() / u16::from(img.color().channel_count())) as u8;
     Ok(Radiograph {
         origin: path.display().to_string(),
@@ -241,5 +253,26 @@ mod tests {
         // Within the limit the header passes and the missing pixel data is the error.
         let e = decode(Path::new("short.png"), &png_header(3000, 4000)).unwrap_err();
         assert!(matches!(e.kind, SourceErrorKind::Decode { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_jpeg_stored_sideways_is_turned_as_its_exif_tag_says() {
+        // Stored 64 wide, 128 tall, bright in its top-left corner; EXIF orientation 6 says
+        // "turn 90 degrees clockwise to view": 128 wide, 64 tall, bright top-right.
+        let stored = image::GrayImage::from_fn(64, 128, |x, y| {
+            image::Luma([if x < 24 && y < 24 { 240 } else { 20 }])
+        });
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageLuma8(stored)
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        let mut exif = vec![0xFF, 0xE1, 0, 34];
+        exif.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01");
+        exif.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]);
+        jpeg.splice(2..2, exif);
+        let r = decode(Path::new("phone.jpg"), &jpeg).unwrap();
+        assert_eq!(r.pixels.dimensions(), (128, 64));
+        assert!(r.pixels.get_pixel(120, 8)[0] > 0.8, "{}", r.pixels.get_pixel(120, 8)[0]);
+        assert!(r.pixels.get_pixel(8, 8)[0] < 0.2);
     }
 }
