@@ -69,7 +69,11 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     Ok(Radiograph {
         origin: path.display().to_string(),
         pixels: match &img {
-            DynamicImage::ImageLuma16(g) => gray16_by_bits_used(g),
+            DynamicImage::ImageLuma16(g) => match significant_bits(format, bytes) {
+                // The file says how many bits its values use: no guess needed.
+                Some(bits) => gray16_scaled(g, bits),
+                None => gray16_by_bits_used(g),
+            },
             other => to_gray(other),
         },
         bit_depth,
@@ -112,10 +116,33 @@ fn gray16_by_bits_used(g: &image::ImageBuffer<image::Luma<u16>, Vec<u16>>) -> Gr
         }
     }
     let bits = (16 - top.leading_zeros()).max(8);
-    let scale = f32::from(u16::MAX >> (16 - bits));
+    gray16_scaled(g, bits as u8)
+}
+
+/// A 16-bit grey image whose values use `bits` bits, in `[0, 1]` (larger values clipped).
+fn gray16_scaled(g: &image::ImageBuffer<image::Luma<u16>, Vec<u16>>, bits: u8) -> GrayImage {
+    let scale = f32::from(u16::MAX >> (16 - u32::from(bits.clamp(1, 16))));
     GrayImage::from_fn(g.width(), g.height(), |x, y| {
         image::Luma([(f32::from(g.get_pixel(x, y)[0]) / scale).min(1.0)])
     })
+}
+
+/// The significant bits a PNG declares for its grey channel (its `sBIT` chunk, written by
+/// exporters that store 10-14-bit detector data in 16 bits), if it declares them.
+fn significant_bits(format: ImageFormat, bytes: &[u8]) -> Option<u8> {
+    if format != ImageFormat::Png {
+        return None;
+    }
+    let mut at = 8; // after the signature
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = usize::try_from(u32::from_be_bytes(header[..4].try_into().ok()?)).ok()?;
+        match &header[4..] {
+            b"IDAT" => return None, // sBIT comes before the image data
+            b"sBIT" => return bytes.get(at + 8).copied().filter(|b| (1..=16).contains(b)),
+            _ => at = at.checked_add(12)?.checked_add(len)?,
+        }
+    }
+    None
 }
 
 /// Share of the brightest pixels [`gray16_by_bits_used`] ignores when it finds the bit
@@ -274,5 +301,26 @@ mod tests {
         assert_eq!(r.pixels.dimensions(), (128, 64));
         assert!(r.pixels.get_pixel(120, 8)[0] > 0.8, "{}", r.pixels.get_pixel(120, 8)[0]);
         assert!(r.pixels.get_pixel(8, 8)[0] < 0.2);
+    }
+
+    #[test]
+    fn a_png_that_declares_its_significant_bits_is_scaled_by_them() {
+        // 12-bit data that happens to stay under 2048: guessed as 11-bit, but the file says 12.
+        let g = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(64, 64, |x, _| {
+            image::Luma([(x as u16) * 32])
+        });
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma16(g)
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        let guessed = decode(Path::new("a.png"), &png).unwrap();
+        assert!((guessed.pixels.get_pixel(63, 0)[0] - 2016.0 / 2047.0).abs() < 1e-4);
+        // An sBIT chunk of 12 right after IHDR (8 + 25 bytes in).
+        let mut chunk = vec![0, 0, 0, 1];
+        chunk.extend_from_slice(b"sBIT\x0c");
+        chunk.extend_from_slice(&crc32(b"sBIT\x0c").to_be_bytes());
+        png.splice(33..33, chunk);
+        let declared = decode(Path::new("a.png"), &png).unwrap();
+        assert!((declared.pixels.get_pixel(63, 0)[0] - 2016.0 / 4095.0).abs() < 1e-4);
     }
 }
