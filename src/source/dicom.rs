@@ -1,8 +1,8 @@
 //! DICOM files through the dicom-rs crates.
 //!
 //! Pixel data: uncompressed and the encapsulated syntaxes dicom-rs decodes natively (JPEG
-//! baseline and lossless, 8-bit extended, RLE, deflate; not 12-bit JPEG, JPEG 2000 or
-//! JPEG-LS, which are refused by name). Rescale slope/intercept and the first VOI LUT or
+//! baseline and lossless, 8-bit extended, RLE, deflate; JPEG 2000 and JPEG-LS are refused
+//! by name, 12-bit extended JPEG with the decoder's "unsupported sample precision"). Rescale slope/intercept and the first VOI LUT or
 //! window in the file are applied, MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape
 //! INVERSE) is inverted so bone is bright, then the result is scaled to `[0, 1]` with 16-bit
 //! precision. Files the library would decode but show wrongly are refused first
@@ -84,7 +84,10 @@ enum Presentation {
 fn presentation(obj: &InMemDicomObject) -> Result<Presentation, String> {
     let value = |tag| text(obj, tag).map(|v| v.to_ascii_uppercase());
     let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok());
-    let present = |tag| obj.element_opt(tag).ok().flatten().is_some();
+    // An empty sequence (some converters and anonymisers write them) applies nothing.
+    let has_items = |tag| {
+        obj.element_opt(tag).ok().flatten().and_then(|e| e.items()).is_some_and(|i| !i.is_empty())
+    };
     let sop_class = value(tags::SOP_CLASS_UID).unwrap_or_default();
     if FOR_PROCESSING_CLASSES.contains(&sop_class.as_str())
         || value(tags::PRESENTATION_INTENT_TYPE).as_deref() == Some("FOR PROCESSING")
@@ -108,7 +111,7 @@ fn presentation(obj: &InMemDicomObject) -> Result<Presentation, String> {
         (tags::MODALITY_LUT_SEQUENCE, "a Modality LUT Sequence"),
         (tags::PRESENTATION_LUT_SEQUENCE, "a Presentation LUT Sequence"),
     ] {
-        if present(tag) {
+        if has_items(tag) {
             return Err(format!(
                 "it has {what}, which this program does not apply (its grey levels would be \
                  wrong); export it with rescale slope/intercept and a window instead"
@@ -116,7 +119,7 @@ fn presentation(obj: &InMemDicomObject) -> Result<Presentation, String> {
         }
     }
     if let (Some(stored), Some(high)) = (int(tags::BITS_STORED), int(tags::HIGH_BIT)) {
-        if high != stored - 1 {
+        if Some(high) != stored.checked_sub(1) {
             return Err(format!(
                 "its {stored} stored bits end at bit {high}, not at bit {}, a layout this \
                  program does not decode; export it again (any current PACS writes the usual \
@@ -391,11 +394,22 @@ mod tests {
         for (extra, says) in [
             ((tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.1.1.1"), "FOR PRESENTATION"),
             ((tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "PALETTE COLOR"), "greyscale"),
-            ((tags::MODALITY_LUT_SEQUENCE, VR::SQ, ""), "Modality LUT Sequence"),
-            ((tags::PRESENTATION_LUT_SEQUENCE, VR::SQ, ""), "Presentation LUT Sequence"),
             ((tags::NUMBER_OF_FRAMES, VR::IS, "3"), "3 frames"),
         ] {
             let e = presentation(&obj(&[extra])).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        for (tag, says) in [
+            (tags::MODALITY_LUT_SEQUENCE, "Modality LUT Sequence"),
+            (tags::PRESENTATION_LUT_SEQUENCE, "Presentation LUT Sequence"),
+        ] {
+            // Empty, as some anonymisers leave it: nothing to apply, accepted.
+            let mut o = obj(&[(tag, VR::SQ, "")]);
+            assert_eq!(presentation(&o), Ok(Presentation::AsDecoded));
+            let item =
+                dicom_core::value::DataSetSequence::from(vec![InMemDicomObject::new_empty()]);
+            o.put(DataElement::new(tag, VR::SQ, item));
+            let e = presentation(&o).unwrap_err();
             assert!(e.contains(says), "{e}");
         }
         let mut shifted = obj(&[]);

@@ -56,10 +56,13 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     let (width, height) = reader().into_dimensions().map_err(decode_err)?;
     check_pixels(path, width, height)?;
     let mut reader = reader();
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
+    reader.limits(limits_for_output());
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    // `ImageReader::decode` counts the output buffer against the limit; through a decoder
+    // that is this code's job, so a huge float TIFF is still refused before allocation.
+    let mut output = limits_for_output();
+    output.reserve(decoder.total_bytes()).map_err(decode_err)?;
+    decoder.set_limits(output).map_err(decode_err)?;
     // A camera's JPEG (or a TIFF) may be stored sideways with a tag saying how to turn it;
     // every viewer shows it upright, so must this, or the gate refuses it as turned.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
@@ -70,8 +73,13 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         origin: path.display().to_string(),
         pixels: match &img {
             DynamicImage::ImageLuma16(g) => match significant_bits(format, bytes) {
-                // The file says how many bits its values use: no guess needed.
-                Some(bits) => gray16_scaled(g, bits),
+                // The file says how many bits its values use: no guess needed. The PNG
+                // standard has them scaled up to 16 bits (then / 65535 is right), but some
+                // exporters store them as they are, which the largest value shows.
+                Some(bits) => {
+                    let max = g.pixels().map(|p| p[0]).max().unwrap_or(0);
+                    gray16_scaled(g, if u32::from(max) < 1 << bits { bits } else { 16 })
+                }
                 None => gray16_by_bits_used(g),
             },
             other => to_gray(other),
@@ -81,6 +89,13 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         colour_fraction: colour_fraction(&img),
         patient: PatientInfo::default(),
     })
+}
+
+/// The decoding limits: [`MAX_DECODE_BYTES`] in all.
+fn limits_for_output() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
 }
 
 /// Whether a JPEG's last bytes hold its end-of-image marker (FF D9). Some writers pad the
@@ -133,12 +148,14 @@ fn significant_bits(format: ImageFormat, bytes: &[u8]) -> Option<u8> {
     if format != ImageFormat::Png {
         return None;
     }
-    let mut at = 8; // after the signature
-    while let Some(header) = bytes.get(at..at + 8) {
+    let mut at: usize = 8; // after the signature
+    while let Some(header) = bytes.get(at..at.checked_add(8)?) {
         let len = usize::try_from(u32::from_be_bytes(header[..4].try_into().ok()?)).ok()?;
         match &header[4..] {
             b"IDAT" => return None, // sBIT comes before the image data
-            b"sBIT" => return bytes.get(at + 8).copied().filter(|b| (1..=16).contains(b)),
+            b"sBIT" => {
+                return bytes.get(at.checked_add(8)?).copied().filter(|b| (8..=16).contains(b))
+            }
             _ => at = at.checked_add(12)?.checked_add(len)?,
         }
     }
@@ -322,5 +339,21 @@ mod tests {
         png.splice(33..33, chunk);
         let declared = decode(Path::new("a.png"), &png).unwrap();
         assert!((declared.pixels.get_pixel(63, 0)[0] - 2016.0 / 4095.0).abs() < 1e-4);
+
+        // As the PNG standard has it: 12-bit values scaled up to 16 bits, sBIT 12.
+        let g = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(64, 64, |x, _| {
+            image::Luma([(x as u16) * 64 * 16])
+        });
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma16(g)
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        let mut chunk = vec![0, 0, 0, 1];
+        chunk.extend_from_slice(b"sBIT\x0c");
+        chunk.extend_from_slice(&crc32(b"sBIT\x0c").to_be_bytes());
+        png.splice(33..33, chunk);
+        let scaled = decode(Path::new("b.png"), &png).unwrap();
+        assert!((scaled.pixels.get_pixel(63, 0)[0] - 64512.0 / 65535.0).abs() < 1e-4);
+        assert!(scaled.pixels.get_pixel(20, 0)[0] < 0.5);
     }
 }
