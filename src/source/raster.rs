@@ -320,40 +320,36 @@ mod tests {
         assert!(r.pixels.get_pixel(8, 8)[0] < 0.2);
     }
 
+    /// A 64x64 16-bit grey PNG with values `step * x`, with an sBIT chunk of `sbit` bits.
+    fn png16(step: u16, sbit: Option<u8>) -> Vec<u8> {
+        let g = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(64, 64, |x, _| {
+            image::Luma([x as u16 * step])
+        });
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma16(g)
+            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        if let Some(bits) = sbit {
+            // Right after IHDR (8 + 25 bytes in).
+            let body = [b's', b'B', b'I', b'T', bits];
+            let mut chunk = vec![0, 0, 0, 1];
+            chunk.extend_from_slice(&body);
+            chunk.extend_from_slice(&crc32(&body).to_be_bytes());
+            png.splice(33..33, chunk);
+        }
+        png
+    }
+
     #[test]
     fn a_png_that_declares_its_significant_bits_is_scaled_by_them() {
+        let top =
+            |png: &[u8], x| decode(Path::new("a.png"), png).unwrap().pixels.get_pixel(x, 0)[0];
         // 12-bit data that happens to stay under 2048: guessed as 11-bit, but the file says 12.
-        let g = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(64, 64, |x, _| {
-            image::Luma([(x as u16) * 32])
-        });
-        let mut png = Vec::new();
-        DynamicImage::ImageLuma16(g)
-            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
-            .unwrap();
-        let guessed = decode(Path::new("a.png"), &png).unwrap();
-        assert!((guessed.pixels.get_pixel(63, 0)[0] - 2016.0 / 2047.0).abs() < 1e-4);
-        // An sBIT chunk of 12 right after IHDR (8 + 25 bytes in).
-        let mut chunk = vec![0, 0, 0, 1];
-        chunk.extend_from_slice(b"sBIT\x0c");
-        chunk.extend_from_slice(&crc32(b"sBIT\x0c").to_be_bytes());
-        png.splice(33..33, chunk);
-        let declared = decode(Path::new("a.png"), &png).unwrap();
-        assert!((declared.pixels.get_pixel(63, 0)[0] - 2016.0 / 4095.0).abs() < 1e-4);
-
+        assert!((top(&png16(32, None), 63) - 2016.0 / 2047.0).abs() < 1e-4);
+        assert!((top(&png16(32, Some(12)), 63) - 2016.0 / 4095.0).abs() < 1e-4);
         // As the PNG standard has it: 12-bit values scaled up to 16 bits, sBIT 12.
-        let g = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(64, 64, |x, _| {
-            image::Luma([(x as u16) * 64 * 16])
-        });
-        let mut png = Vec::new();
-        DynamicImage::ImageLuma16(g)
-            .write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
-            .unwrap();
-        let mut chunk = vec![0, 0, 0, 1];
-        chunk.extend_from_slice(b"sBIT\x0c");
-        chunk.extend_from_slice(&crc32(b"sBIT\x0c").to_be_bytes());
-        png.splice(33..33, chunk);
-        let scaled = decode(Path::new("b.png"), &png).unwrap();
-        assert!((scaled.pixels.get_pixel(63, 0)[0] - 64512.0 / 65535.0).abs() < 1e-4);
-        assert!(scaled.pixels.get_pixel(20, 0)[0] < 0.5);
+        let standard = png16(1024, Some(12));
+        assert!((top(&standard, 63) - 64512.0 / 65535.0).abs() < 1e-4);
+        assert!(top(&standard, 20) < 0.5);
     }
 }
