@@ -317,17 +317,6 @@ pub enum ConfigError {
     Value { path: PathBuf, key: &'static str, value: String, expected: String },
 }
 
-/// Which of the path settings a config file sets itself (the rest are defaults).
-struct PathKeys {
-    model: bool,
-    ort_library: bool,
-    store: bool,
-    hot_folder: bool,
-    allowed_dirs: bool,
-    png: bool,
-    captures: bool,
-}
-
 impl Config {
     /// The compiled-in defaults; relative paths resolve against `./firmware-config`, so a
     /// binary run from the repository root finds `models/`.
@@ -389,20 +378,7 @@ impl Config {
         })?;
         check_keys(&merged, &user, "")
             .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
-        // Which path keys the file itself sets, before the merge hides it.
-        let given = |section: &str, key: &str| {
-            user.get(section).and_then(toml::Value::as_table).is_some_and(|t| t.contains_key(key))
-        };
-        let given_paths = PathKeys {
-            model: given("model", "path"),
-            ort_library: given("model", "ort_library"),
-            store: given("store", "path"),
-            hot_folder: given("hot_folder", "path"),
-            allowed_dirs: given("protocol", "allowed_dirs"),
-            png: given("display", "png_path"),
-            captures: given("camera", "captures_dir"),
-        };
-        merge(&mut merged, user);
+        merge(&mut merged, user.clone());
         // serde_path_to_error: a bad value deep in a section ("unknown variant `gpu`") is
         // reported with its key, as every other config error is.
         let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged))
@@ -410,24 +386,36 @@ impl Config {
                 path: path.to_path_buf(),
                 message: value_message(&defaults, &e.path().to_string(), e.inner().message()),
             })?;
+        // A path the file sets is relative to the file; one it leaves out, to the defaults.
         let file_dir = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf, given: bool| {
-            if p.is_relative() {
-                *p = if given { file_dir } else { defaults_dir }.join(&*p);
+        let base = |section: &str, key: &str| {
+            let given = user
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .is_some_and(|t| t.contains_key(key));
+            if given {
+                file_dir
+            } else {
+                defaults_dir
             }
         };
-        resolve(&mut config.model.path, given_paths.model);
+        let resolve = |p: &mut PathBuf, section: &str, key: &str| {
+            if p.is_relative() {
+                *p = base(section, key).join(&*p);
+            }
+        };
+        resolve(&mut config.model.path, "model", "path");
         // Empty means "not set" (TOML has no null), so only a given path is resolved.
         if !config.model.ort_library.as_os_str().is_empty() {
-            resolve(&mut config.model.ort_library, given_paths.ort_library);
+            resolve(&mut config.model.ort_library, "model", "ort_library");
         }
-        resolve(&mut config.store.path, given_paths.store);
-        resolve(&mut config.hot_folder.path, given_paths.hot_folder);
+        resolve(&mut config.store.path, "store", "path");
+        resolve(&mut config.hot_folder.path, "hot_folder", "path");
         for dir in &mut config.protocol.allowed_dirs {
-            resolve(dir, given_paths.allowed_dirs);
+            resolve(dir, "protocol", "allowed_dirs");
         }
-        resolve(&mut config.display.png_path, given_paths.png);
-        resolve(&mut config.camera.captures_dir, given_paths.captures);
+        resolve(&mut config.display.png_path, "display", "png_path");
+        resolve(&mut config.camera.captures_dir, "camera", "captures_dir");
         config.validate(path)?;
         Ok(config)
     }

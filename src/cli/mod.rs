@@ -83,10 +83,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let root = installed.clone().unwrap_or_default();
     let mut config = match &cli.config {
         // What the unit's file leaves out is the installation's, paths included.
-        Some(path) => match &installed {
-            Some(root) => Config::load_in(path, &root.join("firmware-config"))?,
-            None => Config::load(path)?,
-        },
+        Some(path) if installed.is_some() => Config::load_in(path, &root.join("firmware-config"))?,
+        Some(path) => Config::load(path)?,
         None => {
             // An edited default.toml of the installation is what its owner expects to apply;
             // the compiled-in copy serves only where there is no file.

@@ -2,11 +2,11 @@
 //!
 //! Pixel data: uncompressed and the encapsulated syntaxes dicom-rs decodes natively (JPEG
 //! baseline and lossless, 8-bit extended, RLE, deflate; JPEG 2000 and JPEG-LS are refused
-//! by name, 12-bit extended JPEG with the decoder's "unsupported sample precision"). Rescale slope/intercept and the first VOI LUT or
-//! window in the file are applied, MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape
-//! INVERSE) is inverted so bone is bright, then the result is scaled to `[0, 1]` with 16-bit
-//! precision. Files the library would decode but show wrongly are refused first
-//! ([`presentation`]).
+//! by name, 12-bit extended JPEG with the decoder's "unsupported sample precision").
+//! Rescale slope/intercept and the first VOI LUT or window in the file are applied,
+//! MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so bone is
+//! bright, then the result is scaled to `[0, 1]` with 16-bit precision. Files the library
+//! would decode but show wrongly are refused first ([`presentation`]).
 //! Patient facts: PatientSex, the age (PatientBirthDate vs StudyDate/AcquisitionDate/
 //! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
 //! but unusable become notes on the reading.
@@ -119,12 +119,12 @@ fn presentation(obj: &InMemDicomObject) -> Result<Presentation, String> {
         }
     }
     if let (Some(stored), Some(high)) = (int(tags::BITS_STORED), int(tags::HIGH_BIT)) {
-        if Some(high) != stored.checked_sub(1) {
+        let usual = stored.saturating_sub(1);
+        if high != usual {
             return Err(format!(
-                "its {stored} stored bits end at bit {high}, not at bit {}, a layout this \
+                "its {stored} stored bits end at bit {high}, not at bit {usual}, a layout this \
                  program does not decode; export it again (any current PACS writes the usual \
-                 layout)",
-                stored - 1
+                 layout)"
             ));
         }
     }

@@ -150,15 +150,11 @@ impl HotFolder {
         }
         // Each image's sidecar from this listing, as `sidecar_path` would find it on disk,
         // without a lookup per pair of files: a backlog of thousands stays cheap.
-        let listed: HashMap<&PathBuf, &std::fs::Metadata> =
-            sidecars.iter().map(|(p, m)| (p, m)).collect();
+        let listed: HashMap<&Path, &std::fs::Metadata> =
+            sidecars.iter().map(|(p, m)| (p.as_path(), m)).collect();
         let sidecar_of: HashMap<&PathBuf, PathBuf> = images
             .iter()
-            .map(|(image, _)| {
-                let (lower, upper) = (image.with_extension("json"), image.with_extension("JSON"));
-                let claimed = !listed.contains_key(&lower) && listed.contains_key(&upper);
-                (image, if claimed { upper } else { lower })
-            })
+            .map(|(image, _)| (image, pick_sidecar(image, |p| listed.contains_key(p))))
             .collect();
         let claimed: HashSet<&PathBuf> = sidecar_of.values().collect();
         for (path, meta) in &images {
@@ -188,7 +184,8 @@ impl HotFolder {
                 self.set_aside.push((path.clone(), why));
                 continue;
             }
-            let side = sidecar_of.get(path).and_then(|side| listed.get(side)).map(|m| stamp(m));
+            let side =
+                sidecar_of.get(path).and_then(|side| listed.get(side.as_path())).map(|m| stamp(m));
             let snap = (stamp(meta), side);
             present.push(path.clone());
             let Some(waited) = self.unchanged_for(path, snap, now) else { continue };
@@ -388,9 +385,15 @@ fn unique(dir: &Path, name: &Path) -> PathBuf {
 /// The sidecar of `image`: `<stem>.json`, or `<stem>.JSON` where only that exists, as
 /// exporters on Windows write it (`SCAN01.PNG` with `SCAN01.JSON`).
 pub fn sidecar_path(image: &Path) -> PathBuf {
+    pick_sidecar(image, Path::exists)
+}
+
+/// The rule of [`sidecar_path`], with `exists` saying which files are there (the disk, or
+/// a folder listing already read).
+fn pick_sidecar(image: &Path, exists: impl Fn(&Path) -> bool) -> PathBuf {
     let lower = image.with_extension("json");
     let upper = image.with_extension("JSON");
-    if !lower.exists() && upper.exists() {
+    if !exists(&lower) && exists(&upper) {
         upper
     } else {
         lower
