@@ -878,6 +878,10 @@ mod tests {
                     [protocol]\nallowed_dirs = [\"../data\"]\n";
         let c = Config::parse(text, Path::new("/etc/boneage/x.toml")).unwrap();
         assert_eq!(c.camera.captures_dir, Path::new("/etc/boneage/../data/./captures"));
+        // The shipped defaults agree: enabling the camera is the only key a unit needs.
+        let c =
+            Config::parse("[camera]\nenabled = true\n", Path::new("/etc/boneage/x.toml")).unwrap();
+        assert!(c.camera.captures_dir.starts_with(&c.protocol.allowed_dirs[0]));
         // A disabled camera is not checked.
         let text = "[camera]\ncaptures_dir = \"/elsewhere\"\n";
         assert!(Config::parse(text, Path::new("x.toml")).is_ok());

@@ -3,8 +3,7 @@
 //! Pixel data: uncompressed and the encapsulated syntaxes dicom-rs decodes in pure Rust
 //! (JPEG baseline and lossless, 8-bit extended, RLE, deflate, and JPEG 2000 including
 //! HTJ2K through the `openjp2` port of OpenJPEG, so ARM builds need no C library); JPEG-LS
-//! and JPEG XL are refused by name, 12-bit extended JPEG with the decoder's "unsupported
-//! sample precision".
+//! and JPEG XL are refused by name, and so is 12-bit JPEG Extended.
 //! Rescale slope/intercept and the first VOI LUT or window in the file are applied,
 //! MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so bone is
 //! bright, then the result is scaled to `[0, 1]` with 16-bit precision. Files the library
@@ -41,16 +40,30 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     }
     let presentation = presentation(&obj).map_err(dicom_err)?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
-    if let Some(name) = undecodable_syntax(&ts) {
+    let refused =
+        undecodable_syntax(&ts).or_else(|| precision_refused(&ts, dim(tags::BITS_STORED)));
+    if let Some(name) = refused {
         return Err(dicom_err(format!(
-            "its pixel data is compressed as {name} (transfer syntax {ts}), which this program \
+            "its pixel data is encoded as {name} (transfer syntax {ts}), which this program \
              cannot decode; ask the sender for Explicit VR Little Endian, JPEG Lossless or \
-             JPEG 2000, or convert the file (e.g. `gdcmconv --raw IN.dcm OUT.dcm`)"
+             JPEG 2000 Lossless (1.2.840.10008.1.2.4.90), or convert the file (e.g. \
+             `gdcmconv --raw IN.dcm OUT.dcm`)"
         )));
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| {
-        dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {}", causes(&e)))
-    })?;
+    check_jpeg2000_size(&obj, &ts).map_err(dicom_err)?;
+    // The library's adapters index by the header's sizes; a file whose data disagrees
+    // must cost this one file, not the batch.
+    let decode = || obj.decode_pixel_data();
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode))
+        .map_err(|_| {
+            dicom_err(format!(
+                "its pixel data (transfer syntax {ts}) does not match its description (Rows, \
+                 Columns, Bits Stored, Samples per Pixel) or is damaged; re-export the image"
+            ))
+        })?
+        .map_err(|e| {
+            dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {}", causes(&e)))
+        })?;
     let options = ConvertOptions::new().with_voi_lut(VoiLutOption::First).force_16bit();
     // The library panics on some malformed LUTs; one bad file must not end a batch.
     let convert = || decoded.to_dynamic_image_with_options(0, &options);
@@ -157,6 +170,75 @@ fn undecodable_syntax(uid: &str) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// Encodings named by their transfer syntax *and* sample precision that the decoder
+/// refuses with a bare "unsupported sample precision": 12-bit JPEG Extended, a common
+/// lossy export of CR/DX units.
+fn precision_refused(uid: &str, bits_stored: Option<u32>) -> Option<&'static str> {
+    match (uid, bits_stored) {
+        ("1.2.840.10008.1.2.4.51", Some(bits)) if bits > 8 => Some("12-bit JPEG Extended"),
+        _ => None,
+    }
+}
+
+/// JPEG 2000 transfer syntaxes (Part 1, Part 2, HTJ2K).
+fn is_jpeg2000(uid: &str) -> bool {
+    matches!(
+        uid,
+        "1.2.840.10008.1.2.4.90"
+            | "1.2.840.10008.1.2.4.91"
+            | "1.2.840.10008.1.2.4.92"
+            | "1.2.840.10008.1.2.4.93"
+            | "1.2.840.10008.1.2.4.201"
+            | "1.2.840.10008.1.2.4.202"
+            | "1.2.840.10008.1.2.4.203"
+    )
+}
+
+/// Refuses a JPEG 2000 frame whose codestream size or component count differs from
+/// Rows, Columns and Samples per Pixel: the pixel library would write past its buffer.
+fn check_jpeg2000_size(obj: &InMemDicomObject, ts: &str) -> Result<(), String> {
+    if !is_jpeg2000(ts) {
+        return Ok(());
+    }
+    let Some(first) = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().fragments())
+        .and_then(|f| f.first())
+    else {
+        return Ok(());
+    };
+    let Some((width, height, components)) = jpeg2000_size(first) else {
+        return Ok(()); // Not a bare codestream (a JP2 wrapper): left to the decoder.
+    };
+    let get = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
+    let header = (get(tags::COLUMNS), get(tags::ROWS), get(tags::SAMPLES_PER_PIXEL));
+    if header == (Some(width), Some(height), Some(u32::from(components))) {
+        return Ok(());
+    }
+    let shown = |v: Option<u32>| v.map_or("missing".to_string(), |v| v.to_string());
+    Err(format!(
+        "its JPEG 2000 data is {width}x{height} with {components} component(s), but Columns, \
+         Rows and Samples per Pixel say {}x{} with {}; the file is inconsistent, re-export it",
+        shown(header.0),
+        shown(header.1),
+        shown(header.2)
+    ))
+}
+
+/// Width, height and component count from a JPEG 2000 codestream's SIZ segment, which
+/// must follow its SOC marker (ISO/IEC 15444-1, A.5.1).
+fn jpeg2000_size(codestream: &[u8]) -> Option<(u32, u32, u16)> {
+    if codestream.get(..4)? != [0xFF, 0x4F, 0xFF, 0x51] {
+        return None;
+    }
+    let be32 = |at: usize| Some(u32::from_be_bytes(codestream.get(at..at + 4)?.try_into().ok()?));
+    let (x, y, x0, y0) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
+    let components = u16::from_be_bytes(codestream.get(40..42)?.try_into().ok()?);
+    Some((x.checked_sub(x0)?, y.checked_sub(y0)?, components))
 }
 
 /// An error with the causes behind it, which the library's top-level message leaves out.
@@ -309,6 +391,7 @@ fn parse_age_string(s: &str) -> Option<Result<Age, f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
 
     #[test]
     fn age_strings() {
@@ -365,7 +448,6 @@ mod tests {
 
     #[test]
     fn what_would_be_shown_wrongly_is_refused_with_what_to_send() {
-        use dicom_core::{DataElement, PrimitiveValue, VR};
         let obj = |extra: &[(dicom_object::Tag, VR, &str)]| {
             let mut o = InMemDicomObject::new_empty();
             let mut put = |tag, vr, v: &str| {
@@ -477,6 +559,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A codestream larger than the file's Rows/Columns say (the library's JPEG 2000
+    /// adapter indexes past its buffer then) is an error that says what to do; so is
+    /// 12-bit JPEG Extended, which the JPEG decoder refuses without naming.
+    #[test]
+    fn jpeg2000_larger_than_its_header_is_an_error() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/j2k-lossless.dcm");
+        let mut obj = dicom_object::open_file(&path).unwrap();
+        obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(60u16)));
+        obj.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(50u16)));
+        let mut bytes = Vec::new();
+        obj.write_all(&mut bytes).unwrap();
+        let result = std::panic::catch_unwind(|| decode(&path, &bytes).map(|_| ()));
+        let e = result.expect("no panic").unwrap_err().to_string();
+        assert!(e.contains("100x100 with 1 component(s)") && e.contains("say 50x60 with 1"), "{e}");
+        assert_eq!(jpeg2000_size(&[0xFF, 0x4F, 0xFF, 0x51, 0, 41]), None, "cut short");
+        assert_eq!(
+            precision_refused("1.2.840.10008.1.2.4.51", Some(12)),
+            Some("12-bit JPEG Extended")
+        );
+        assert_eq!(precision_refused("1.2.840.10008.1.2.4.51", Some(8)), None);
     }
 
     #[test]
