@@ -307,8 +307,9 @@ fn dicom_presentation_is_honoured_or_refused() {
 
 /// JPEG 2000 and HTJ2K files made from a fixture radiograph (tests/fixtures/dicom/make.py):
 /// lossless ones read as the PNG does. The lossy one (about 9:1) moved this reading by
-/// 4.2 months when measured, the model's known sensitivity to compression
-/// (models/README.md, "Robustness to how the image was stored"); the bound only shows it was decoded and inverted back.
+/// 4.2 months when measured, the model's known sensitivity to compression (models/README.md,
+/// "Robustness to how the image was stored"); the bound only shows it was decoded and
+/// inverted back.
 #[test]
 fn dicom_jpeg2000_is_decoded() {
     let png = val_image("1381");

@@ -34,14 +34,13 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(dicom_err("no pixel data (is this a report or structured document?)".into()));
     }
-    let dim = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
-    if let (Some(rows), Some(cols)) = (dim(tags::ROWS), dim(tags::COLUMNS)) {
+    if let (Some(rows), Some(cols)) = (unsigned(&obj, tags::ROWS), unsigned(&obj, tags::COLUMNS)) {
         raster::check_pixels(path, cols, rows)?;
     }
     let presentation = presentation(&obj).map_err(dicom_err)?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
-    let refused =
-        undecodable_syntax(&ts).or_else(|| precision_refused(&ts, dim(tags::BITS_STORED)));
+    let refused = undecodable_syntax(&ts)
+        .or_else(|| precision_refused(&ts, unsigned(&obj, tags::BITS_STORED)));
     if let Some(name) = refused {
         return Err(dicom_err(format!(
             "its pixel data is encoded as {name} (transfer syntax {ts}), which this program \
@@ -214,7 +213,7 @@ fn check_jpeg2000_size(obj: &InMemDicomObject, ts: &str) -> Result<(), String> {
     let Some((width, height, components)) = jpeg2000_size(first) else {
         return Ok(()); // Not a bare codestream (a JP2 wrapper): left to the decoder.
     };
-    let get = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
+    let get = |tag| unsigned(obj, tag);
     let header = (get(tags::COLUMNS), get(tags::ROWS), get(tags::SAMPLES_PER_PIXEL));
     if header == (Some(width), Some(height), Some(u32::from(components))) {
         return Ok(());
@@ -254,6 +253,11 @@ fn causes(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// An unsigned integer element (Rows, Bits Stored, ...), if present and readable.
+fn unsigned(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<u32> {
+    obj.element_opt(tag).ok().flatten()?.to_int::<u32>().ok()
 }
 
 fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
@@ -393,6 +397,10 @@ mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, VR};
 
+    fn fixture(relative: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    }
+
     #[test]
     fn age_strings() {
         let months = |s| parse_age_string(s).map(|r| r.map(Age::months));
@@ -506,14 +514,13 @@ mod tests {
     /// script's encoder).
     #[test]
     fn jpeg2000_pixels_match_their_source() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let png = image::open(fixtures.join("val/images/1381.png")).unwrap().to_luma8();
+        let png = image::open(fixture("val/images/1381.png")).unwrap().to_luma8();
         for (name, max_mean_error, syntax_bits) in [
             ("j2k-lossless.dcm", 1e-6, 16),
             ("htj2k-lossless.dcm", 1e-6, 16),
             ("j2k-lossy-mono1.dcm", 1.5 / 255.0, 16),
         ] {
-            let path = fixtures.join("dicom").join(name);
+            let path = fixture(&format!("dicom/{name}"));
             let bytes = std::fs::read(&path).unwrap();
             let r = decode(&path, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(r.pixels.dimensions(), png.dimensions(), "{name}");
@@ -535,9 +542,8 @@ mod tests {
     /// or the service: truncated, and with bytes overwritten at spread positions.
     #[test]
     fn damaged_jpeg2000_is_an_error_not_a_panic() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom");
         for name in ["j2k-lossless.dcm", "htj2k-lossless.dcm"] {
-            let path = fixtures.join(name);
+            let path = fixture(&format!("dicom/{name}"));
             let good = std::fs::read(&path).unwrap();
             let header = good.len() - 12_000;
             let mut damaged = vec![good[..good.len() - 6_000].to_vec()];
@@ -566,8 +572,7 @@ mod tests {
     /// 12-bit JPEG Extended, which the JPEG decoder refuses without naming.
     #[test]
     fn jpeg2000_larger_than_its_header_is_an_error() {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom/j2k-lossless.dcm");
+        let path = fixture("dicom/j2k-lossless.dcm");
         let mut obj = dicom_object::open_file(&path).unwrap();
         obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(60u16)));
         obj.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(50u16)));
