@@ -66,7 +66,7 @@ pub enum Rejection {
         "contrast is very low (1st-99th percentile span {span:.3}) - check exposure and windowing"
     )]
     LowContrast { span: f64 },
-    #[error("background is brighter than the hand - the image looks inverted; re-export with bone bright on a dark background (MONOCHROME2)")]
+    #[error("background is brighter than the hand - the image looks inverted, or a bright unexposed border surrounds the hand; re-export with bone bright on a dark background (MONOCHROME2) and no white border (crop it, or send the DICOM with its display shutter)")]
     Inverted,
     #[error("image is dominated by pixel noise (roughness {roughness:.2}) - check the detector, or that this is a radiograph at all")]
     Noise { roughness: f64 },

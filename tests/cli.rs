@@ -200,6 +200,16 @@ fn write_dicom(
     tags_: &[(dicom_core::Tag, &str)],
 ) {
     let gray = image::open(val_image(id)).unwrap().to_luma8();
+    save_dicom(dicom_of(&gray, monochrome1, slope, tags_), path);
+}
+
+/// The object [`write_dicom`] writes, for tests that change it further.
+fn dicom_of(
+    gray: &image::GrayImage,
+    monochrome1: bool,
+    slope: f64,
+    tags_: &[(dicom_core::Tag, &str)],
+) -> InMemDicomObject {
     let (w, h) = gray.dimensions();
     // Stored values chosen so that after slope, the display range is 0..65535 * (v / 255).
     let pixels: Vec<u16> = gray
@@ -255,6 +265,10 @@ fn write_dicom(
         put(&mut obj, *tag, vr, PrimitiveValue::from(*value));
     }
     obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
+    obj
+}
+
+fn save_dicom(obj: InMemDicomObject, path: &Path) {
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()
@@ -331,6 +345,105 @@ fn dicom_jpeg2000_is_decoded() {
         assert!((months(v) - reference).abs() < 0.01, "{v} vs {reference}");
     }
     assert!((months(&lines[3]) - reference).abs() < 8.0, "{} vs {reference}", lines[3]);
+}
+
+/// An unexposed collimator frame shows bright; where the file marks it (a display
+/// shutter, or Pixel Padding Value) it is blanked to background before the grey-level
+/// stretch and the model, so the hand reads as it does with a dark frame. Unmarked, the
+/// bright frame is refused by the quality gate rather than read. A signed file with no
+/// window is stretched over its signed values.
+#[test]
+fn dicom_shutter_padding_and_signed_data_without_window() {
+    let (id, male, _, _) = first();
+    let sex = (tags::PATIENT_SEX, if male { "M" } else { "F" });
+    // Saturated bone (255) would be stored as 0 in the MONOCHROME1 file below, the value
+    // that marks padding there; a real detector keeps its padding value out of the image.
+    let mut gray = image::open(val_image(&id)).unwrap().to_luma8();
+    gray.pixels_mut().for_each(|p| p[0] = p[0].min(254));
+    let (w, h) = gray.dimensions();
+    let border = 8;
+    let framed = |value: u8| {
+        let mut g = gray.clone();
+        for (x, y, p) in g.enumerate_pixels_mut() {
+            if x < border || y < border || x >= w - border || y >= h - border {
+                p[0] = value;
+            }
+        }
+        g
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dark = dir.path().join("dark-frame.png");
+    framed(0).save(&dark).unwrap();
+    // With no window in the file, the grey levels inside the frame are stretched to the
+    // full range, as the pixel library does for a whole image without one.
+    let inside = framed(0);
+    let inside: Vec<u8> = inside
+        .enumerate_pixels()
+        .filter(|(x, y, _)| (border..w - border).contains(x) && (border..h - border).contains(y))
+        .map(|(_, _, p)| p[0])
+        .collect();
+    let (lo, hi) = (*inside.iter().min().unwrap(), *inside.iter().max().unwrap());
+    let stretched = image::ImageBuffer::from_fn(w, h, |x, y| {
+        let v = f64::from(gray.get_pixel(x, y)[0]);
+        let inner = (border..w - border).contains(&x) && (border..h - border).contains(&y);
+        let s = if inner { (v - f64::from(lo)) / f64::from(hi - lo) } else { 0.0 };
+        image::Luma([(s * 65535.0).round() as u16])
+    });
+    let dark_stretched = dir.path().join("dark-frame-stretched.png");
+    stretched.save(&dark_stretched).unwrap();
+    let put = |obj: &mut InMemDicomObject, tag, vr, value: &str| {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    };
+    // Bright frame, windowed, with a rectangular shutter around the hand.
+    let mut shuttered = dicom_of(&framed(255), false, 1.0, &[sex]);
+    put(&mut shuttered, tags::SHUTTER_SHAPE, VR::CS, "RECTANGULAR");
+    let (first, last) = ((border + 1).to_string(), (w - border).to_string());
+    put(&mut shuttered, tags::SHUTTER_LEFT_VERTICAL_EDGE, VR::IS, &first);
+    put(&mut shuttered, tags::SHUTTER_RIGHT_VERTICAL_EDGE, VR::IS, &last);
+    put(&mut shuttered, tags::SHUTTER_UPPER_HORIZONTAL_EDGE, VR::IS, &first);
+    put(&mut shuttered, tags::SHUTTER_LOWER_HORIZONTAL_EDGE, VR::IS, &(h - border).to_string());
+    let shutter = dir.path().join("shutter.dcm");
+    save_dicom(shuttered, &shutter);
+    // MONOCHROME1 with no window: the frame is padding stored as 0, which would show white
+    // and, in the library's stretch over the whole image, set its bright end.
+    let mut padded = dicom_of(&framed(255), true, 1.0, &[sex]);
+    padded.remove_element(tags::WINDOW_CENTER);
+    padded.remove_element(tags::WINDOW_WIDTH);
+    padded.put(DataElement::new(tags::PIXEL_PADDING_VALUE, VR::US, PrimitiveValue::from(0u16)));
+    let padding = dir.path().join("padding.dcm");
+    save_dicom(padded, &padding);
+    // Signed, no window: stored from -12,700 up, stretched over the signed values (the
+    // library's own stretch takes the raw 16-bit words, where -1 is 65,535).
+    let mut signed = dicom_of(&framed(0), false, 1.0, &[sex]);
+    signed.remove_element(tags::WINDOW_CENTER);
+    signed.remove_element(tags::WINDOW_WIDTH);
+    signed.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16)));
+    let values: Vec<i16> = framed(0).pixels().map(|p| i16::from(p[0]) * 100 - 12_700).collect();
+    signed.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::I16(values.into())));
+    let signed_path = dir.path().join("signed.dcm");
+    save_dicom(signed, &signed_path);
+    let unmarked = dir.path().join("unmarked.dcm");
+    save_dicom(dicom_of(&framed(255), false, 1.0, &[sex]), &unmarked);
+
+    let (out, lines) = predict_json(&[
+        path_str(&dark),
+        path_str(&shutter),
+        path_str(&dark_stretched),
+        path_str(&padding),
+        path_str(&signed_path),
+        path_str(&unmarked),
+        "--sex",
+        if male { "m" } else { "f" },
+    ]);
+    assert_eq!(out.status.code(), Some(1), "unmarked.dcm must be refused: {}", stderr(&out));
+    assert_eq!(lines.len(), 6, "{}", stdout(&out));
+    for (reference, dicom) in [(&lines[0], &lines[1]), (&lines[2], &lines[3])] {
+        assert!((months(dicom) - months(reference)).abs() < 0.05, "{dicom} vs {reference}");
+    }
+    // Grey levels v / 254 rather than v / 255: measured 0.09 months apart.
+    assert!((months(&lines[4]) - months(&lines[0])).abs() < 0.2, "{} vs {}", lines[4], lines[0]);
+    let err = lines[5]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("unmarked.dcm") && err.contains("looks inverted"), "{}", lines[5]);
 }
 
 #[test]

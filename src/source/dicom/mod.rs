@@ -16,7 +16,14 @@ use std::path::Path;
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
-use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutOption};
+use dicom_pixeldata::{
+    ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder, Rescale, VoiLutOption,
+    WindowLevel,
+};
+
+mod mask;
+
+use mask::{Padding, Shutter};
 
 use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
 use crate::report::{iso_date, months_between_dates, Age, AgeSource, Sex, MAX_AGE_MONTHS};
@@ -38,6 +45,9 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         raster::check_pixels(path, cols, rows)?;
     }
     let presentation = presentation(&obj).map_err(dicom_err)?;
+    let shutter = Shutter::read(&obj).map_err(dicom_err)?;
+    let signed = unsigned(&obj, tags::PIXEL_REPRESENTATION) == Some(1);
+    let padding = Padding::read(&obj, signed).map_err(dicom_err)?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let refused = undecodable_syntax(&ts)
         .or_else(|| precision_refused(&ts, unsigned(&obj, tags::BITS_STORED)));
@@ -63,15 +73,41 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         .map_err(|e| {
             dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {}", causes(&e)))
         })?;
-    let options = ConvertOptions::new().with_voi_lut(VoiLutOption::First).force_16bit();
-    // The library panics on some malformed LUTs; one bad file must not end a batch.
-    let convert = || decoded.to_dynamic_image_with_options(0, &options);
-    let img = std::panic::catch_unwind(std::panic::AssertUnwindSafe(convert))
-        .map_err(|_| dicom_err("malformed VOI LUT or pixel description; re-export it".into()))?
-        .map_err(|e| dicom_err(format!("cannot convert pixel data: {}", causes(&e))))?;
+    let monochrome = decoded.photometric_interpretation().is_monochrome();
+    let has_voi =
+        guarded(path, || Ok(decoded.window()?.is_some() || decoded.voi_lut_sequence()?.is_some()))?;
+    let stored = if monochrome && (padding.is_some() || shutter.is_some() || !has_voi) {
+        Some(guarded(path, || stored_values(&decoded))?)
+    } else {
+        None
+    };
+    let padded = stored.as_deref().zip(padding.filter(|_| monochrome));
+    let hidden = mask::hidden(decoded.columns(), decoded.rows(), padded, shutter.as_ref());
+    if hidden.as_ref().is_some_and(|h| h.iter().all(|&h| h)) {
+        return Err(dicom_err(
+            "its pixel padding and display shutter leave no pixel of the image to read; \
+             export it again without them"
+                .into(),
+        ));
+    }
+    let voi = match &stored {
+        Some(stored) if !has_voi => {
+            Some(guarded(path, || visible_window(&decoded, stored, hidden.as_deref()))?)
+        }
+        _ => None,
+    };
+    let options = ConvertOptions::new()
+        .with_voi_lut(voi.map_or(VoiLutOption::First, VoiLutOption::Custom))
+        .force_16bit();
+    let img = guarded(path, || decoded.to_dynamic_image_with_options(0, &options))?;
     let mut pixels = raster::to_gray(&img);
     if presentation == Presentation::Inverse {
         pixels.pixels_mut().for_each(|p| p[0] = 1.0 - p[0]);
+    }
+    // Background, as the hands the model learnt from lie on: never what a padded or
+    // shuttered area would show after the window or an inversion.
+    if let Some(hidden) = &hidden {
+        pixels.pixels_mut().zip(hidden).filter(|(_, &h)| h).for_each(|(p, _)| p[0] = 0.0);
     }
     Ok(Radiograph {
         origin: path.display().to_string(),
@@ -81,6 +117,48 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         colour_fraction: raster::colour_fraction(&img),
         patient: patient_info(&obj),
     })
+}
+
+/// Runs a pixel conversion of the library under a panic guard: it panics on some
+/// malformed LUTs, and one bad file must not end a batch.
+fn guarded<T>(
+    path: &Path,
+    convert: impl FnOnce() -> Result<T, dicom_pixeldata::Error>,
+) -> Result<T, SourceError> {
+    let dicom_err = |msg: String| SourceError::new(path, SourceErrorKind::Dicom(msg));
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(convert))
+        .map_err(|_| dicom_err("malformed VOI LUT or pixel description; re-export it".into()))?
+        .map_err(|e| dicom_err(format!("cannot convert pixel data: {}", causes(&e))))
+}
+
+/// The stored values of the first frame, before Rescale Slope/Intercept, sign-extended
+/// by Pixel Representation: what Pixel Padding Value is compared with.
+fn stored_values(decoded: &DecodedPixelData) -> Result<Vec<i64>, dicom_pixeldata::Error> {
+    let options = ConvertOptions::new()
+        .with_modality_lut(ModalityLutOption::Override(Rescale::new(1.0, 0.0)))
+        .with_voi_lut(VoiLutOption::Identity);
+    decoded.to_vec_frame_with_options::<i64>(0, &options)
+}
+
+/// For a file with no window and no VOI LUT: a linear window from the darkest to the
+/// brightest pixel that is shown. The library makes this stretch itself, but over the
+/// raw 16-bit words (a negative signed value counts as a large one) and over padding and
+/// the collimator area, either of which would set one end of it and squeeze the hand into
+/// a few grey levels.
+fn visible_window(
+    decoded: &DecodedPixelData,
+    stored: &[i64],
+    hidden: Option<&[bool]>,
+) -> Result<WindowLevel, dicom_pixeldata::Error> {
+    let rescale = decoded.rescale()?.first().copied().unwrap_or(Rescale::new(1.0, 0.0));
+    let hidden = hidden.into_iter().flatten().copied().chain(std::iter::repeat(false));
+    let (lo, hi) = stored
+        .iter()
+        .zip(hidden)
+        .filter(|&(_, h)| !h)
+        .map(|(&v, _)| rescale.apply(v as f64))
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    Ok(WindowLevel { width: (hi - lo).max(1.0), center: (lo + hi) / 2.0 })
 }
 
 /// How the decoded grey values are to be shown, beyond what the pixel library applies.
