@@ -6,11 +6,12 @@
 //! Shutdown (SIGTERM/SIGINT in the binary, a flag in tests) lets the analysis in progress
 //! finish and be stored, then returns.
 
+use std::collections::VecDeque;
 use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -428,6 +429,7 @@ fn accept_loop(
     }
     let active = Arc::new(AtomicUsize::new(0));
     let refusing = Arc::new(AtomicUsize::new(0));
+    let strangers = Arc::new(Unauthenticated::default());
     let public = !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
     while !shutdown.load(Ordering::Relaxed) {
         let stream = match listener.accept() {
@@ -442,7 +444,11 @@ fn accept_loop(
                 continue;
             }
         };
-        if active.load(Ordering::Acquire) >= cfg.max_connections {
+        // At the limit, a stranger that has had its chance to AUTH makes room, so clients
+        // reconnecting in a loop without a token cannot keep an authorised one out.
+        if active.load(Ordering::Acquire) >= cfg.max_connections
+            && !strangers.close_oldest(AUTH_GRACE)
+        {
             // A client reconnecting in a loop must not pile up refusing threads: past a
             // few, the connection is just closed.
             if refusing.load(Ordering::Acquire) >= MAX_REFUSING {
@@ -463,6 +469,12 @@ fn accept_loop(
             session.required_token = Some(cfg.token.clone());
         }
         session.authenticated = !public;
+        let stranger = if public { strangers.add(&stream) } else { None };
+        if let Some(id) = stranger {
+            let strangers = Arc::clone(&strangers);
+            session.on_authenticated = Some(Box::new(move || strangers.remove(id)));
+        }
+        let strangers = Arc::clone(&strangers);
         let stop = Arc::clone(shutdown);
         let limits = ConnectionLimits {
             max_line_bytes: cfg.max_line_bytes,
@@ -473,6 +485,9 @@ fn accept_loop(
         spawn_or_log("tcp connection", move || {
             if let Err(e) = handle_tcp(stream, &mut session, limits, idle, &stop) {
                 log::debug!("tcp connection ended: {e}");
+            }
+            if let Some(id) = stranger {
+                strangers.remove(id);
             }
             drop(slot);
         });
@@ -495,6 +510,62 @@ fn accept_loop(
 
 /// Connections over the limit answered at once; more are closed unanswered.
 const MAX_REFUSING: usize = 8;
+
+/// How long a connection on a public address keeps its slot against newcomers before it
+/// has authenticated: a client that has its token sends AUTH in well under this.
+const AUTH_GRACE: Duration = Duration::from_secs(1);
+
+/// Connections on a public address that have not sent their token yet, oldest first,
+/// each with a handle to close it from the accept loop.
+#[derive(Default)]
+struct Unauthenticated {
+    next_id: AtomicU64,
+    waiting: Mutex<VecDeque<(u64, Instant, TcpStream)>>,
+}
+
+impl Unauthenticated {
+    fn waiting(&self) -> MutexGuard<'_, VecDeque<(u64, Instant, TcpStream)>> {
+        // The list holds no invariant a panicking holder could break.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new connection; `None` (not closable, so never made to give way) when
+    /// its handle cannot be cloned.
+    fn add(&self, stream: &TcpStream) -> Option<u64> {
+        let handle = stream.try_clone().ok()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.waiting().push_back((id, Instant::now(), handle));
+        Some(id)
+    }
+
+    fn remove(&self, id: u64) {
+        self.waiting().retain(|(i, _, _)| *i != id);
+    }
+
+    /// Tells the oldest connection waiting longer than `grace` why, and closes it; whether
+    /// there was one. Its thread sees the close at its next read and frees the slot.
+    fn close_oldest(&self, grace: Duration) -> bool {
+        let mut waiting = self.waiting();
+        let Some(at) = waiting.iter().position(|(_, since, _)| since.elapsed() >= grace) else {
+            return false;
+        };
+        let Some((_, since, mut stream)) = waiting.remove(at) else { return false };
+        drop(waiting);
+        let reply = ProtocolError::new(
+            codes::UNAUTHORIZED,
+            format!(
+                "no AUTH token=... after {:.1} s while the connection slots are full; \
+                 connection closed to make room",
+                since.elapsed().as_secs_f64()
+            ),
+        )
+        .to_reply();
+        let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+        let _ = std::io::Write::write_all(&mut stream, &protocol::reply_line(&reply));
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        true
+    }
+}
 
 /// One counted connection: the count goes down when the guard is dropped, also when its
 /// thread panics or cannot be started, so a slot is never lost.

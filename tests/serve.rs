@@ -428,6 +428,47 @@ fn public_bind_requires_auth() {
     assert_eq!(idle.reader.read_line(&mut line).unwrap(), 0, "closed");
 }
 
+/// Strangers on a public address that connect and never AUTH hold their slot only until
+/// someone else needs it (after a 1 s grace), not for the whole `auth_timeout_s`: an
+/// authorised client still gets in, and is itself never made to give way.
+#[test]
+fn strangers_make_room_for_an_authorised_client() {
+    let server = start(|c| {
+        c.tcp.bind = "0.0.0.0:0".parse().unwrap();
+        c.tcp.token = "correct-horse".into();
+        c.tcp.auth_timeout_s = 60;
+        c.tcp.max_connections = 2;
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{}", server.addr.port()).parse().unwrap();
+    let mut first = Client::connect(addr);
+    let mut second = Client::connect(addr);
+    assert_eq!(first.send("PING")["ok"], true);
+    assert_eq!(second.send("PING")["ok"], true);
+    std::thread::sleep(Duration::from_millis(1200));
+    // The slots are full; the oldest stranger is told why and closed.
+    let mut me = Client::connect(addr);
+    assert_eq!(me.send("AUTH token=correct-horse")["authenticated"], true);
+    assert_eq!(me.send("STATUS")["ok"], true);
+    let mut line = String::new();
+    first.reader.read_line(&mut line).unwrap();
+    let reply: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(code(&reply), "unauthorized", "{reply}");
+    assert!(line.contains("to make room"), "{line}");
+    line.clear();
+    assert_eq!(first.reader.read_line(&mut line).unwrap(), 0, "closed: {line}");
+    assert_eq!(second.send("PING")["ok"], true, "the younger stranger keeps its slot");
+
+    // Once the second authenticates, both slots are authorised: a newcomer is refused,
+    // not let in at their expense.
+    assert_eq!(second.send("AUTH token=correct-horse")["authenticated"], true);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut late = Client::connect(addr);
+    let reply = late.send("PING");
+    assert_eq!(code(&reply), "unavailable", "{reply}");
+    assert_eq!(me.send("PING")["ok"], true);
+    assert_eq!(second.send("PING")["ok"], true);
+}
+
 #[test]
 fn connection_limit_and_half_open_clients() {
     let server = start(|c| c.tcp.max_connections = 2);

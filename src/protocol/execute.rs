@@ -18,6 +18,9 @@ pub struct Session {
     /// but PING/HELP is `authenticated` starting false (public binds).
     pub required_token: Option<String>,
     pub authenticated: bool,
+    /// Called once when AUTH succeeds, so the transport can stop counting the connection
+    /// as a stranger's.
+    pub on_authenticated: Option<Box<dyn FnOnce() + Send>>,
     /// Canonical folders ANALYZE may read from.
     pub allowed_dirs: Arc<Vec<PathBuf>>,
 }
@@ -29,6 +32,7 @@ impl Session {
             via: via.to_string(),
             required_token: None,
             authenticated: true,
+            on_authenticated: None,
             allowed_dirs,
         }
     }
@@ -70,6 +74,9 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
             }
             _ => {
                 s.authenticated = true;
+                if let Some(notify) = s.on_authenticated.take() {
+                    notify();
+                }
                 Ok(json!({"authenticated": true}))
             }
         },
