@@ -7,7 +7,8 @@
 //! ```
 //! `measure` prints the rejection rate on the folder, on synthetic wrong inputs built here
 //! (uniform, noise, gradients, checkerboards, text, inverted / saturated / washed-out /
-//! stretched training images) and on any other image files given. Results are recorded in
+//! stretched training images), on training images given a white border (good inputs)
+//! and on any other image files given. Results are recorded in
 //! docs/clinical-reading.md.
 
 use std::collections::BTreeMap;
@@ -95,7 +96,7 @@ struct Tally {
 }
 
 impl Tally {
-    /// Counts one image from its gate verdict ([`quality::check`] on synthetic pixels,
+    /// Counts one image from its gate verdict ([`gate`] on synthetic pixels,
     /// [`quality::check_radiograph`] on decoded files, which also looks at colour).
     fn add<T>(&mut self, verdict: Result<T, quality::Rejection>) {
         self.n += 1;
@@ -138,25 +139,26 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
 
     let mut rng = XorShift(0x9E37_79B9);
     let mut bad: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut good_framed: BTreeMap<String, Tally> = BTreeMap::new();
     let sizes = [(100, 100), (256, 256), (512, 640), (1024, 768)];
     for &(w, h) in &sizes {
         for level in [0.0, 0.02, 0.5, 0.9, 1.0] {
             let img = GrayImage::from_pixel(w, h, image::Luma([level]));
-            bad.entry("uniform").or_default().add(quality::check(&img));
+            bad.entry("uniform").or_default().add(gate(&img));
         }
         for _ in 0..5 {
             let lvl = rng.unit() as f32;
             let img = GrayImage::from_fn(w, h, |_, _| {
                 image::Luma([(lvl + 0.01 * rng.unit() as f32).min(1.0)])
             });
-            bad.entry("uniform + faint noise").or_default().add(quality::check(&img));
+            bad.entry("uniform + faint noise").or_default().add(gate(&img));
             let img = GrayImage::from_fn(w, h, |_, _| image::Luma([rng.unit() as f32]));
-            bad.entry("uniform noise").or_default().add(quality::check(&img));
+            bad.entry("uniform noise").or_default().add(gate(&img));
             let img = GrayImage::from_fn(w, h, |_, _| {
                 let g = (0..4).map(|_| rng.unit()).sum::<f64>() / 4.0;
                 image::Luma([g as f32])
             });
-            bad.entry("gaussian-like noise").or_default().add(quality::check(&img));
+            bad.entry("gaussian-like noise").or_default().add(gate(&img));
         }
         for k in 0..4 {
             let img = GrayImage::from_fn(w, h, |x, y| {
@@ -169,19 +171,17 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
                 };
                 image::Luma([v.clamp(0.0, 1.0)])
             });
-            bad.entry("gradients").or_default().add(quality::check(&img));
+            bad.entry("gradients").or_default().add(gate(&img));
         }
         for cell in [2, 5, 10, 25, 64] {
             let img = GrayImage::from_fn(w, h, |x, y| {
                 image::Luma([if (x / cell + y / cell) % 2 == 0 { 0.1 } else { 0.9 }])
             });
-            bad.entry("checkerboards").or_default().add(quality::check(&img));
+            bad.entry("checkerboards").or_default().add(gate(&img));
         }
         for (fg, bgc) in [(Gray8::BLACK, 255u8), (Gray8::WHITE, 0u8)] {
             for big in [false, true] {
-                bad.entry("text pages")
-                    .or_default()
-                    .add(quality::check(&text_page(w, h, fg, bgc, big)));
+                bad.entry("text pages").or_default().add(gate(&text_page(w, h, fg, bgc, big)));
             }
         }
         for f in [2.0f32, 7.0, 15.0] {
@@ -192,14 +192,14 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
                     + 0.25 * (f * 0.7 * fy * std::f32::consts::TAU + 1.0).cos();
                 image::Luma([v])
             });
-            bad.entry("sinusoid patterns").or_default().add(quality::check(&img));
+            bad.entry("sinusoid patterns").or_default().add(gate(&img));
         }
     }
     for img in &sample {
         let inv = GrayImage::from_fn(img.width(), img.height(), |x, y| {
             image::Luma([1.0 - img.get_pixel(x, y).0[0]])
         });
-        bad.entry("inverted radiographs").or_default().add(quality::check(&inv));
+        bad.entry("inverted radiographs").or_default().add(gate(&inv));
         for (gain, name) in [
             (2.0, "overexposed x2 radiographs"),
             (3.0, "overexposed x3 radiographs"),
@@ -208,14 +208,29 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
             let sat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
                 image::Luma([(img.get_pixel(x, y).0[0] * gain).min(1.0)])
             });
-            bad.entry(name).or_default().add(quality::check(&sat));
+            bad.entry(name).or_default().add(gate(&sat));
         }
         let flat = GrayImage::from_fn(img.width(), img.height(), |x, y| {
             image::Luma([0.45 + 0.1 * img.get_pixel(x, y).0[0]])
         });
-        bad.entry("washed-out radiographs").or_default().add(quality::check(&flat));
+        bad.entry("washed-out radiographs").or_default().add(gate(&flat));
         let strip = image::imageops::resize(img, 400, 100, image::imageops::FilterType::Triangle);
-        bad.entry("strip (4:1) radiographs").or_default().add(quality::check(&strip));
+        bad.entry("strip (4:1) radiographs").or_default().add(gate(&strip));
+        // Good radiographs, not wrong inputs: a white unexposed (collimator) border 2, 4, 8
+        // or 16% of the side wide, on all four sides or on two.
+        for (percent, all_sides) in [(2, true), (4, true), (8, true), (16, true), (8, false)] {
+            let (w, h) = img.dimensions();
+            let (bx, by) = (w * percent / 100, h * percent / 100);
+            let framed = GrayImage::from_fn(w, h, |x, y| {
+                let edge = x < bx || y < by || (all_sides && (x >= w - bx || y >= h - by));
+                image::Luma([if edge { 1.0 } else { img.get_pixel(x, y).0[0] }])
+            });
+            let sides = if all_sides { "4 sides" } else { "top+left" };
+            good_framed
+                .entry(format!("white border {percent}%, {sides}"))
+                .or_default()
+                .add(gate(&framed));
+        }
     }
     let mut other = Tally::default();
     for p in others {
@@ -242,10 +257,23 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
         "ALL SYNTHETIC WRONG",
         100.0 * rej as f64 / n as f64
     );
+    for (name, t) in &good_framed {
+        t.print(name);
+    }
     if other.n > 0 {
         other.print("other image files");
     }
     Ok(())
+}
+
+/// The gate as `predict` runs it on a decoded image: a bright unexposed border is set to
+/// background first (done in `source` for files).
+fn gate(img: &GrayImage) -> Result<Features, quality::Rejection> {
+    let mut img = img.clone();
+    if let Some(border) = source::border::find(&img) {
+        source::border::blank(&mut img, border);
+    }
+    quality::check(&img)
 }
 
 /// A page of text, the kind of thing sent by mistake (a scanned form, a screenshot).

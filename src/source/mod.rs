@@ -5,6 +5,7 @@
 //! bone is bright, as the model was trained) plus whatever the file says about the patient.
 //! Reading never guesses patient facts: a missing sex stays `None` and the caller decides.
 
+pub mod border;
 pub mod camera;
 mod dicom;
 pub mod hotfolder;
@@ -173,11 +174,23 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> 
     if bytes.is_empty() {
         return Err(SourceError::new(path, SourceErrorKind::Empty));
     }
-    let radiograph = if dicom::is_dicom(bytes) {
+    let mut radiograph = if dicom::is_dicom(bytes) {
         dicom::decode(path, bytes)?
     } else {
         raster::decode(path, bytes)?
     };
+    if let Some(b) = border::find(&radiograph.pixels) {
+        log::info!(
+            "{}: bright unexposed border set to background (top {}, bottom {}, left {}, \
+             right {} px)",
+            path.display(),
+            b.top,
+            b.bottom,
+            b.left,
+            b.right
+        );
+        border::blank(&mut radiograph.pixels, b);
+    }
     let (width, height) = radiograph.pixels.dimensions();
     if width < MIN_SIDE_PX || height < MIN_SIDE_PX {
         return Err(SourceError::new(path, SourceErrorKind::TooSmall { width, height }));
