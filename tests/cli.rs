@@ -360,7 +360,7 @@ fn dicom_shutter_padding_and_signed_data_without_window() {
     let sex = (tags::PATIENT_SEX, if male { "M" } else { "F" });
     // Saturated bone (255) would be stored as 0 in the MONOCHROME1 file below, the value
     // that marks padding there; a real detector keeps its padding value out of the image.
-    let mut gray = image::open(val_image(&id)).unwrap().to_luma8();
+    let mut gray = image::open(val_image(id)).unwrap().to_luma8();
     gray.pixels_mut().for_each(|p| p[0] = p[0].min(254));
     let (w, h) = gray.dimensions();
     let border = 8;
