@@ -270,9 +270,7 @@ fn measure(files: &[PathBuf], others: &[String]) -> anyhow::Result<()> {
 /// background first (done in `source` for files).
 fn gate(img: &GrayImage) -> Result<Features, quality::Rejection> {
     let mut img = img.clone();
-    if let Some(border) = source::border::find(&img) {
-        source::border::blank(&mut img, border);
-    }
+    source::border::set_aside(&mut img);
     quality::check(&img)
 }
 

@@ -89,8 +89,15 @@ pub fn find(pixels: &GrayImage) -> Option<Border> {
     (found != [0; 4]).then_some(Border { top, bottom, left, right })
 }
 
+/// Finds a bright unexposed border and sets it to background; the border, if any.
+pub fn set_aside(pixels: &mut GrayImage) -> Option<Border> {
+    let border = find(pixels)?;
+    blank(pixels, border);
+    Some(border)
+}
+
 /// Sets the border's pixels to background (0).
-pub fn blank(pixels: &mut GrayImage, border: Border) {
+fn blank(pixels: &mut GrayImage, border: Border) {
     let (w, h) = pixels.dimensions();
     for (x, y, p) in pixels.enumerate_pixels_mut() {
         if y < border.top || y >= h - border.bottom || x < border.left || x >= w - border.right {

@@ -179,7 +179,7 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> 
     } else {
         raster::decode(path, bytes)?
     };
-    if let Some(b) = border::find(&radiograph.pixels) {
+    if let Some(b) = border::set_aside(&mut radiograph.pixels) {
         log::info!(
             "{}: bright unexposed border set to background (top {}, bottom {}, left {}, \
              right {} px)",
@@ -189,7 +189,6 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> 
             b.left,
             b.right
         );
-        border::blank(&mut radiograph.pixels, b);
     }
     let (width, height) = radiograph.pixels.dimensions();
     if width < MIN_SIDE_PX || height < MIN_SIDE_PX {
