@@ -3,6 +3,8 @@
 //! ARM builds still need no C++ cross compiler) and put back as native pixel data, so that
 //! rescale, windows, LUTs, padding and shutters go through the same path as any other file.
 
+use std::borrow::Cow;
+
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::DefaultDicomObject;
@@ -12,9 +14,10 @@ pub(super) fn is_jpeg_ls(uid: &str) -> bool {
     matches!(uid, uids::JPEGLS_LOSSLESS | uids::JPEGLS_NEAR_LOSSLESS)
 }
 
-/// The same object with its JPEG-LS frame decoded into native (Explicit VR Little Endian)
-/// pixel data. The error says what is wrong with the data; the caller names the file.
-pub(super) fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, String> {
+/// The object with its JPEG-LS frame decoded into native (Explicit VR Little Endian) pixel
+/// data, in place so that a detector-size file is not held twice. The error says what is
+/// wrong with the data; the caller names the file.
+pub(super) fn to_native(mut obj: DefaultDicomObject) -> Result<DefaultDicomObject, String> {
     let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
     let (Some(rows), Some(columns)) = (int(tags::ROWS), int(tags::COLUMNS)) else {
         return Err("Rows or Columns is missing; re-export the image".into());
@@ -38,7 +41,10 @@ pub(super) fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, 
         .ok_or("its pixel data is not encapsulated as its transfer syntax says; re-export it")?;
     // One frame (multi-frame files are refused before this): its codestream may span
     // several fragments.
-    let stream: Vec<u8> = fragments.concat();
+    let stream = match fragments {
+        [one] => Cow::Borrowed(one.as_slice()),
+        several => Cow::Owned(several.concat()),
+    };
     let (values, _, _) = std::panic::catch_unwind(|| jpegls::decode(&stream, columns, rows))
         .map_err(|_| "the JPEG-LS codestream is damaged; re-export the image".to_string())?
         .map_err(|e| format!("JPEG-LS: {e}"))?;
@@ -67,10 +73,9 @@ pub(super) fn to_native(obj: &DefaultDicomObject) -> Result<DefaultDicomObject, 
     } else {
         (VR::OW, PrimitiveValue::U16(values.into()))
     };
-    let mut native = obj.clone();
-    native.put(DataElement::new(tags::PIXEL_DATA, vr, pixels));
-    native.update_meta(|meta| meta.transfer_syntax = uids::EXPLICIT_VR_LITTLE_ENDIAN.into());
-    Ok(native)
+    obj.put(DataElement::new(tags::PIXEL_DATA, vr, pixels));
+    obj.update_meta(|meta| meta.transfer_syntax = uids::EXPLICIT_VR_LITTLE_ENDIAN.into());
+    Ok(obj)
 }
 
 #[cfg(test)]
@@ -111,14 +116,14 @@ mod tests {
     #[test]
     fn eight_and_sixteen_bit_frames_become_native_pixel_data() {
         let small = [0, 1, 77, 128, 254, 255];
-        let obj = to_native(&object(uids::JPEGLS_LOSSLESS, encode(&small, 0, 8), 8, 8)).unwrap();
+        let obj = to_native(object(uids::JPEGLS_LOSSLESS, encode(&small, 0, 8), 8, 8)).unwrap();
         assert_eq!(obj.element(tags::PIXEL_DATA).unwrap().vr(), VR::OB);
         assert_eq!(
             obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().as_ref(),
             [0, 1, 77, 128, 254, 255]
         );
         let wide = [0, 1, 4095, 2048, 3000, 17];
-        let obj = to_native(&object(uids::JPEGLS_LOSSLESS, encode(&wide, 0, 12), 16, 12)).unwrap();
+        let obj = to_native(object(uids::JPEGLS_LOSSLESS, encode(&wide, 0, 12), 16, 12)).unwrap();
         assert_eq!(obj.element(tags::PIXEL_DATA).unwrap().vr(), VR::OW);
         assert_eq!(native(&obj), wide);
     }
@@ -131,26 +136,26 @@ mod tests {
         let stream = encode(&top, 3, 16);
         let raw = jpegls::decode(&stream, 3, 2).unwrap().0;
         assert!(raw.iter().any(|&v| v > 4095), "no overshoot to clamp: {raw:?}");
-        let obj = to_native(&object(uids::JPEGLS_NEAR_LOSSLESS, stream, 16, 12)).unwrap();
+        let obj = to_native(object(uids::JPEGLS_NEAR_LOSSLESS, stream, 16, 12)).unwrap();
         let clamped = native(&obj);
         assert!(
             clamped.iter().zip(top).all(|(&v, t)| v <= 4095 && v.abs_diff(t) <= 3),
             "{clamped:?}"
         );
         let over = [0, 5000, 1, 2, 3, 4];
-        let e = to_native(&object(uids::JPEGLS_LOSSLESS, encode(&over, 0, 16), 16, 12));
+        let e = to_native(object(uids::JPEGLS_LOSSLESS, encode(&over, 0, 16), 16, 12));
         assert!(e.unwrap_err().contains("does not match the file's description (3x2, 12 bits"));
     }
 
     #[test]
     fn unusable_layouts_and_streams_say_why() {
         let stream = encode(&[1, 2, 3, 4, 5, 6], 0, 8);
-        let e = to_native(&object(uids::JPEGLS_LOSSLESS, stream.clone(), 12, 12)).unwrap_err();
+        let e = to_native(object(uids::JPEGLS_LOSSLESS, stream.clone(), 12, 12)).unwrap_err();
         assert!(e.contains("Bits Allocated 12"), "{e}");
         let mut colour = object(uids::JPEGLS_LOSSLESS, stream.clone(), 8, 8);
         colour.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)));
-        assert!(to_native(&colour).unwrap_err().contains("colour JPEG-LS"));
-        let e = to_native(&object(uids::JPEGLS_LOSSLESS, stream[..10].to_vec(), 8, 8));
+        assert!(to_native(colour).unwrap_err().contains("colour JPEG-LS"));
+        let e = to_native(object(uids::JPEGLS_LOSSLESS, stream[..10].to_vec(), 8, 8));
         assert!(e.unwrap_err().starts_with("JPEG-LS: "));
     }
 }

@@ -62,14 +62,12 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         )));
     }
     check_jpeg2000_size(&obj, &ts).map_err(dicom_err)?;
-    let native;
     let obj = if jpegls::is_jpeg_ls(&ts) {
-        native = jpegls::to_native(&obj).map_err(|e| {
+        jpegls::to_native(obj).map_err(|e| {
             dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {e}"))
-        })?;
-        &native
+        })?
     } else {
-        &obj
+        obj
     };
     // The library's adapters index by the header's sizes; a file whose data disagrees
     // must cost this one file, not the batch.
@@ -126,7 +124,7 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         bit_depth: decoded.bits_stored() as u8,
         format: "DICOM",
         colour_fraction: raster::colour_fraction(&img),
-        patient: patient_info(obj),
+        patient: patient_info(&obj),
     })
 }
 
