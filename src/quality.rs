@@ -13,7 +13,7 @@ use std::fmt;
 
 use image::imageops::{self, FilterType};
 
-use crate::source::{GrayImage, Radiograph};
+use crate::source::{border, GrayImage, Radiograph};
 
 /// Side of the square the statistics are computed on: the training images' size.
 pub const QUALITY_SIDE_PX: u32 = 100;
@@ -39,8 +39,9 @@ pub struct Features {
     /// The same fraction in the central half, where the hand lies: an overexposed hand is
     /// burnt out there, while white padding or a frame around a good radiograph is not.
     pub centre_white_fraction: f64,
-    /// Mean of the outer frame minus mean of the central half: negative on a radiograph
-    /// (dark background, bright hand), positive on an inverted one.
+    /// Mean of the outer frame (inside a thin white edge, if any) minus mean of the central
+    /// half: negative on a radiograph (dark background, bright hand), positive on an
+    /// inverted one.
     pub border_minus_center: f64,
     /// Mean absolute difference of neighbouring pixels over the standard deviation: about
     /// 1.1 for pixel noise, far lower for anatomy.
@@ -142,12 +143,28 @@ pub fn measure(pixels: &GrayImage) -> Features {
     let mut centre_white = 0usize;
     let mut diff = 0.0;
     let mut nd = 0usize;
+    // The frame compared with the centre starts inside a thin white edge, if any (a border
+    // of 4% or more was set to background before): such an edge is no sign of inversion.
+    let thin = border::find_thin(img).unwrap_or_default();
+    let [top, bottom, left, right] =
+        [thin.top, thin.bottom, thin.left, thin.right].map(|b| b as usize);
+    let in_frame = |x: usize, y: usize| {
+        let (x0, x1, y0, y1) = (left, n - right, top, n - bottom);
+        (x0..x1).contains(&x)
+            && (y0..y1).contains(&y)
+            && (x < x0 + BORDER_PX
+                || x >= x1 - BORDER_PX
+                || y < y0 + BORDER_PX
+                || y >= y1 - BORDER_PX)
+    };
     for y in 0..n {
         for x in 0..n {
             let p = v[y * n + x];
-            if x < BORDER_PX || y < BORDER_PX || x >= n - BORDER_PX || y >= n - BORDER_PX {
+            if in_frame(x, y) {
                 border += p;
                 nb += 1;
+            } else if x < BORDER_PX || y < BORDER_PX || x >= n - BORDER_PX || y >= n - BORDER_PX {
+                // The thin edge itself.
             } else if (n / 4..n - n / 4).contains(&x) && (n / 4..n - n / 4).contains(&y) {
                 center += p;
                 nc += 1;
@@ -354,6 +371,34 @@ mod tests {
         }
         let f = check(&padded).unwrap();
         assert!(f.white_fraction > 0.04 && f.centre_white_fraction == 0.0, "{f}");
+    }
+
+    /// A white edge of 1-3% of the side (common in the training radiographs, and left in
+    /// for the model) is looked past: the frame compared with the centre starts inside it.
+    /// An inverted image with such an edge is still refused. At 100 px, the size the gate
+    /// measures at, so that the edge is whole lines.
+    #[test]
+    fn a_thin_white_edge_is_not_taken_for_inversion() {
+        let small = imageops::resize(&blob(), 100, 100, FilterType::Triangle);
+        let plain = check(&small).unwrap();
+        let edged = |img: &GrayImage, lines: u32| {
+            let mut out = img.clone();
+            for (x, y, p) in out.enumerate_pixels_mut() {
+                if x < lines || y < lines || x >= 100 - lines || y >= 100 - lines {
+                    p.0[0] = 1.0;
+                }
+            }
+            out
+        };
+        let mut inverted = small.clone();
+        inverted.pixels_mut().for_each(|p| p.0[0] = 1.0 - p.0[0]);
+        for lines in 1..4 {
+            let f = check(&edged(&small, lines)).unwrap();
+            let shift = f.border_minus_center - plain.border_minus_center;
+            assert!(shift.abs() < 0.01, "{lines} lines: {f} against {plain}");
+            let e = check(&edged(&inverted, lines));
+            assert!(matches!(e, Err(Rejection::Inverted)), "{lines} lines: {e:?}");
+        }
     }
 
     #[test]

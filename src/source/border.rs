@@ -35,6 +35,20 @@ pub struct Border {
 
 /// Finds a bright unexposed border at any of the four edges; `None` when there is none.
 pub fn find(pixels: &GrayImage) -> Option<Border> {
+    find_within(pixels, MIN_FRACTION, MAX_FRACTION)
+}
+
+/// Finds a bright band narrower than a border ([`find`]): from one line up to
+/// [`MIN_FRACTION`] of the side, with a dark background inside it. Not set aside, since
+/// the model learnt with such bands, but the quality gate looks past it: a thin white edge
+/// is no sign of an inverted image.
+pub fn find_thin(pixels: &GrayImage) -> Option<Border> {
+    find_within(pixels, 0.0, MIN_FRACTION)
+}
+
+/// Bands from `min_fraction` (at least one line) up to, not including, `max_fraction` of
+/// the side.
+fn find_within(pixels: &GrayImage, min_fraction: f64, max_fraction: f64) -> Option<Border> {
     let (w, h) = pixels.dimensions();
     let length = |edge: usize| if edge < 2 { w } else { h };
     // Mean of line `k`, counted inwards from `edge`, over `span` of its positions.
@@ -58,8 +72,8 @@ pub fn find(pixels: &GrayImage) -> Option<Border> {
     for (edge, band) in bands.iter_mut().enumerate() {
         let side = if edge < 2 { h } else { w };
         let (min, max) = (
-            ((f64::from(side) * MIN_FRACTION).round() as u32).max(1),
-            (f64::from(side) * MAX_FRACTION) as u32,
+            ((f64::from(side) * min_fraction).round() as u32).max(1),
+            ((f64::from(side) * max_fraction).round() as u32).max(1),
         );
         let lines = (0..max).take_while(|&k| line(edge, k, middle(edge)) >= BRIGHT_LINE).count();
         let lines = lines as u32;
@@ -130,6 +144,24 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Thin bands (one line up to 4% of the side) are found by [`find_thin`] only, and
+    /// borders from 4% by [`find`] only, with no width between them that neither finds.
+    #[test]
+    fn thin_bands_and_borders_meet() {
+        let plain = blob(100, 100);
+        assert_eq!(find_thin(&plain), None);
+        for lines in 1..8 {
+            let band = Border { top: lines, bottom: 0, left: lines, right: 0 };
+            let img = framed(&plain, band, 1.0);
+            let (thin, wide) = (find_thin(&img), find(&img));
+            if lines < 4 {
+                assert_eq!((thin, wide), (Some(band), None), "{lines} lines");
+            } else {
+                assert_eq!((thin, wide), (None, Some(band)), "{lines} lines");
+            }
+        }
     }
 
     #[test]
