@@ -56,9 +56,9 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     if let Some(name) = refused {
         return Err(dicom_err(format!(
             "its pixel data is encoded as {name} (transfer syntax {ts}), which this program \
-             cannot decode; ask the sender for Explicit VR Little Endian, JPEG Lossless or \
-             JPEG 2000 Lossless (1.2.840.10008.1.2.4.90), or convert the file (e.g. \
-             `gdcmconv --raw IN.dcm OUT.dcm`)"
+             cannot decode; ask the sender for Explicit VR Little Endian, JPEG Lossless, \
+             JPEG-LS Lossless or JPEG 2000 Lossless (1.2.840.10008.1.2.4.90), or convert the \
+             file (e.g. `gdcmconv --raw IN.dcm OUT.dcm`)"
         )));
     }
     check_jpeg2000_size(&obj, &ts).map_err(dicom_err)?;
@@ -592,6 +592,20 @@ mod tests {
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.80"), None);
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.70"), None);
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.90"), None);
+        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.110"), Some("JPEG XL"));
+    }
+
+    /// A syntax this build cannot decode is refused by name, with the syntaxes to ask for.
+    #[test]
+    fn jpeg_xl_is_refused_by_name() {
+        let path = fixture("dicom/jls-lossless.dcm");
+        let mut obj = dicom_object::open_file(&path).unwrap();
+        obj.update_meta(|meta| meta.transfer_syntax = "1.2.840.10008.1.2.4.110".into());
+        let mut bytes = Vec::new();
+        obj.write_all(&mut bytes).unwrap();
+        let e = decode(&path, &bytes).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("encoded as JPEG XL (transfer syntax 1.2.840.10008.1.2.4.110)"), "{e}");
+        assert!(e.contains("JPEG-LS Lossless or JPEG 2000 Lossless"), "{e}");
     }
 
     /// The JPEG 2000 and JPEG-LS fixtures (tests/fixtures/dicom/make.py) against the PNG
