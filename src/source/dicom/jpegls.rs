@@ -47,7 +47,7 @@ pub(super) fn to_native(mut obj: DefaultDicomObject) -> Result<DefaultDicomObjec
     };
     let (values, _, _) = std::panic::catch_unwind(|| jpegls::decode(&stream, columns, rows))
         .map_err(|_| "the JPEG-LS codestream is damaged; re-export the image".to_string())?
-        .map_err(|e| format!("JPEG-LS: {e}"))?;
+        .map_err(|e| format!("JPEG-LS: {e}; re-export the image"))?;
     let expected = rows as usize * columns as usize;
     let largest = (1u32 << stored) - 1;
     // A near-lossless stream coded at a higher precision than Bits Stored (some encoders
