@@ -60,13 +60,21 @@ pub(super) fn to_native(mut obj: DefaultDicomObject) -> Result<DefaultDicomObjec
         } else {
             largest
         };
-    if values.len() != expected || values.iter().any(|&v| u32::from(v) > tolerated) {
+    // Signed data coded at 16 bits may carry negative values sign-extended above Bits
+    // Stored (all high bits set); native data keeps the stored bits only, so they are masked.
+    let signed = int(tags::PIXEL_REPRESENTATION) == Some(1);
+    let extended = |v: u16| signed && stored < 16 && u32::from(v) >= 0x1_0000 - (1 << (stored - 1));
+    let fits = |v: u16| u32::from(v) <= tolerated || extended(v);
+    if values.len() != expected || !values.iter().all(|&v| fits(v)) {
         return Err(format!(
             "the JPEG-LS codestream does not match the file's description ({columns}x{rows}, \
              {stored} bits stored); re-export the image"
         ));
     }
-    let values: Vec<u16> = values.into_iter().map(|v| v.min(largest as u16)).collect();
+    let values: Vec<u16> = values
+        .into_iter()
+        .map(|v| if extended(v) { v & largest as u16 } else { v.min(largest as u16) })
+        .collect();
     let (vr, pixels) = if allocated == 8 {
         // Every value fits: checked against Bits Stored <= 8 above.
         (VR::OB, PrimitiveValue::U8(values.iter().map(|&v| v as u8).collect()))
@@ -145,6 +153,18 @@ mod tests {
         let over = [0, 5000, 1, 2, 3, 4];
         let e = to_native(object(uids::JPEGLS_LOSSLESS, encode(&over, 0, 16), 16, 12));
         assert!(e.unwrap_err().contains("does not match the file's description (3x2, 12 bits"));
+        // Signed: -1 and -2048 sign-extended to 16 bits are the stored patterns 0xFFF and
+        // 0x800; unsigned, the same values do not fit 12 bits.
+        let extended = [0xFFFF, 0xF800, 0, 1, 2047, 5];
+        let mut signed = object(uids::JPEGLS_LOSSLESS, encode(&extended, 0, 16), 16, 12);
+        signed.put(DataElement::new(
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            PrimitiveValue::from(1u16),
+        ));
+        assert_eq!(native(&to_native(signed).unwrap()), [0xFFF, 0x800, 0, 1, 2047, 5]);
+        let unsigned = object(uids::JPEGLS_LOSSLESS, encode(&extended, 0, 16), 16, 12);
+        assert!(to_native(unsigned).is_err());
     }
 
     #[test]
