@@ -36,7 +36,7 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
 }
 
 pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> {
-    let dicom_err = |msg: String| SourceError::new(path, SourceErrorKind::Dicom(msg));
+    let dicom_err = error_for(path);
     let obj = OpenFileOptions::new()
         .from_reader(&bytes[128..])
         .map_err(|e| dicom_err(format!("cannot parse: {e}")))?;
@@ -128,13 +128,18 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     })
 }
 
+/// The error for a DICOM file that cannot be used, from a message that says why.
+fn error_for(path: &Path) -> impl Fn(String) -> SourceError + Copy + '_ {
+    move |msg| SourceError::new(path, SourceErrorKind::Dicom(msg))
+}
+
 /// Runs a pixel conversion of the library under a panic guard: it panics on some
 /// malformed LUTs, and one bad file must not end a batch.
 fn guarded<T>(
     path: &Path,
     convert: impl FnOnce() -> Result<T, dicom_pixeldata::Error>,
 ) -> Result<T, SourceError> {
-    let dicom_err = |msg: String| SourceError::new(path, SourceErrorKind::Dicom(msg));
+    let dicom_err = error_for(path);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(convert))
         .map_err(|_| dicom_err("malformed VOI LUT or pixel description; re-export it".into()))?
         .map_err(|e| dicom_err(format!("cannot convert pixel data: {}", causes(&e))))
