@@ -146,10 +146,9 @@ pub fn measure(pixels: &GrayImage) -> Features {
     // The frame compared with the centre starts inside a thin white edge, if any (a border
     // of 4% or more was set to background before): such an edge is no sign of inversion.
     let thin = border::find_thin(img).unwrap_or_default();
-    let [top, bottom, left, right] =
-        [thin.top, thin.bottom, thin.left, thin.right].map(|b| b as usize);
+    let [y0, y1, x0, x1] =
+        [thin.top, n as u32 - thin.bottom, thin.left, n as u32 - thin.right].map(|b| b as usize);
     let in_frame = |x: usize, y: usize| {
-        let (x0, x1, y0, y1) = (left, n - right, top, n - bottom);
         (x0..x1).contains(&x)
             && (y0..y1).contains(&y)
             && (x < x0 + BORDER_PX
@@ -163,8 +162,6 @@ pub fn measure(pixels: &GrayImage) -> Features {
             if in_frame(x, y) {
                 border += p;
                 nb += 1;
-            } else if x < BORDER_PX || y < BORDER_PX || x >= n - BORDER_PX || y >= n - BORDER_PX {
-                // The thin edge itself.
             } else if (n / 4..n - n / 4).contains(&x) && (n / 4..n - n / 4).contains(&y) {
                 center += p;
                 nc += 1;

@@ -50,7 +50,9 @@ pub fn find_thin(pixels: &GrayImage) -> Option<Border> {
 /// the side.
 fn find_within(pixels: &GrayImage, min_fraction: f64, max_fraction: f64) -> Option<Border> {
     let (w, h) = pixels.dimensions();
+    // Along the lines of an edge (top and bottom: the width), and across them.
     let length = |edge: usize| if edge < 2 { w } else { h };
+    let side = |edge: usize| if edge < 2 { h } else { w };
     // Mean of line `k`, counted inwards from `edge`, over `span` of its positions.
     let line = |edge: usize, k: u32, span: std::ops::Range<u32>| -> f64 {
         let n = span.len().max(1) as f64;
@@ -70,10 +72,9 @@ fn find_within(pixels: &GrayImage, min_fraction: f64, max_fraction: f64) -> Opti
     // neighbouring side does not count...
     let mut bands = [0u32; 4];
     for (edge, band) in bands.iter_mut().enumerate() {
-        let side = if edge < 2 { h } else { w };
         let (min, max) = (
-            ((f64::from(side) * min_fraction).round() as u32).max(1),
-            ((f64::from(side) * max_fraction).round() as u32).max(1),
+            ((f64::from(side(edge)) * min_fraction).round() as u32).max(1),
+            ((f64::from(side(edge)) * max_fraction).round() as u32).max(1),
         );
         let lines = (0..max).take_while(|&k| line(edge, k, middle(edge)) >= BRIGHT_LINE).count();
         let lines = lines as u32;
@@ -89,8 +90,7 @@ fn find_within(pixels: &GrayImage, min_fraction: f64, max_fraction: f64) -> Opti
         if band == 0 {
             continue;
         }
-        let side = if edge < 2 { h } else { w };
-        let inside = ((f64::from(side) * INSIDE_FRACTION).round() as u32).max(1);
+        let inside = ((f64::from(side(edge)) * INSIDE_FRACTION).round() as u32).max(1);
         let (before, after) = if edge < 2 { (bands[2], bands[3]) } else { (bands[0], bands[1]) };
         let span = before..length(edge) - after;
         let dark = (band..band + inside).map(|k| line(edge, k, span.clone())).sum::<f64>()

@@ -9,6 +9,8 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::DefaultDicomObject;
 
+use super::unsigned;
+
 /// JPEG-LS Lossless and JPEG-LS Lossy (Near-Lossless).
 pub(super) fn is_jpeg_ls(uid: &str) -> bool {
     matches!(uid, uids::JPEGLS_LOSSLESS | uids::JPEGLS_NEAR_LOSSLESS)
@@ -18,7 +20,7 @@ pub(super) fn is_jpeg_ls(uid: &str) -> bool {
 /// data, in place so that a detector-size file is not held twice. The error says what is
 /// wrong with the data; the caller names the file.
 pub(super) fn to_native(mut obj: DefaultDicomObject) -> Result<DefaultDicomObject, String> {
-    let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<u32>().ok());
+    let int = |tag| unsigned(&obj, tag);
     let (Some(rows), Some(columns)) = (int(tags::ROWS), int(tags::COLUMNS)) else {
         return Err("Rows or Columns is missing; re-export the image".into());
     };
