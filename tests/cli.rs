@@ -331,25 +331,24 @@ fn dicom_presentation_is_honoured_or_refused() {
 fn dicom_compressed_is_decoded() {
     let png = val_image("1381");
     let dicom = |name: &str| fixtures().join("dicom").join(name);
-    let close = [
+    // Each file, and how far its reading may be from the PNG's.
+    let files = [
         ("j2k-lossless.dcm", 0.01),
         ("htj2k-lossless.dcm", 0.01),
         ("jls-lossless.dcm", 0.01),
         ("jls-near-mono1.dcm", 1.0),
+        ("j2k-lossy-mono1.dcm", 8.0),
     ];
-    let lossy = dicom("j2k-lossy-mono1.dcm");
     let mut args = vec![path_str(&png).to_string()];
-    args.extend(close.iter().map(|(name, _)| path_str(&dicom(name)).to_string()));
-    args.extend([path_str(&lossy).to_string(), "--sex".into(), "f".into()]);
+    args.extend(files.iter().map(|(name, _)| path_str(&dicom(name)).to_string()));
+    args.extend(["--sex".into(), "f".into()]);
     let (out, lines) = predict_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(lines.len(), close.len() + 2, "{}", stdout(&out));
+    assert_eq!(lines.len(), files.len() + 1, "{}", stdout(&out));
     let reference = months(&lines[0]);
-    for ((name, bound), v) in close.iter().zip(&lines[1..]) {
+    for ((name, bound), v) in files.iter().zip(&lines[1..]) {
         assert!((months(v) - reference).abs() < *bound, "{name}: {v} vs {reference}");
     }
-    let last = &lines[close.len() + 1];
-    assert!((months(last) - reference).abs() < 8.0, "{last} vs {reference}");
 }
 
 /// An unexposed collimator frame shows bright; where the file marks it (a display
