@@ -47,7 +47,8 @@ pub struct PatientInfo {
     pub exam_date: Option<String>,
     pub patient_id: Option<String>,
     pub accession: Option<String>,
-    /// Patient tags that were present but not used, and why: shown with the reading.
+    /// Tags that were present but not used, and why, or that bear on the reading (a
+    /// right-side marker): shown with the reading.
     pub notes: Vec<String>,
 }
 

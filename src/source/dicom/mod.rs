@@ -3,12 +3,14 @@
 //! Pixel data: uncompressed and the encapsulated syntaxes dicom-rs decodes in pure Rust
 //! (JPEG baseline and lossless, 8-bit extended, RLE, deflate, and JPEG 2000 including
 //! HTJ2K through the `openjp2` port of OpenJPEG, so ARM builds need no C library), and
-//! JPEG-LS lossless and near-lossless through [`jpegls`]; JPEG XL is refused by name, and
-//! so is 12-bit JPEG Extended.
+//! JPEG-LS lossless and near-lossless and 12-bit JPEG Extended through [`native`]; JPEG XL
+//! is refused by name.
 //! Rescale slope/intercept and the first VOI LUT or window in the file are applied,
 //! MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so bone is
 //! bright, then the result is scaled to `[0, 1]` with 16-bit precision. Files the library
 //! would decode but show wrongly are refused first ([`presentation`]).
+//! A header that names another modality or body part is refused, and a right-side marker
+//! becomes a note ([`subject`]).
 //! Patient facts: PatientSex, the age (PatientBirthDate vs StudyDate/AcquisitionDate/
 //! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
 //! but unusable become notes on the reading.
@@ -22,8 +24,9 @@ use dicom_pixeldata::{
     WindowLevel,
 };
 
-mod jpegls;
 mod mask;
+mod native;
+mod subject;
 
 use mask::{Padding, Shutter};
 
@@ -40,6 +43,7 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     let obj = OpenFileOptions::new()
         .from_reader(&bytes[128..])
         .map_err(|e| dicom_err(format!("cannot parse: {e}")))?;
+    let subject_notes = subject::check(&obj).map_err(dicom_err)?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(dicom_err("no pixel data (is this a report or structured document?)".into()));
     }
@@ -51,9 +55,7 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     let signed = unsigned(&obj, tags::PIXEL_REPRESENTATION) == Some(1);
     let padding = Padding::read(&obj, signed).map_err(dicom_err)?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
-    let refused = undecodable_syntax(&ts)
-        .or_else(|| precision_refused(&ts, unsigned(&obj, tags::BITS_STORED)));
-    if let Some(name) = refused {
+    if let Some(name) = undecodable_syntax(&ts) {
         return Err(dicom_err(format!(
             "its pixel data is encoded as {name} (transfer syntax {ts}), which this program \
              cannot decode; ask the sender for Explicit VR Little Endian, JPEG Lossless, \
@@ -62,12 +64,11 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         )));
     }
     check_jpeg2000_size(&obj, &ts).map_err(dicom_err)?;
-    let obj = if jpegls::is_jpeg_ls(&ts) {
-        jpegls::to_native(obj).map_err(|e| {
+    let obj = match native::Codec::for_syntax(&ts, unsigned(&obj, tags::BITS_STORED)) {
+        Some(codec) => native::to_native(obj, codec).map_err(|e| {
             dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {e}"))
-        })?
-    } else {
-        obj
+        })?,
+        None => obj,
     };
     // The library's adapters index by the header's sizes; a file whose data disagrees
     // must cost this one file, not the batch.
@@ -118,13 +119,14 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     if let Some(hidden) = &hidden {
         pixels.pixels_mut().zip(hidden).filter(|(_, &h)| h).for_each(|(p, _)| p[0] = 0.0);
     }
+    let info = patient_info(&obj);
     Ok(Radiograph {
         origin: path.display().to_string(),
         pixels,
         bit_depth: decoded.bits_stored() as u8,
         format: "DICOM",
         colour_fraction: raster::colour_fraction(&img),
-        patient: patient_info(&obj),
+        patient: PatientInfo { notes: [subject_notes, info.notes].concat(), ..info },
     })
 }
 
@@ -260,16 +262,6 @@ fn undecodable_syntax(uid: &str) -> Option<&'static str> {
         }
         _ => return None,
     })
-}
-
-/// Encodings named by their transfer syntax *and* sample precision that the decoder
-/// refuses with a bare "unsupported sample precision": 12-bit JPEG Extended, a common
-/// lossy export of CR/DX units.
-fn precision_refused(uid: &str, bits_stored: Option<u32>) -> Option<&'static str> {
-    match (uid, bits_stored) {
-        ("1.2.840.10008.1.2.4.51", Some(bits)) if bits > 8 => Some("12-bit JPEG Extended"),
-        _ => None,
-    }
 }
 
 /// JPEG 2000 transfer syntaxes (Part 1, Part 2, HTJ2K).
@@ -629,6 +621,9 @@ mod tests {
             ("j2k-lossy-mono1.dcm", 1.5 / 255.0, 1.0, 16),
             ("jls-lossless.dcm", 1e-6, lut, 16),
             ("jls-near-mono1.dcm", 3.5 / 4095.0, 3.5 / 4095.0 + lut, 12),
+            // Quality 90: libjpeg-turbo (C) decodes the same stream to the same values, at
+            // most 16 of 4,095 levels from the source (and the window spans 4,096).
+            ("jpeg12-lossy.dcm", 3.1 / 4095.0, 16.5 / 4095.0 + lut, 12),
         ] {
             let path = fixture(&format!("dicom/{name}"));
             let bytes = std::fs::read(&path).unwrap();
@@ -659,11 +654,15 @@ mod tests {
     /// or the service: truncated, and with bytes overwritten at spread positions.
     #[test]
     fn damaged_codestream_is_an_error_not_a_panic() {
-        for name in ["j2k-lossless.dcm", "htj2k-lossless.dcm", "jls-lossless.dcm"] {
+        for name in
+            ["j2k-lossless.dcm", "htj2k-lossless.dcm", "jls-lossless.dcm", "jpeg12-lossy.dcm"]
+        {
             let path = fixture(&format!("dicom/{name}"));
             let good = std::fs::read(&path).unwrap();
-            let header = good.len() - 12_000;
-            let mut damaged = vec![good[..good.len() - 6_000].to_vec()];
+            // The damage stays clear of the DICOM header (under 1,000 bytes here).
+            let tail = (good.len() - 1_000).min(12_000);
+            let header = good.len() - tail;
+            let mut damaged = vec![good[..good.len() - tail / 2].to_vec()];
             for step in [97, 389, 1_201] {
                 let mut b = good.clone();
                 for i in (header..b.len()).step_by(step) {
@@ -685,8 +684,7 @@ mod tests {
     }
 
     /// A codestream larger than the file's Rows/Columns say (the library's JPEG 2000
-    /// adapter indexes past its buffer then) is an error that says what to do; so is
-    /// 12-bit JPEG Extended, which the JPEG decoder refuses without naming.
+    /// adapter indexes past its buffer then) is an error that says what to do.
     #[test]
     fn jpeg2000_larger_than_its_header_is_an_error() {
         let path = fixture("dicom/j2k-lossless.dcm");
@@ -699,11 +697,6 @@ mod tests {
         let e = result.expect("no panic").unwrap_err().to_string();
         assert!(e.contains("100x100 with 1 component(s)") && e.contains("say 50x60 with 1"), "{e}");
         assert_eq!(jpeg2000_size(&[0xFF, 0x4F, 0xFF, 0x51, 0, 41]), None, "cut short");
-        assert_eq!(
-            precision_refused("1.2.840.10008.1.2.4.51", Some(12)),
-            Some("12-bit JPEG Extended")
-        );
-        assert_eq!(precision_refused("1.2.840.10008.1.2.4.51", Some(8)), None);
     }
 
     #[test]
