@@ -351,7 +351,7 @@ fn dicom_header_subject_is_checked() {
     assert!(right_note(&lines[2]) && !right_note(&lines[3]), "{lines:?}");
 }
 
-/// JPEG 2000, HTJ2K, JPEG-LS and 12-bit JPEG files made from a fixture radiograph
+/// JPEG 2000, HTJ2K, JPEG-LS, 12-bit JPEG and JPEG XL files made from a fixture radiograph
 /// (tests/fixtures/dicom/make.py): lossless ones read as the PNG does. The near-lossless
 /// JPEG-LS one (12 bits, NEAR 3: pixels within a fifth of an 8-bit grey level, checked in
 /// the unit tests) moved this reading by 0.7 months when measured: this radiograph's views
@@ -359,7 +359,7 @@ fn dicom_header_subject_is_checked() {
 /// (about 9:1) moved it by 4.2 months, the model's known sensitivity to compression
 /// (models/README.md, "Robustness to how the image was stored"); that bound only shows it
 /// was decoded and inverted back. The 12-bit JPEG one (quality 90, pixels within 16 of
-/// 4,095 levels) moved it by 1.4 months.
+/// 4,095 levels) moved it by 1.4 months, the lossy JPEG XL one (quality 98) by 2.9.
 #[test]
 fn dicom_compressed_is_decoded() {
     let png = val_image("1381");
@@ -372,6 +372,8 @@ fn dicom_compressed_is_decoded() {
         ("jls-near-mono1.dcm", 1.0),
         ("j2k-lossy-mono1.dcm", 8.0),
         ("jpeg12-lossy.dcm", 3.0),
+        ("jxl-lossless.dcm", 0.01),
+        ("jxl-lossy-mono1.dcm", 8.0),
     ];
     let mut args = vec![path_str(&png).to_string()];
     args.extend(files.iter().map(|(name, _)| path_str(&dicom(name)).to_string()));

@@ -3,8 +3,8 @@
 //! Pixel data: uncompressed and the encapsulated syntaxes dicom-rs decodes in pure Rust
 //! (JPEG baseline and lossless, 8-bit extended, RLE, deflate, and JPEG 2000 including
 //! HTJ2K through the `openjp2` port of OpenJPEG, so ARM builds need no C library), and
-//! JPEG-LS lossless and near-lossless and 12-bit JPEG Extended through [`native`]; JPEG XL
-//! is refused by name.
+//! JPEG-LS lossless and near-lossless, 12-bit JPEG Extended and JPEG XL through [`native`];
+//! video syntaxes are refused by name.
 //! Rescale slope/intercept and the first VOI LUT or window in the file are applied,
 //! MONOCHROME1 (and MONOCHROME2 with Presentation LUT Shape INVERSE) is inverted so bone is
 //! bright, then the result is scaled to `[0, 1]` with 16-bit precision. Files the library
@@ -256,12 +256,20 @@ const FOR_PROCESSING_CLASSES: [&str; 3] = [
 /// The name of a compressed transfer syntax this build cannot decode, so that the error
 /// says what the file is and what to ask for.
 fn undecodable_syntax(uid: &str) -> Option<&'static str> {
-    Some(match uid {
-        "1.2.840.10008.1.2.4.110" | "1.2.840.10008.1.2.4.111" | "1.2.840.10008.1.2.4.112" => {
-            "JPEG XL"
-        }
-        _ => return None,
-    })
+    let video = |first: u32, last: u32| {
+        uid.strip_prefix("1.2.840.10008.1.2.4.")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (first..=last).contains(&n))
+    };
+    if video(100, 101) {
+        Some("MPEG-2 video")
+    } else if video(102, 106) {
+        Some("MPEG-4 AVC/H.264 video")
+    } else if video(107, 108) {
+        Some("HEVC/H.265 video")
+    } else {
+        None
+    }
 }
 
 /// JPEG 2000 transfer syntaxes (Part 1, Part 2, HTJ2K).
@@ -589,19 +597,20 @@ mod tests {
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.80"), None);
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.70"), None);
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.90"), None);
-        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.110"), Some("JPEG XL"));
+        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.110"), None);
+        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.102"), Some("MPEG-4 AVC/H.264 video"));
     }
 
     /// A syntax this build cannot decode is refused by name, with the syntaxes to ask for.
     #[test]
-    fn jpeg_xl_is_refused_by_name() {
+    fn video_is_refused_by_name() {
         let path = fixture("dicom/jls-lossless.dcm");
         let mut obj = dicom_object::open_file(&path).unwrap();
-        obj.update_meta(|meta| meta.transfer_syntax = "1.2.840.10008.1.2.4.110".into());
+        obj.update_meta(|meta| meta.transfer_syntax = "1.2.840.10008.1.2.4.107".into());
         let mut bytes = Vec::new();
         obj.write_all(&mut bytes).unwrap();
         let e = decode(&path, &bytes).map(|_| ()).unwrap_err().to_string();
-        assert!(e.contains("encoded as JPEG XL (transfer syntax 1.2.840.10008.1.2.4.110)"), "{e}");
+        assert!(e.contains("as HEVC/H.265 video (transfer syntax 1.2.840.10008.1.2.4.107)"), "{e}");
         assert!(e.contains("JPEG-LS Lossless or JPEG 2000 Lossless"), "{e}");
     }
 
@@ -624,6 +633,10 @@ mod tests {
             // Quality 90: libjpeg-turbo (C) decodes the same stream to the same values, at
             // most 16 of 4,095 levels from the source (and the window spans 4,096).
             ("jpeg12-lossy.dcm", 3.1 / 4095.0, 16.5 / 4095.0 + lut, 12),
+            ("jxl-lossless.dcm", 1e-6, lut, 16),
+            // Quality 98: libjxl decodes it to within 43 of 4,095 levels of the source, 8.1 on
+            // average; jxl-oxide to within one level of libjxl.
+            ("jxl-lossy-mono1.dcm", 8.5 / 4095.0, 45.0 / 4095.0 + lut, 12),
         ] {
             let path = fixture(&format!("dicom/{name}"));
             let bytes = std::fs::read(&path).unwrap();
@@ -654,9 +667,13 @@ mod tests {
     /// or the service: truncated, and with bytes overwritten at spread positions.
     #[test]
     fn damaged_codestream_is_an_error_not_a_panic() {
-        for name in
-            ["j2k-lossless.dcm", "htj2k-lossless.dcm", "jls-lossless.dcm", "jpeg12-lossy.dcm"]
-        {
+        for name in [
+            "j2k-lossless.dcm",
+            "htj2k-lossless.dcm",
+            "jls-lossless.dcm",
+            "jpeg12-lossy.dcm",
+            "jxl-lossless.dcm",
+        ] {
             let path = fixture(&format!("dicom/{name}"));
             let good = std::fs::read(&path).unwrap();
             // The damage stays clear of the DICOM header (under 1,000 bytes here).

@@ -1,9 +1,9 @@
 //! Pixel data the dicom-rs adapters cannot decode in pure Rust: JPEG-LS (they need the
-//! CharLS C++ library) and 12-bit JPEG Extended (their JPEG decoder reads 8-bit DCT data
-//! only). Decoded here with `pure_jpegls` and `libjpeg-turbo-rs`, both pure Rust, so the
-//! ARM builds still need no C or C++ cross compiler, and put back as native pixel data, so
-//! that rescale, windows, LUTs, padding and shutters go through the same path as any other
-//! file.
+//! CharLS C++ library), 12-bit JPEG Extended (their JPEG decoder reads 8-bit DCT data
+//! only) and JPEG XL (no adapter). Decoded here with `pure_jpegls`, `libjpeg-turbo-rs`
+//! and `jxl-oxide`, all pure Rust, so the ARM builds still need no C or C++ cross
+//! compiler, and put back as native pixel data, so that rescale, windows, LUTs, padding
+//! and shutters go through the same path as any other file.
 
 use std::borrow::Cow;
 
@@ -21,6 +21,10 @@ pub(super) enum Codec {
     },
     /// JPEG Extended (Process 2 & 4) at 12 bits: a common lossy export of CR/DX units.
     Jpeg12,
+    /// JPEG XL Lossless, JPEG XL JPEG Recompression and JPEG XL (lossy allowed).
+    JpegXl {
+        lossless: bool,
+    },
 }
 
 impl Codec {
@@ -32,6 +36,10 @@ impl Codec {
             uids::JPEGLS_LOSSLESS => Some(Codec::JpegLs { near_lossless: false }),
             uids::JPEGLS_NEAR_LOSSLESS => Some(Codec::JpegLs { near_lossless: true }),
             uids::JPEG_EXTENDED12_BIT if bits_stored.is_some_and(|b| b > 8) => Some(Codec::Jpeg12),
+            "1.2.840.10008.1.2.4.110" => Some(Codec::JpegXl { lossless: true }),
+            "1.2.840.10008.1.2.4.111" | "1.2.840.10008.1.2.4.112" => {
+                Some(Codec::JpegXl { lossless: false })
+            }
             _ => None,
         }
     }
@@ -40,18 +48,20 @@ impl Codec {
         match self {
             Codec::JpegLs { .. } => "JPEG-LS",
             Codec::Jpeg12 => "12-bit JPEG",
+            Codec::JpegXl { .. } => "JPEG XL",
         }
     }
 
     /// How far above the top of Bits Stored a decoded value may lie and still be coding
     /// error, to be clamped: up to NEAR (at most 255) for a near-lossless stream coded at a
-    /// higher precision than Bits Stored (some encoders always code 16 bits); anything
-    /// 12 bits hold for lossy DCT data, whose ringing may overshoot a 10-bit top; nothing
-    /// for lossless data, where such a value is data that does not fit the file.
+    /// higher precision than Bits Stored (some encoders always code 16 bits), and as much
+    /// for lossy JPEG XL; anything 12 bits hold for lossy DCT data, whose ringing may
+    /// overshoot a 10-bit top; nothing for lossless data, where such a value is data that
+    /// does not fit the file.
     fn tolerance(self) -> u32 {
         match self {
-            Codec::JpegLs { near_lossless: true } => 255,
-            Codec::JpegLs { near_lossless: false } => 0,
+            Codec::JpegLs { near_lossless: true } | Codec::JpegXl { lossless: false } => 255,
+            Codec::JpegLs { near_lossless: false } | Codec::JpegXl { lossless: true } => 0,
             Codec::Jpeg12 => 4095,
         }
     }
@@ -83,8 +93,44 @@ impl Codec {
                 // becomes a value the check below refuses rather than a wrapped grey.
                 Ok(image.data.into_iter().map(|v| u16::try_from(v).unwrap_or(u16::MAX)).collect())
             }
+            Codec::JpegXl { .. } => decode_jpeg_xl(stream, columns, rows),
         }
     }
+}
+
+/// A grey JPEG XL frame as integer samples at the stream's own bit depth. jxl-oxide renders
+/// to floats in 0..=1, from which integer samples of up to 16 bits come back exactly; lossy
+/// (XYB) data is clamped to that range first.
+fn decode_jpeg_xl(stream: &[u8], columns: u32, rows: u32) -> Result<Vec<u16>, String> {
+    let image = jxl_oxide::JxlImage::builder()
+        .read(std::io::Cursor::new(stream))
+        .map_err(|e| e.to_string())?;
+    // Before any frame is rendered: the header's size is the one checked against the
+    // pixel limit.
+    if (image.width(), image.height()) != (columns, rows) {
+        return Err(format!(
+            "the frame is {}x{}, not {columns}x{rows} as Columns and Rows say",
+            image.width(),
+            image.height()
+        ));
+    }
+    if image.pixel_format() != jxl_oxide::PixelFormat::Gray {
+        return Err(format!(
+            "{:?} samples; send the radiograph as greyscale without alpha",
+            image.pixel_format()
+        ));
+    }
+    let bits = match image.image_header().metadata.bit_depth {
+        jxl_oxide::image::BitDepth::IntegerSample { bits_per_sample } if bits_per_sample <= 16 => {
+            bits_per_sample
+        }
+        other => {
+            return Err(format!("sample format {other:?}; expected integers of 16 bits or fewer"))
+        }
+    };
+    let top = ((1u32 << bits) - 1) as f32;
+    let frame = image.render_frame(0).map_err(|e| e.to_string())?.image_all_channels();
+    Ok(frame.buf().iter().map(|&v| (v.clamp(0.0, 1.0) * top).round() as u16).collect())
 }
 
 /// The object with its frame decoded by `codec` into native (Explicit VR Little Endian)
@@ -284,5 +330,25 @@ mod tests {
         assert!(here(jpeg12(colour)).unwrap_err().contains("3 colour components"));
         let e = here(jpeg12(stream[..stream.len() / 2].to_vec())).unwrap_err();
         assert!(e.starts_with("12-bit JPEG: "), "{e}");
+    }
+
+    /// A JPEG XL frame of another size than Rows and Columns say is refused before it is
+    /// rendered; a damaged one is an error. (The fixtures `jxl-*.dcm` check the pixels.)
+    #[test]
+    fn jpeg_xl_frame_must_match_the_header() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/jxl-lossless.dcm");
+        let open = || {
+            let mut obj = dicom_object::open_file(path).unwrap();
+            obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(50u16)));
+            obj
+        };
+        let e = here(open()).unwrap_err();
+        assert!(e.contains("the frame is 100x100, not 100x50 as Columns and Rows say"), "{e}");
+        let stream = open().element(tags::PIXEL_DATA).unwrap().fragments().unwrap()[0].clone();
+        let mut cut = dicom_object::open_file(path).unwrap();
+        let half = PixelFragmentSequence::new_fragments(vec![stream[..stream.len() / 2].to_vec()]);
+        cut.put(DataElement::new(tags::PIXEL_DATA, VR::OB, half));
+        let e = here(cut).unwrap_err();
+        assert!(e.starts_with("JPEG XL: ") && !e.contains("the frame is"), "{e}");
     }
 }
