@@ -2,8 +2,9 @@
 
 One validation radiograph (tests/fixtures/val/images/1381.png) is upscaled to 2500x3000 with
 a little noise (so the codecs cannot compress flat areas to nothing), stored as 16-bit DX
-and written uncompressed, as JPEG 2000 Lossless and as JPEG-LS Lossless, with the writer of
-the DICOM test fixtures (tests/fixtures/dicom/make.py). Needs numpy, pillow, pydicom,
+and written uncompressed, as JPEG 2000 Lossless, JPEG-LS Lossless and JPEG XL Lossless, and
+at 12 bits as 12-bit JPEG (quality 90), with the writer of the DICOM test fixtures
+(tests/fixtures/dicom/make.py). Needs numpy, pillow, pydicom,
 imagecodecs and pyjpegls (PyPI). Then, for each file:
 
     python benches/large_dicom.py OUT_DIR
@@ -38,11 +39,19 @@ def main(out):
         "j2k-lossless.dcm": ("1.2.840.10008.1.2.4.90",
                              imagecodecs.jpeg2k_encode(pixels, level=0, codecformat="j2k")),
         "jls-lossless.dcm": ("1.2.840.10008.1.2.4.80", imagecodecs.jpegls_encode(pixels, level=0)),
+        "jxl-lossless.dcm": ("1.2.840.10008.1.2.4.110",
+                             imagecodecs.jpegxl_encode(pixels, lossless=True)),
     }
     for name, (syntax, frame) in files.items():
         path = os.path.join(out, name)
         make.dataset(pixels, syntax, frame).save_as(path, enforce_file_format=True)
         print(f"{path}: {os.path.getsize(path) / 2**20:.1f} MiB")
+    twelve = (pixels >> 4).astype(np.uint16)
+    path = os.path.join(out, "jpeg12.dcm")
+    frame = imagecodecs.jpeg8_encode(twelve, level=90, bitspersample=12)
+    make.dataset(twelve, "1.2.840.10008.1.2.4.51", frame, bits=12).save_as(
+        path, enforce_file_format=True)
+    print(f"{path}: {os.path.getsize(path) / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":

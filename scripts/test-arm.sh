@@ -5,7 +5,8 @@
 #   - config loading: every firmware-config/*.toml, and a bad key is refused by name;
 #   - `boneage predict` with the shipped model on a validation fixture (5 test-time views),
 #     compared with the reference reading (tests/fixtures/val/expected.csv, pred_tta)
-#     within 0.1 month;
+#     within 0.1 month, and on the same radiograph as lossless JPEG 2000, HTJ2K, JPEG-LS and
+#     JPEG XL DICOM (one view, pred_pytorch) and as 12-bit JPEG;
 #   - the line protocol: `boneage serve` on 127.0.0.1 (one view), PING, *IDN?, ANALYZE
 #     (compared with the PyTorch value, pred_pytorch), RESULT and malformed lines, checked
 #     reply by reply.
@@ -67,6 +68,22 @@ for target in "${targets[@]}"; do
     got_sd=$(sed -E 's/.*"view_spread_months":([-0-9.e]+).*/\1/' <<<"$reply")
     close "$got_sd" "$want_sd" || fail "view SD $got_sd months for $id.png, reference $want_sd"
     echo "$target predict $id.png: $got months, view SD $got_sd (reference $want_tta, $want_sd)"
+
+    # The DICOM codecs written in Rust (tests/fixtures/dicom/, the same radiograph): the
+    # lossless files read as the PyTorch reference does (one view), the 12-bit JPEG one
+    # decodes to a reading (it is lossy: 1.4 months from the PNG's on x86_64).
+    lossless=(j2k-lossless htj2k-lossless jls-lossless jxl-lossless)
+    files=("${lossless[@]/#/tests/fixtures/dicom/}")
+    replies=$("${run[@]}" "$bin" --no-tta predict "${files[@]/%/.dcm}" \
+        tests/fixtures/dicom/jpeg12-lossy.dcm --json)
+    for i in "${!lossless[@]}"; do
+        line=$(sed -n "$((i + 1))p" <<<"$replies")
+        got=$(sed -E 's/.*"bone_age_months":([-0-9.e]+).*/\1/' <<<"$line")
+        close "$got" "$want_torch" || fail "${lossless[$i]}.dcm: $line, PyTorch $want_torch"
+    done
+    grep -q '"image":"tests/fixtures/dicom/jpeg12-lossy.dcm".*"bone_age_months"' \
+        <<<"$(sed -n 5p <<<"$replies")" || fail "jpeg12-lossy.dcm: $replies"
+    echo "$target predict ${lossless[*]}, jpeg12-lossy (DICOM): read as the PNG"
 
     # The line protocol over TCP.
     port=$((20000 + RANDOM % 20000))
