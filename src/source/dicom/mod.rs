@@ -17,12 +17,13 @@
 
 use std::path::Path;
 
-use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{
     ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder, Rescale, VoiLutOption,
     WindowLevel,
 };
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
 mod mask;
 mod native;
@@ -33,16 +34,84 @@ use mask::{Padding, Shutter};
 use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
 use crate::report::{iso_date, months_between_dates, Age, AgeSource, Sex, MAX_AGE_MONTHS};
 
-/// A DICOM Part 10 file has "DICM" after a 128-byte preamble.
+/// How a DICOM file begins: as Part 10 says, "DICM" and the file meta after a 128-byte
+/// preamble (or, from some writers, with no preamble), or as a bare data set with no file
+/// meta at all, as older systems and ACR-NEMA-era exports write. A bare data set is
+/// recognised by its first element, in group 0008, in little endian; its transfer syntax
+/// is then Explicit VR when a VR follows the tag, else Implicit VR (the DICOM default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layout {
+    Part10 {
+        meta_at: usize,
+    },
+    Bare {
+        explicit_vr: bool,
+    },
+    /// Explicit VR Big Endian, retired in 2006: recognised only to say so.
+    BareBigEndian,
+}
+
+fn layout(bytes: &[u8]) -> Option<Layout> {
+    if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        Some(Layout::Part10 { meta_at: 128 })
+    } else if bytes.starts_with(b"DICM") {
+        Some(Layout::Part10 { meta_at: 0 })
+    } else if bytes.len() >= 8 && bytes[..2] == [0x08, 0x00] && bytes[3] == 0 {
+        let explicit_vr = bytes[4..6].iter().all(u8::is_ascii_uppercase);
+        Some(Layout::Bare { explicit_vr })
+    } else if bytes.len() >= 8 && bytes[..3] == [0x00, 0x08, 0x00] {
+        Some(Layout::BareBigEndian)
+    } else {
+        None
+    }
+}
+
 pub(super) fn is_dicom(bytes: &[u8]) -> bool {
-    bytes.len() >= 132 && &bytes[128..132] == b"DICM"
+    layout(bytes).is_some()
+}
+
+/// The DICOM object in `bytes`, with file meta (made up for a bare data set: its transfer
+/// syntax as guessed, its SOP class and instance as the data set says).
+fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
+    match layout(bytes) {
+        Some(Layout::Part10 { meta_at }) => OpenFileOptions::new()
+            .from_reader(&bytes[meta_at..])
+            .map_err(|e| format!("cannot parse: {e}")),
+        Some(Layout::Bare { explicit_vr }) => {
+            let uid = if explicit_vr {
+                uids::EXPLICIT_VR_LITTLE_ENDIAN
+            } else {
+                uids::IMPLICIT_VR_LITTLE_ENDIAN
+            };
+            let ts = TransferSyntaxRegistry.get(uid).ok_or("no transfer syntax")?;
+            let obj = InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| {
+                format!(
+                    "cannot parse this DICOM data set without file meta (read as {}): {e}; \
+                     export it as a DICOM Part 10 file",
+                    ts.name()
+                )
+            })?;
+            let sop_class = text(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
+            let sop_instance = text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
+            obj.with_meta(
+                FileMetaTableBuilder::new()
+                    .transfer_syntax(uid)
+                    .media_storage_sop_class_uid(sop_class)
+                    .media_storage_sop_instance_uid(sop_instance),
+            )
+            .map_err(|e| format!("cannot use this DICOM data set without file meta: {e}"))
+        }
+        Some(Layout::BareBigEndian) => Err("it is a big-endian DICOM data set without file \
+                                             meta (a retired encoding); export it as a DICOM \
+                                             Part 10 file in Explicit VR Little Endian"
+            .into()),
+        None => Err("not a DICOM file".into()),
+    }
 }
 
 pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> {
     let dicom_err = error_for(path);
-    let obj = OpenFileOptions::new()
-        .from_reader(&bytes[128..])
-        .map_err(|e| dicom_err(format!("cannot parse: {e}")))?;
+    let obj = open(bytes).map_err(dicom_err)?;
     let subject_notes = subject::check(&obj).map_err(dicom_err)?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(dicom_err("no pixel data (is this a report or structured document?)".into()));
@@ -64,6 +133,15 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         )));
     }
     check_jpeg2000_size(&obj, &ts).map_err(dicom_err)?;
+    // Subsampled colour stored uncompressed: the pixel library sizes its frames as if it
+    // were not subsampled and fails with "Frame #0 is out of range", which names nothing.
+    let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
+    if photometric.starts_with("YBR_") && photometric.ends_with("_422") && !is_compressed(&ts) {
+        return Err(dicom_err(format!(
+            "it is a colour image ({photometric}, uncompressed), which this program does not \
+             convert; a radiograph is grey: export it as greyscale (MONOCHROME2)"
+        )));
+    }
     let obj = match native::Codec::for_syntax(&ts, unsigned(&obj, tags::BITS_STORED)) {
         Some(codec) => native::to_native(obj, codec).map_err(|e| {
             dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {e}"))
@@ -253,15 +331,20 @@ const FOR_PROCESSING_CLASSES: [&str; 3] = [
     "1.2.840.10008.5.1.4.1.1.1.3.1",
 ];
 
-/// The name of a compressed transfer syntax this build cannot decode, so that the error
-/// says what the file is and what to ask for.
+/// The name of a compressed transfer syntax this build cannot decode (video, and JPEG XL
+/// where the `jpegxl` feature is left out), so that the error says what the file is and
+/// what to ask for.
 fn undecodable_syntax(uid: &str) -> Option<&'static str> {
     let video = |first: u32, last: u32| {
         uid.strip_prefix("1.2.840.10008.1.2.4.")
             .and_then(|n| n.parse::<u32>().ok())
             .is_some_and(|n| (first..=last).contains(&n))
     };
-    if video(100, 101) {
+    if matches!(uid, native::JPEG_XL_LOSSLESS | native::JPEG_XL_RECOMPRESSION | native::JPEG_XL)
+        && !cfg!(feature = "jpegxl")
+    {
+        Some("JPEG XL (left out of this size-first build)")
+    } else if video(100, 101) {
         Some("MPEG-2 video")
     } else if video(102, 106) {
         Some("MPEG-4 AVC/H.264 video")
@@ -270,6 +353,18 @@ fn undecodable_syntax(uid: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether pixel data in this transfer syntax is encapsulated (compressed): all but the
+/// native Little/Big Endian ones and Deflated (whose pixels are native once inflated).
+fn is_compressed(uid: &str) -> bool {
+    !matches!(
+        uid,
+        uids::IMPLICIT_VR_LITTLE_ENDIAN
+            | uids::EXPLICIT_VR_LITTLE_ENDIAN
+            | "1.2.840.10008.1.2.2" // Explicit VR Big Endian (retired)
+            | uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    )
 }
 
 /// JPEG 2000 transfer syntaxes (Part 1, Part 2, HTJ2K).
@@ -597,7 +692,8 @@ mod tests {
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.80"), None);
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.70"), None);
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.90"), None);
-        assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.110"), None);
+        let jpeg_xl = undecodable_syntax("1.2.840.10008.1.2.4.110");
+        assert_eq!(jpeg_xl.is_none(), cfg!(feature = "jpegxl"), "{jpeg_xl:?}");
         assert_eq!(undecodable_syntax("1.2.840.10008.1.2.4.102"), Some("MPEG-4 AVC/H.264 video"));
     }
 
@@ -637,7 +733,10 @@ mod tests {
             // Quality 98: libjxl decodes it to within 43 of 4,095 levels of the source, 8.1 on
             // average; jxl-oxide to within one level of libjxl.
             ("jxl-lossy-mono1.dcm", 8.5 / 4095.0, 45.0 / 4095.0 + lut, 12),
-        ] {
+        ]
+        .into_iter()
+        .filter(|(name, ..)| built_in(name))
+        {
             let path = fixture(&format!("dicom/{name}"));
             let bytes = std::fs::read(&path).unwrap();
             let r = decode(&path, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -663,6 +762,11 @@ mod tests {
         }
     }
 
+    /// Whether this build decodes the fixture: the JPEG XL ones need the `jpegxl` feature.
+    fn built_in(name: &str) -> bool {
+        cfg!(feature = "jpegxl") || !name.starts_with("jxl-")
+    }
+
     /// A damaged codestream is at worst an error for that file, never a crash of the batch
     /// or the service: truncated, and with bytes overwritten at spread positions.
     #[test]
@@ -673,7 +777,10 @@ mod tests {
             "jls-lossless.dcm",
             "jpeg12-lossy.dcm",
             "jxl-lossless.dcm",
-        ] {
+        ]
+        .into_iter()
+        .filter(|name| built_in(name))
+        {
             let path = fixture(&format!("dicom/{name}"));
             let good = std::fs::read(&path).unwrap();
             // The damage stays clear of the DICOM header (under 1,000 bytes here).
@@ -716,11 +823,43 @@ mod tests {
         assert_eq!(jpeg2000_size(&[0xFF, 0x4F, 0xFF, 0x51, 0, 41]), None, "cut short");
     }
 
+    /// Subsampled colour stored uncompressed is refused by what it is, not by the pixel
+    /// library's "Frame #0 is out of range".
+    #[test]
+    fn uncompressed_subsampled_colour_is_refused_by_name() {
+        let path = fixture("dicom/jls-lossless.dcm");
+        let mut obj = dicom_object::open_file(&path).unwrap();
+        obj.update_meta(|meta| meta.transfer_syntax = uids::EXPLICIT_VR_LITTLE_ENDIAN.into());
+        let put = |o: &mut DefaultDicomObject, tag, vr, v: PrimitiveValue| {
+            o.put(DataElement::new(tag, vr, v));
+        };
+        put(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "YBR_FULL_422".into());
+        put(&mut obj, tags::SAMPLES_PER_PIXEL, VR::US, 3u16.into());
+        put(&mut obj, tags::BITS_ALLOCATED, VR::US, 8u16.into());
+        put(&mut obj, tags::BITS_STORED, VR::US, 8u16.into());
+        put(&mut obj, tags::HIGH_BIT, VR::US, 7u16.into());
+        put(&mut obj, tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(vec![0; 100 * 100 * 2].into()));
+        let mut bytes = Vec::new();
+        obj.write_all(&mut bytes).unwrap();
+        let e = decode(&path, &bytes).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("colour image (YBR_FULL_422, uncompressed)"), "{e}");
+    }
+
     #[test]
     fn dicom_magic() {
         let mut b = vec![0u8; 132];
         assert!(!is_dicom(&b));
         b[128..132].copy_from_slice(b"DICM");
-        assert!(is_dicom(&b));
+        assert_eq!(layout(&b), Some(Layout::Part10 { meta_at: 128 }));
+        assert_eq!(layout(&b[128..]), Some(Layout::Part10 { meta_at: 0 }));
+        // (0008,0005) Specific Character Set, then its VR or its 4-byte length.
+        let explicit = [0x08, 0x00, 0x05, 0x00, b'C', b'S', 10, 0];
+        assert_eq!(layout(&explicit), Some(Layout::Bare { explicit_vr: true }));
+        let implicit = [0x08, 0x00, 0x05, 0x00, 10, 0, 0, 0];
+        assert_eq!(layout(&implicit), Some(Layout::Bare { explicit_vr: false }));
+        let big_endian = [0x00, 0x08, 0x00, 0x05, b'C', b'S', 0, 10];
+        assert_eq!(layout(&big_endian), Some(Layout::BareBigEndian));
+        assert_eq!(layout(b"\x89PNG\r\n\x1a\n\0\0"), None);
+        assert_eq!(layout(&[0x08, 0x00, 0x05, 0x00]), None, "too short to tell");
     }
 }

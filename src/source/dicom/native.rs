@@ -13,6 +13,11 @@ use dicom_object::DefaultDicomObject;
 
 use super::unsigned;
 
+/// JPEG XL Lossless, JPEG XL JPEG Recompression and JPEG XL transfer syntaxes.
+pub(super) const JPEG_XL_LOSSLESS: &str = "1.2.840.10008.1.2.4.110";
+pub(super) const JPEG_XL_RECOMPRESSION: &str = "1.2.840.10008.1.2.4.111";
+pub(super) const JPEG_XL: &str = "1.2.840.10008.1.2.4.112";
+
 /// The encodings decoded here.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Codec {
@@ -36,8 +41,8 @@ impl Codec {
             uids::JPEGLS_LOSSLESS => Some(Codec::JpegLs { near_lossless: false }),
             uids::JPEGLS_NEAR_LOSSLESS => Some(Codec::JpegLs { near_lossless: true }),
             uids::JPEG_EXTENDED12_BIT if bits_stored.is_some_and(|b| b > 8) => Some(Codec::Jpeg12),
-            "1.2.840.10008.1.2.4.110" => Some(Codec::JpegXl { lossless: true }),
-            "1.2.840.10008.1.2.4.111" | "1.2.840.10008.1.2.4.112" => {
+            JPEG_XL_LOSSLESS if cfg!(feature = "jpegxl") => Some(Codec::JpegXl { lossless: true }),
+            JPEG_XL_RECOMPRESSION | JPEG_XL if cfg!(feature = "jpegxl") => {
                 Some(Codec::JpegXl { lossless: false })
             }
             _ => None,
@@ -93,11 +98,15 @@ impl Codec {
                 // becomes a value the check below refuses rather than a wrapped grey.
                 Ok(image.data.into_iter().map(|v| u16::try_from(v).unwrap_or(u16::MAX)).collect())
             }
+            #[cfg(feature = "jpegxl")]
             Codec::JpegXl { .. } => decode_jpeg_xl(stream, columns, rows),
+            #[cfg(not(feature = "jpegxl"))]
+            Codec::JpegXl { .. } => Err("this build leaves JPEG XL out".into()),
         }
     }
 }
 
+#[cfg(feature = "jpegxl")]
 /// A grey JPEG XL frame as integer samples at the stream's own bit depth. jxl-oxide renders
 /// to floats in 0..=1, from which integer samples of up to 16 bits come back exactly; lossy
 /// (XYB) data is clamped to that range first.
@@ -335,6 +344,7 @@ mod tests {
     /// A JPEG XL frame of another size than Rows and Columns say is refused before it is
     /// rendered; a damaged one is an error. (The fixtures `jxl-*.dcm` check the pixels.)
     #[test]
+    #[cfg(feature = "jpegxl")]
     fn jpeg_xl_frame_must_match_the_header() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dicom/jxl-lossless.dcm");
         let open = || {
