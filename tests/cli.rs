@@ -851,7 +851,10 @@ fn version_names_crate_and_model() {
     let text = stdout(&out);
     assert!(text.contains(env!("CARGO_PKG_VERSION")) && text.contains("boneage-lite0 v"), "{text}");
     assert!(text.trim_end().ends_with("; backend tract"), "the default config runs tract: {text}");
-    assert!(text.contains("[features: multithread"), "a default build names its features: {text}");
+    assert!(
+        text.contains("[features: multithread, jpegxl"),
+        "a default build names its features: {text}"
+    );
 }
 
 #[test]

@@ -237,13 +237,17 @@ fn model_info(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Cargo features this binary was built with, for `--version`: a size-first board build
-/// (no `multithread`) or a GPU build (`ort`) behaves differently, and support asks first.
+/// (no `multithread`, no `jpegxl`) or a GPU build (`ort`) behaves differently, and support
+/// asks first.
 fn build_features() -> String {
-    let features: Vec<&str> =
-        [("multithread", cfg!(feature = "multithread")), ("ort", cfg!(feature = "ort"))]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
+    let features: Vec<&str> = [
+        ("multithread", cfg!(feature = "multithread")),
+        ("jpegxl", cfg!(feature = "jpegxl")),
+        ("ort", cfg!(feature = "ort")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
     if features.is_empty() {
         "features: none".into()
     } else {
