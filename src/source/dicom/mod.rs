@@ -268,7 +268,7 @@ enum Presentation {
 /// says whether the image must be inverted for display. The message says what to send
 /// instead.
 fn presentation(obj: &InMemDicomObject) -> Result<Presentation, String> {
-    let value = |tag| text(obj, tag).map(|v| v.to_ascii_uppercase());
+    let value = |tag| code(obj, tag);
     let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok());
     // An empty sequence (some converters and anonymisers write them) applies nothing.
     let has_items = |tag| {
@@ -355,16 +355,11 @@ fn undecodable_syntax(uid: &str) -> Option<&'static str> {
     }
 }
 
-/// Whether pixel data in this transfer syntax is encapsulated (compressed): all but the
-/// native Little/Big Endian ones and Deflated (whose pixels are native once inflated).
+/// Whether pixel data in this transfer syntax is encapsulated (compressed), as the
+/// registry says (Deflated is not: its pixels are native once inflated); a syntax the
+/// registry does not know is taken as compressed.
 fn is_compressed(uid: &str) -> bool {
-    !matches!(
-        uid,
-        uids::IMPLICIT_VR_LITTLE_ENDIAN
-            | uids::EXPLICIT_VR_LITTLE_ENDIAN
-            | "1.2.840.10008.1.2.2" // Explicit VR Big Endian (retired)
-            | uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
-    )
+    TransferSyntaxRegistry.get(uid).is_none_or(|ts| ts.is_encapsulated_pixel_data())
 }
 
 /// JPEG 2000 transfer syntaxes (Part 1, Part 2, HTJ2K).
@@ -450,6 +445,12 @@ fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
     let value = obj.element_opt(tag).ok().flatten()?.to_str().ok()?;
     let value = value.trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
     (!value.is_empty()).then_some(value)
+}
+
+/// A coded value (CS: modality, photometric interpretation, ...) in upper case, as the
+/// standard writes its defined terms, so that a writer's lower case still matches.
+fn code(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
+    text(obj, tag).map(|v| v.to_ascii_uppercase())
 }
 
 fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
@@ -843,6 +844,17 @@ mod tests {
         obj.write_all(&mut bytes).unwrap();
         let e = decode(&path, &bytes).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("colour image (YBR_FULL_422, uncompressed)"), "{e}");
+        for (uid, compressed) in [
+            (uids::IMPLICIT_VR_LITTLE_ENDIAN, false),
+            (uids::EXPLICIT_VR_LITTLE_ENDIAN, false),
+            ("1.2.840.10008.1.2.2", false), // Explicit VR Big Endian (retired)
+            (uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, false),
+            (uids::JPEG_BASELINE8_BIT, true),
+            (uids::JPEG2000_LOSSLESS, true),
+            ("1.2.840.10008.1.2.4.9999", true), // unknown: taken as compressed
+        ] {
+            assert_eq!(is_compressed(uid), compressed, "{uid}");
+        }
     }
 
     #[test]

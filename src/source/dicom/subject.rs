@@ -11,13 +11,13 @@
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
-use super::text;
+use super::code;
 
 /// Refuses a file whose Modality or Body Part Examined names something other than a
 /// radiograph of the hand, saying what it is and what to send; else returns the notes
 /// for the reading (a right or both-sides marker).
 pub(super) fn check(obj: &InMemDicomObject) -> Result<Vec<String>, String> {
-    let value = |tag| text(obj, tag).map(|v| v.to_ascii_uppercase());
+    let value = |tag| code(obj, tag);
     if let Some(modality) = value(tags::MODALITY) {
         if let Some(what) = other_modality(&modality) {
             return Err(format!(
