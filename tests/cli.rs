@@ -398,31 +398,36 @@ fn dicom_without_preamble_or_file_meta() {
 fn dicom_compressed_is_decoded() {
     let png = val_image("1381");
     let dicom = |name: &str| fixtures().join("dicom").join(name);
-    // Each file, and how far its reading may be from the PNG's.
+    // Each file, how far its reading may be from the PNG's, and whether it went through
+    // lossy compression, which the reading must say.
     let files = [
-        ("j2k-lossless.dcm", 0.01),
-        ("htj2k-lossless.dcm", 0.01),
-        ("jls-lossless.dcm", 0.01),
-        ("jls-near-mono1.dcm", 1.0),
-        ("j2k-lossy-mono1.dcm", 8.0),
-        ("jpeg12-lossy.dcm", 3.0),
-        ("jxl-lossless.dcm", 0.01),
-        ("jxl-lossy-mono1.dcm", 8.0),
+        ("j2k-lossless.dcm", 0.01, false),
+        ("htj2k-lossless.dcm", 0.01, false),
+        ("jls-lossless.dcm", 0.01, false),
+        ("jls-near-mono1.dcm", 1.0, true),
+        ("j2k-lossy-mono1.dcm", 8.0, true),
+        ("jpeg12-lossy.dcm", 3.0, true),
+        ("jxl-lossless.dcm", 0.01, false),
+        ("jxl-lossy-mono1.dcm", 8.0, true),
     ];
     // The JPEG XL decoder is a default feature that size-first builds leave out.
     let files: Vec<_> = files
         .into_iter()
-        .filter(|(name, _)| cfg!(feature = "jpegxl") || !name.starts_with("jxl-"))
+        .filter(|(name, ..)| cfg!(feature = "jpegxl") || !name.starts_with("jxl-"))
         .collect();
     let mut args = vec![path_str(&png).to_string()];
-    args.extend(files.iter().map(|(name, _)| path_str(&dicom(name)).to_string()));
+    args.extend(files.iter().map(|(name, ..)| path_str(&dicom(name)).to_string()));
     args.extend(["--sex".into(), "f".into()]);
     let (out, lines) = predict_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(lines.len(), files.len() + 1, "{}", stdout(&out));
     let reference = months(&lines[0]);
-    for ((name, bound), v) in files.iter().zip(&lines[1..]) {
+    let lossy_warning =
+        |v: &serde_json::Value| v["warnings"].to_string().contains("lossy compression");
+    assert!(!lossy_warning(&lines[0]), "{}", lines[0]);
+    for ((name, bound, lossy), v) in files.iter().zip(&lines[1..]) {
         assert!((months(v) - reference).abs() < *bound, "{name}: {v} vs {reference}");
+        assert_eq!(lossy_warning(v), *lossy, "{name}: {v}");
     }
 }
 

@@ -10,7 +10,7 @@
 //! bright, then the result is scaled to `[0, 1]` with 16-bit precision. Files the library
 //! would decode but show wrongly are refused first ([`presentation`]).
 //! A header that names another modality or body part is refused, and a right-side marker
-//! becomes a note ([`subject`]).
+//! becomes a note ([`subject`]), and so does lossy compression ([`lossy`]).
 //! Patient facts: PatientSex, the age (PatientBirthDate vs StudyDate/AcquisitionDate/
 //! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
 //! but unusable become notes on the reading.
@@ -25,6 +25,7 @@ use dicom_pixeldata::{
 };
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
+mod lossy;
 mod mask;
 mod native;
 mod subject;
@@ -142,6 +143,8 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
              convert; a radiograph is grey: export it as greyscale (MONOCHROME2)"
         )));
     }
+    // Read before the frame is decoded in place: the codestream is part of the evidence.
+    let lossy_note = lossy::note(&obj, &ts);
     let obj = match native::Codec::for_syntax(&ts, unsigned(&obj, tags::BITS_STORED)) {
         Some(codec) => native::to_native(obj, codec).map_err(|e| {
             dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {e}"))
@@ -204,7 +207,10 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         bit_depth: decoded.bits_stored() as u8,
         format: "DICOM",
         colour_fraction: raster::colour_fraction(&img),
-        patient: PatientInfo { notes: [subject_notes, info.notes].concat(), ..info },
+        patient: PatientInfo {
+            notes: [subject_notes, lossy_note.into_iter().collect(), info.notes].concat(),
+            ..info
+        },
     })
 }
 
