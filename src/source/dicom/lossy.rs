@@ -67,19 +67,31 @@ fn evidence(obj: &InMemDicomObject, ts: &str) -> Option<String> {
 fn header_evidence(obj: &InMemDicomObject) -> String {
     let mut how = "Lossy Image Compression 01".to_string();
     if let Some(method) = code(obj, tags::LOSSY_IMAGE_COMPRESSION_METHOD) {
-        // Several values when it was compressed more than once; the first names the first.
-        let first = method.split('\\').next().unwrap_or_default().trim().to_string();
-        how.push_str(&format!(", method {first}"));
-        if let Some(name) = method_name(&first) {
-            how.push_str(&format!(" ({name})"));
+        // One value per lossy step, when it was compressed more than once.
+        let methods: Vec<String> = method
+            .split('\\')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| match method_name(m) {
+                Some(name) => format!("{m} ({name})"),
+                None => m.to_string(),
+            })
+            .collect();
+        if !methods.is_empty() {
+            how.push_str(&format!(", method {}", methods.join(" then ")));
         }
     }
     if let Some(ratio) = text(obj, tags::LOSSY_IMAGE_COMPRESSION_RATIO) {
-        let ratios: Vec<f64> =
-            ratio.split('\\').filter_map(|r| r.trim().parse().ok()).filter(|r| *r > 0.0).collect();
-        // Compressed twice: the ratios multiply.
+        // One value per lossy step, each against the image it compressed; a value under 1
+        // is a writer's error (the inverse), not a ratio, and is left out.
+        let ratios: Vec<String> = ratio
+            .split('\\')
+            .filter_map(|r| r.trim().parse::<f64>().ok())
+            .filter(|r| *r >= 1.0)
+            .map(|r| if r < 10.0 { format!("{r:.1}:1") } else { format!("{r:.0}:1") })
+            .collect();
         if !ratios.is_empty() {
-            how.push_str(&format!(", ratio {:.0}:1", ratios.iter().product::<f64>()));
+            how.push_str(&format!(", ratio {}", ratios.join(" then ")));
         }
     }
     how
@@ -234,8 +246,8 @@ mod tests {
         }
     }
 
-    /// Method and ratio are named as the file gives them; a file compressed twice
-    /// multiplies its ratios.
+    /// Method and ratio are named as the file gives them, each step of a file compressed
+    /// twice, and a ratio under 1 (a writer's error) is left out.
     #[test]
     fn header_method_and_ratio_are_shown() {
         let mut obj = fixture("jls-lossless.dcm");
@@ -245,10 +257,15 @@ mod tests {
         use dicom_core::VR;
         put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
         put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION_METHOD, VR::CS, "ISO_10918_1\\ISO_15444_1");
-        put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION_RATIO, VR::DS, "4\\2.5");
+        put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION_RATIO, VR::DS, "15.51\\2.5\\0.08");
         let ts = syntax(&obj);
         let shown = note(&obj, &ts).unwrap_or_default();
-        assert!(shown.contains("method ISO_10918_1 (JPEG), ratio 10:1"), "{shown}");
+        assert!(
+            shown.contains(
+                "method ISO_10918_1 (JPEG) then ISO_15444_1 (JPEG 2000), ratio 16:1 then 2.5:1)"
+            ),
+            "{shown}"
+        );
         // 00 says it was never lossy: the lossless stream agrees, so no note.
         put(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
         assert_eq!(note(&obj, &ts), None);
