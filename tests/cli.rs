@@ -146,13 +146,24 @@ fn corrupt_inputs_fail_alone_and_are_named() {
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&big).unwrap();
     std::fs::write(&cut, &jpeg[..jpeg.len() * 6 / 10]).unwrap();
 
-    let paths = [&truncated, &empty, &text, &missing, &tiny, &cut, &good];
+    // A DICOM file whose pixel data fragment claims about 4 GB, as one corrupted length
+    // field makes it: refused before the parser reserves that memory.
+    let damaged = dir.path().join("damaged.dcm");
+    let mut dicom = std::fs::read(fixtures().join("dicom/jls-lossless.dcm")).unwrap();
+    let item: &[u8] = &[0xFE, 0xFF, 0x00, 0xE0];
+    let items: Vec<usize> =
+        dicom.windows(4).enumerate().filter(|(_, w)| *w == item).map(|(i, _)| i).collect();
+    let fragment = items[1]; // after the basic offset table
+    dicom[fragment + 4..fragment + 8].copy_from_slice(&0xF000_0000u32.to_le_bytes());
+    std::fs::write(&damaged, &dicom).unwrap();
+
+    let paths = [&truncated, &empty, &text, &missing, &tiny, &cut, &damaged, &good];
     let mut args: Vec<&str> = vec!["predict", "--json", "--sex", "female"];
     args.extend(paths.iter().map(|p| path_str(p)));
     let out = boneage(&args);
     assert_eq!(out.status.code(), Some(1), "some inputs failed");
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 7);
+    assert_eq!(lines.len(), 8);
     let err = stderr(&out);
     for (p, why) in [
         (&truncated, "corrupt or truncated PNG"),
@@ -161,11 +172,13 @@ fn corrupt_inputs_fail_alone_and_are_named() {
         (&missing, "cannot read file"),
         (&tiny, "image is 8x8 px"),
         (&cut, "corrupt or truncated JPEG image: no end-of-image marker"),
+        (&damaged, "DICOM file unusable: element (FFFE,E000) at byte"),
     ] {
         assert!(err.contains(&format!("{}: {why}", p.display())), "{why}: {err}");
     }
-    assert!(lines[6]["bone_age_months"].is_number(), "the good image is still analysed");
-    assert!(err.contains("6 of 7 images failed"));
+    assert!(err.contains("declares 4026531840 bytes but only"), "{err}");
+    assert!(lines[7]["bone_age_months"].is_number(), "the good image is still analysed");
+    assert!(err.contains("7 of 8 images failed"));
 }
 
 #[test]

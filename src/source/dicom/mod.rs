@@ -25,6 +25,7 @@ use dicom_pixeldata::{
 };
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
+mod lengths;
 mod lossy;
 mod mask;
 mod native;
@@ -74,6 +75,12 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
 /// The DICOM object in `bytes`, with file meta (made up for a bare data set: its transfer
 /// syntax as guessed, its SOP class and instance as the data set says).
 fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
+    let checked = match layout(bytes) {
+        Some(Layout::Part10 { meta_at }) => lengths::check_part10(bytes, meta_at),
+        Some(Layout::Bare { explicit_vr }) => lengths::check_bare(bytes, explicit_vr),
+        _ => Ok(()),
+    };
+    checked.map_err(|lengths::Damaged(why)| why)?;
     match layout(bytes) {
         Some(Layout::Part10 { meta_at }) => OpenFileOptions::new()
             .from_reader(&bytes[meta_at..])
@@ -805,10 +812,11 @@ mod tests {
                 let result = std::panic::catch_unwind(|| decode(&path, bytes).map(|_| ()));
                 let result = result.unwrap_or_else(|_| panic!("{name}, damage {i}: panicked"));
                 // Overwritten bytes may still decode (JPEG 2000 tolerates some damage; the
-                // quality gate then judges the picture); a cut-off file may not.
+                // quality gate then judges the picture); a cut-off file is refused by its
+                // fragment's length before the codestream is read.
                 if i == 0 {
                     let e = result.unwrap_err().to_string();
-                    assert!(e.contains("cannot decode pixel data (transfer syntax"), "{e}");
+                    assert!(e.contains("only") && e.contains("cut short"), "{e}");
                 }
             }
         }

@@ -1,0 +1,366 @@
+//! Declared element lengths, checked against the file before it is parsed.
+//!
+//! The DICOM parser reserves an element's declared length before it reads the value, so a
+//! damaged length of a few gigabytes in a 5 kB file makes it take gigabytes of memory (a
+//! 4.6 kB file with one such length took 3.9 GB): on a small board that ends the whole
+//! service, not just this file, and a client that sends the file again ends it again.
+//! Every length the parser would act on (elements, sequences, items, fragments) is
+//! therefore checked here first to fit in what is left of the file, walking the data set
+//! as the parser will: the file meta, then the data set in its transfer syntax (Implicit
+//! or Explicit VR, either byte order), into sequences and items. What the walk cannot
+//! follow (truncation, a token out of place) is left to the parser, whose errors already
+//! say so; a deflated data set is not walked, since its lengths are those of the inflated
+//! data.
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, uids, StandardDataDictionary};
+
+/// Sequences nested deeper than this are refused: no image header needs more than a
+/// few levels, and the parser recurses once per level.
+const MAX_DEPTH: usize = 32;
+
+/// An element length the parser would reserve, too large for the file, or nesting too
+/// deep: the message says where and what to do.
+#[derive(Debug, PartialEq)]
+pub(super) struct Damaged(pub(super) String);
+
+/// Checks a Part 10 file's lengths, from its "DICM" marker at `meta_at`.
+pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<(), Damaged> {
+    let start = meta_at + 4;
+    let mut meta = Walker { bytes, at: start, explicit: true, big_endian: false };
+    let Some(syntax) = meta.meta_group()? else {
+        return Ok(()); // Malformed meta: the parser says what is wrong.
+    };
+    let (explicit, big_endian) = match syntax.as_str() {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => (false, false),
+        // Explicit VR Big Endian (retired, still met in archives).
+        "1.2.840.10008.1.2.2" => (true, true),
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => return Ok(()),
+        _ => (true, false),
+    };
+    Walker { bytes, at: meta.at, explicit, big_endian }.data_set(bytes.len(), 0)
+}
+
+/// Checks a bare data set (no file meta) read as Implicit or Explicit VR Little Endian.
+pub(super) fn check_bare(bytes: &[u8], explicit: bool) -> Result<(), Damaged> {
+    Walker { bytes, at: 0, explicit, big_endian: false }.data_set(bytes.len(), 0)
+}
+
+/// A position in the file and how its elements are encoded.
+struct Walker<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    explicit: bool,
+    big_endian: bool,
+}
+
+/// What the walk met where an element was expected.
+enum Step {
+    /// An element or item was checked and passed.
+    Next,
+    /// An item or sequence ended, or the data ran out or could not be followed.
+    Stop,
+}
+
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
+const UNDEFINED: u32 = u32::MAX;
+
+impl Walker<'_> {
+    fn u16_at(&self, at: usize) -> Option<u16> {
+        let b: [u8; 2] = self.bytes.get(at..at.checked_add(2)?)?.try_into().ok()?;
+        Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+    }
+
+    fn u32_at(&self, at: usize) -> Option<u32> {
+        let b: [u8; 4] = self.bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+
+    /// The file meta group (always Explicit VR Little Endian): its lengths checked, and
+    /// the transfer syntax it names; `None` when it cannot be followed.
+    fn meta_group(&mut self) -> Result<Option<String>, Damaged> {
+        let mut syntax = None;
+        while self.u16_at(self.at) == Some(0x0002) {
+            let Some((tag, _, length, value_at)) = self.header() else { return Ok(None) };
+            self.fits(tag, length, value_at, self.bytes.len())?;
+            if tag == tags::TRANSFER_SYNTAX_UID {
+                let value =
+                    self.bytes.get(value_at..value_at + length as usize).unwrap_or_default();
+                let text = String::from_utf8_lossy(value);
+                syntax = Some(text.trim_end_matches(['\0', ' ']).to_string());
+            }
+            self.at = value_at + length as usize;
+        }
+        Ok(syntax)
+    }
+
+    /// The elements from here to `end` (a defined length's end, or the file's), or to the
+    /// end of an item of undefined length.
+    fn data_set(&mut self, end: usize, depth: usize) -> Result<(), Damaged> {
+        while self.at < end {
+            if let Step::Stop = self.element(end, depth)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One element: its length checked, and a sequence's or encapsulated pixel data's
+    /// items walked.
+    fn element(&mut self, end: usize, depth: usize) -> Result<Step, Damaged> {
+        let Some((tag, vr, length, value_at)) = self.header() else { return Ok(Step::Stop) };
+        if tag == ITEM_END || tag == SEQUENCE_END {
+            self.at = value_at;
+            return Ok(Step::Stop);
+        }
+        if length == UNDEFINED {
+            self.at = value_at;
+            return if tag == tags::PIXEL_DATA {
+                self.fragments()
+            } else {
+                // A sequence; one of VR UN with undefined length is coded Implicit VR.
+                let explicit = self.explicit && vr != Some(VR::UN);
+                let outer = std::mem::replace(&mut self.explicit, explicit);
+                let step = self.items(end, depth + 1);
+                self.explicit = outer;
+                step
+            };
+        }
+        self.fits(tag, length, value_at, end)?;
+        let value_end = value_at + length as usize;
+        self.at = value_at;
+        if self.is_sequence(tag, vr) {
+            // Whatever the items leave unread, the sequence's length says where it ends.
+            self.items(value_end, depth + 1)?;
+        }
+        self.at = value_end;
+        Ok(Step::Next)
+    }
+
+    /// The items of a sequence, to its end (a sequence delimiter, or `end`).
+    fn items(&mut self, end: usize, depth: usize) -> Result<Step, Damaged> {
+        if depth > MAX_DEPTH {
+            return Err(Damaged(format!(
+                "its header nests sequences more than {MAX_DEPTH} deep at byte {}; the file is \
+                 damaged or not an image: re-export it",
+                self.at
+            )));
+        }
+        while self.at < end {
+            let (Some(group), Some(element)) = (self.u16_at(self.at), self.u16_at(self.at + 2))
+            else {
+                return Ok(Step::Stop);
+            };
+            let Some(length) = self.u32_at(self.at + 4) else { return Ok(Step::Stop) };
+            let tag = Tag(group, element);
+            let value_at = self.at + 8;
+            match tag {
+                SEQUENCE_END => {
+                    self.at = value_at;
+                    return Ok(Step::Next);
+                }
+                ITEM if length == UNDEFINED => {
+                    self.at = value_at;
+                    self.data_set(end, depth)?;
+                }
+                ITEM => {
+                    self.fits(tag, length, value_at, end)?;
+                    self.at = value_at;
+                    let item_end = value_at + length as usize;
+                    self.data_set(item_end, depth)?;
+                    self.at = item_end;
+                }
+                _ => return Ok(Step::Stop),
+            }
+        }
+        Ok(Step::Next)
+    }
+
+    /// The fragments of encapsulated pixel data, to its sequence delimiter.
+    fn fragments(&mut self) -> Result<Step, Damaged> {
+        loop {
+            let (Some(group), Some(element)) = (self.u16_at(self.at), self.u16_at(self.at + 2))
+            else {
+                return Ok(Step::Stop);
+            };
+            let Some(length) = self.u32_at(self.at + 4) else { return Ok(Step::Stop) };
+            let tag = Tag(group, element);
+            let value_at = self.at + 8;
+            match tag {
+                SEQUENCE_END => {
+                    self.at = value_at;
+                    return Ok(Step::Next);
+                }
+                ITEM => {
+                    self.fits(tag, length, value_at, self.bytes.len())?;
+                    self.at = value_at + length as usize;
+                }
+                _ => return Ok(Step::Stop),
+            }
+        }
+    }
+
+    /// An element header at the current position: tag, VR (explicit only), length, and
+    /// where the value starts; `None` when the file ends inside it.
+    fn header(&self) -> Option<(Tag, Option<VR>, u32, usize)> {
+        let at = self.at;
+        let tag = Tag(self.u16_at(at)?, self.u16_at(at + 2)?);
+        // Items and delimiters have no VR in any syntax.
+        if !self.explicit || tag.group() == 0xFFFE {
+            return Some((tag, None, self.u32_at(at + 4)?, at + 8));
+        }
+        let code: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
+        let vr = VR::from_binary(code);
+        match vr {
+            Some(
+                VR::OB
+                | VR::OD
+                | VR::OF
+                | VR::OL
+                | VR::OV
+                | VR::OW
+                | VR::SQ
+                | VR::SV
+                | VR::UC
+                | VR::UN
+                | VR::UR
+                | VR::UT
+                | VR::UV,
+            ) => Some((tag, vr, self.u32_at(at + 8)?, at + 12)),
+            _ => Some((tag, vr, u32::from(self.u16_at(at + 6)?), at + 8)),
+        }
+    }
+
+    /// Whether a defined-length element holds items: VR SQ, or in Implicit VR a tag the
+    /// dictionary knows as a sequence (as the parser decides).
+    fn is_sequence(&self, tag: Tag, vr: Option<VR>) -> bool {
+        match vr {
+            Some(vr) => vr == VR::SQ,
+            None => StandardDataDictionary.by_tag(tag).is_some_and(|e| e.vr().relaxed() == VR::SQ),
+        }
+    }
+
+    /// Refuses a value that would run past `end` (its item's or sequence's end, or the
+    /// file's).
+    fn fits(&self, tag: Tag, length: u32, value_at: usize, end: usize) -> Result<(), Damaged> {
+        let left = end.saturating_sub(value_at);
+        if length as usize <= left {
+            return Ok(());
+        }
+        Err(Damaged(format!(
+            "element {tag} at byte {} declares {length} bytes but only {left} follow; the file \
+             is damaged (cut short, or a length corrupted): copy or export it again",
+            self.at
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Implicit VR Little Endian element.
+    fn implicit(group: u16, element: u16, value: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(value.len()).unwrap();
+        [&group.to_le_bytes()[..], &element.to_le_bytes(), &length.to_le_bytes(), value].concat()
+    }
+
+    fn header(group: u16, element: u16, length: u32) -> Vec<u8> {
+        [group.to_le_bytes(), element.to_le_bytes()]
+            .concat()
+            .into_iter()
+            .chain(length.to_le_bytes())
+            .collect()
+    }
+
+    /// Every committed DICOM fixture passes: the walk refuses nothing a valid file holds.
+    #[test]
+    fn valid_files_pass() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dicom");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(root).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "dcm") {
+                let bytes = std::fs::read(&path).unwrap();
+                assert_eq!(check_part10(&bytes, 128), Ok(()), "{}", path.display());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 8);
+    }
+
+    /// A corrupted length is refused wherever it sits: a plain element, an element
+    /// inside a sequence item, an item, a pixel data fragment.
+    #[test]
+    fn lengths_past_the_end_are_refused() {
+        let name = implicit(0x0010, 0x0010, b"DOE^JANE");
+        let ok = [implicit(0x0008, 0x0060, b"CR"), name.clone()].concat();
+        assert_eq!(check_bare(&ok, false), Ok(()));
+
+        let huge =
+            [implicit(0x0008, 0x0060, b"CR"), header(0x0008, 0x1030, 0xF000_0000), b"AB".to_vec()]
+                .concat();
+        let err = check_bare(&huge, false).unwrap_err();
+        assert!(err.0.contains("(0008,1030)") && err.0.contains("4026531840"), "{}", err.0);
+
+        // A sequence of undefined length, whose one item holds a damaged element.
+        let nested = [
+            implicit(0x0008, 0x0060, b"CR"),
+            header(0x0008, 0x1110, UNDEFINED),
+            header(0xFFFE, 0xE000, UNDEFINED),
+            header(0x0008, 0x1150, 0x7FFF_0000),
+        ]
+        .concat();
+        assert!(check_bare(&nested, false).unwrap_err().0.contains("(0008,1150)"));
+
+        // A defined-length item longer than its sequence.
+        let item = [
+            implicit(0x0008, 0x0060, b"CR"),
+            header(0x0008, 0x1110, 8),
+            header(0xFFFE, 0xE000, 100),
+        ]
+        .concat();
+        assert!(check_bare(&item, false).unwrap_err().0.contains("(FFFE,E000)"));
+
+        // A pixel data fragment longer than the file.
+        let pixels = [
+            implicit(0x0008, 0x0060, b"CR"),
+            header(0x7FE0, 0x0010, UNDEFINED),
+            header(0xFFFE, 0xE000, 0),
+            header(0xFFFE, 0xE000, 1 << 30),
+        ]
+        .concat();
+        assert!(check_bare(&pixels, false).unwrap_err().0.contains("1073741824"));
+    }
+
+    /// Explicit VR: a 4-byte length (UT) and a 2-byte one (LO) are both read as such.
+    #[test]
+    fn explicit_vr_lengths() {
+        let lo = [&[0x08, 0x00, 0x30, 0x10][..], b"LO", &4u16.to_le_bytes(), b"HAND"].concat();
+        assert_eq!(check_bare(&lo, true), Ok(()));
+        let ut =
+            [&[0x08, 0x00, 0x30, 0x10][..], b"UT", &[0, 0], &0xF000_0000u32.to_le_bytes()].concat();
+        assert!(check_bare(&ut, true).is_err());
+    }
+
+    /// Sequences nested past the limit are refused rather than recursed into.
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut bytes = implicit(0x0008, 0x0060, b"CR");
+        for _ in 0..=MAX_DEPTH + 1 {
+            bytes.extend(header(0x0008, 0x1110, UNDEFINED));
+            bytes.extend(header(0xFFFE, 0xE000, UNDEFINED));
+        }
+        assert!(check_bare(&bytes, false).unwrap_err().0.contains("nests sequences"));
+    }
+
+    /// A file cut short inside a header is left to the parser, not called damaged here.
+    #[test]
+    fn truncation_is_left_to_the_parser() {
+        let cut = [implicit(0x0008, 0x0060, b"CR"), vec![0x10, 0x00, 0x10]].concat();
+        assert_eq!(check_bare(&cut, false), Ok(()));
+    }
+}
