@@ -561,6 +561,19 @@ impl Config {
                      use a folder of its own such as /var/lib/boneage/requests",
                 ));
             }
+            if let Some((key, file)) = self
+                .own_files()
+                .into_iter()
+                .find(|(_, f)| f.parent().map(normalize) == Some(inbox.clone()))
+            {
+                return Err(value_err(
+                    key,
+                    format!("{:?}", file.display().to_string()),
+                    "a place outside the enabled hot folder ([hot_folder] path): the folder \
+                     watcher takes every file placed directly in it as an image to analyse \
+                     and moves it away; keep the hot folder for incoming images only",
+                ));
+            }
         }
         self.validate_camera(path)
     }
@@ -618,6 +631,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The unit's own files (the result store, the model, the PNG screen and, with the
+    /// camera on, a capture's folder as a file in it), by key: none may lie directly in the
+    /// hot folder, whose watcher would take them as images and move them away.
+    pub fn own_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files =
+            vec![("store.path", self.store.path.clone()), ("model.path", self.model.path.clone())];
+        if self.display.backend == DisplayBackend::Png {
+            files.push(("display.png_path", self.display.png_path.clone()));
+        }
+        if self.camera.enabled {
+            files.push(("camera.captures_dir", self.camera.captures_dir.join("capture.png")));
+        }
+        files
     }
 }
 
@@ -913,6 +943,33 @@ mod tests {
             assert!(e.to_string().contains("protocol.allowed_dirs"), "{e}");
         }
         Config::parse(&format!("{text}[\"/srv/req\"]\n"), Path::new("x.toml")).unwrap();
+    }
+
+    /// The unit's own files stay out of the hot folder, whose watcher would move them away
+    /// (the result store most of all); a sub-folder of it is not watched and is allowed.
+    #[test]
+    fn own_files_stay_out_of_the_hot_folder() {
+        let base = "[hot_folder]\nenabled = true\npath = \"/srv/data/./in\"\n\
+                    [protocol]\nallowed_dirs = [\"/srv/req\"]\n";
+        for (extra, key) in [
+            ("[store]\npath = \"/srv/data/in/results.db\"\n", "store.path"),
+            ("[model]\npath = \"/srv/data/in/../in/m.onnx\"\n", "model.path"),
+            (
+                "[display]\nbackend = \"png\"\npng_path = \"/srv/data/in/s.png\"\n",
+                "display.png_path",
+            ),
+            ("[camera]\nenabled = true\ncaptures_dir = \"/srv/data/in\"\n", "camera.captures_dir"),
+        ] {
+            let e = Config::parse(&format!("{base}{extra}"), Path::new("x.toml")).unwrap_err();
+            assert!(e.to_string().contains(key) && e.to_string().contains("hot folder"), "{e}");
+        }
+        for fine in [
+            "[store]\npath = \"/srv/data/results.db\"\n",
+            "[store]\npath = \"/srv/data/in/db/results.db\"\n",
+            "[display]\nbackend = \"framebuffer\"\npng_path = \"/srv/data/in/s.png\"\n",
+        ] {
+            Config::parse(&format!("{base}{fine}"), Path::new("x.toml")).unwrap();
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum ServeError {
     AllowedDir { path: PathBuf, source: std::io::Error },
     #[error("[protocol] allowed_dirs entry {} is the hot folder {} or overlaps it (through a symlink): the folder watcher would also analyse and move files meant for ANALYZE; give ANALYZE a folder of its own", allowed.display(), hot.display())]
     AllowedOverlapsHotFolder { allowed: PathBuf, hot: PathBuf },
+    #[error("{key} {} lies in the hot folder {} (through a symlink): the folder watcher would take it as an image and move it away; keep the hot folder for incoming images only", file.display(), hot.display())]
+    OwnFileInHotFolder { key: &'static str, file: PathBuf, hot: PathBuf },
     #[error("nothing to serve: [tcp], [serial] and [hot_folder] are all disabled in this configuration; enable one (firmware-config/headless.toml, kiosk.toml and field-clinic.toml are examples) or pass the unit's --config")]
     NothingEnabled,
     #[error("the {what} stopped while the service was running (see the log above); exiting so that the service manager restarts the unit")]
@@ -126,6 +128,12 @@ pub fn run(
         };
         if let Some(d) = config.protocol.allowed_dirs.iter().find(overlaps) {
             return Err(ServeError::AllowedOverlapsHotFolder { allowed: d.clone(), hot: hot_dir });
+        }
+        let inside = |(_, file): &(&'static str, PathBuf)| {
+            file.parent().and_then(|p| p.canonicalize().ok()).is_some_and(|p| p == hot_dir)
+        };
+        if let Some((key, file)) = config.own_files().into_iter().find(inside) {
+            return Err(ServeError::OwnFileInHotFolder { key, file, hot: hot_dir });
         }
     }
     let allowed = Arc::new(allowed);

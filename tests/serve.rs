@@ -330,6 +330,21 @@ fn a_refusal_for_unlikeness_is_stored_with_its_score() {
     assert!(stored["result"]["ood_score"].as_f64().unwrap() > limit, "{stored}");
 }
 
+/// The result store reached through a symlinked hot folder: the watcher would move the
+/// database away (and a new, empty one would be made at the next start), so the unit
+/// refuses to start and says which key to change.
+#[test]
+fn store_in_the_hot_folder_by_symlink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("inbox")).unwrap();
+    config.store.path = dir.path().join("data/results.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = boneage::serve::run(&config, stop, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("store.path") && err.contains("lies in the hot folder"), "{err}");
+}
+
 #[test]
 fn analyze_folder_reaching_the_hot_folder_by_symlink_is_refused() {
     let dir = tempfile::tempdir().unwrap();
