@@ -549,8 +549,9 @@ impl Service {
         let reading = reading.map_err(|e| match e {
             ReadingError::SexUnknown { .. } => {
                 let how = if req.via == "hot-folder" {
-                    let stem = req.path.file_stem().unwrap_or_default().to_string_lossy();
-                    format!("write {stem}.json with {{\"sex\": \"male\"}} or \"female\" first, then drop the image again")
+                    let sidecar = crate::source::hotfolder::sidecar_path(&req.path);
+                    let sidecar = sidecar.file_name().unwrap_or_default().to_string_lossy();
+                    format!("write {sidecar} with {{\"sex\": \"male\"}} or \"female\" first, then drop the image again")
                 } else {
                     "give sex=male|female".to_string()
                 };

@@ -202,8 +202,8 @@ impl HotFolder {
             let waited = self.unchanged_for(path, snap, now);
             if waited.is_some_and(|w| w >= self.stray_after.max(self.stable)) {
                 let why = format!(
-                    "sidecar without an image: no image named {}.* arrived within {} s; write \
-                     the sidecar first, then its image, and drop both again",
+                    "sidecar without an image: no image named {0} or {0}.* arrived within {1} \
+                     s; write the sidecar first, then its image, and drop both again",
                     path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default(),
                     self.stray_after.as_secs()
                 );
@@ -382,17 +382,33 @@ fn unique(dir: &Path, name: &Path) -> PathBuf {
         .unwrap_or(first)
 }
 
-/// The sidecar of `image`: `<stem>.json`, or `<stem>.JSON` where only that exists, as
+/// The sidecar of `image`: `<stem>.json` for a file whose extension names an image
+/// format (`hand-0042.json` for `hand-0042.png`), else `<whole name>.json`, so that DICOM
+/// files named by their SOP Instance UID (`1.2.840.113619.2.55.612`, no extension), which
+/// differ only after their last dot, do not share one; `.JSON` where only that exists, as
 /// exporters on Windows write it (`SCAN01.PNG` with `SCAN01.JSON`).
 pub fn sidecar_path(image: &Path) -> PathBuf {
     pick_sidecar(image, Path::exists)
 }
 
+/// Extensions that name an image format, which a sidecar's name leaves out.
+const IMAGE_EXTENSIONS: [&str; 11] =
+    ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "dcm", "dicom", "dic", "ima", "jfif"];
+
 /// The rule of [`sidecar_path`], with `exists` saying which files are there (the disk, or
 /// a folder listing already read).
 fn pick_sidecar(image: &Path, exists: impl Fn(&Path) -> bool) -> PathBuf {
-    let lower = image.with_extension("json");
-    let upper = image.with_extension("JSON");
+    let named_format = image
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    let base = if named_format { image.with_extension("") } else { image.to_path_buf() };
+    let with = |ext: &str| {
+        let mut name = base.clone().into_os_string();
+        name.push(ext);
+        PathBuf::from(name)
+    };
+    let (lower, upper) = (with(".json"), with(".JSON"));
     if !exists(&lower) && exists(&upper) {
         upper
     } else {
@@ -621,6 +637,22 @@ mod tests {
         assert_eq!(read_sidecar(&img).unwrap().age.map(Age::months), Some(124.0));
         std::fs::write(dir.path().join("x.json"), r#"{"sex":"f","age":[1]}"#).unwrap();
         assert!(read_sidecar(&img).unwrap_err().contains("age"));
+    }
+
+    /// DICOM files named by their SOP Instance UID differ only after their last dot: each
+    /// pairs with its whole name plus `.json`, not with one shared sidecar.
+    #[test]
+    fn files_without_an_image_extension_pair_by_their_whole_name() {
+        let dir = Path::new("/in");
+        let uid = |n: &str| dir.join(format!("1.2.840.113619.2.55.{n}"));
+        let none = |_: &Path| false;
+        assert_eq!(pick_sidecar(&uid("612"), none), dir.join("1.2.840.113619.2.55.612.json"));
+        assert_eq!(pick_sidecar(&uid("613"), none), dir.join("1.2.840.113619.2.55.613.json"));
+        assert_eq!(pick_sidecar(&dir.join("IM0001"), none), dir.join("IM0001.json"));
+        assert_eq!(pick_sidecar(&dir.join("hand.v2.PNG"), none), dir.join("hand.v2.json"));
+        assert_eq!(pick_sidecar(&dir.join("x.dcm"), none), dir.join("x.json"));
+        let upper = |p: &Path| p == dir.join("IM0001.JSON");
+        assert_eq!(pick_sidecar(&dir.join("IM0001"), upper), dir.join("IM0001.JSON"));
     }
 
     #[test]
