@@ -167,7 +167,14 @@ fn days_from_civil(s: &str) -> Option<i64> {
     let y: i64 = s[0..4].parse().ok()?;
     let m: i64 = s[4..6].parse().ok()?;
     let d: i64 = s[6..8].parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&m) || !(1..=month_days).contains(&d) {
         return None;
     }
     let y = if m <= 2 { y - 1 } else { y };
@@ -632,6 +639,14 @@ mod tests {
         assert!((a.months() - 124.0).abs() < 0.1, "{}", a.months());
         assert_eq!(Age::between_dates("20240701", "20140301"), None);
         assert_eq!(Age::between_dates("2014-03-01", "20240701"), None);
+        // Days past the month's end are not dates (and are not shown as exam dates).
+        assert_eq!(iso_date("20240231"), None);
+        assert_eq!(iso_date("20230229"), None);
+        assert_eq!(iso_date("20240229").as_deref(), Some("2024-02-29"));
+        assert_eq!(iso_date("20000229").as_deref(), Some("2000-02-29"));
+        assert_eq!(iso_date("19000229"), None);
+        assert_eq!(iso_date("20240431"), None);
+        assert_eq!(iso_date("20241231").as_deref(), Some("2024-12-31"));
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct PatientInfo {
     pub age: Option<Age>,
     /// Which tags gave `age`: the dates, or PatientAge.
     pub age_source: Option<AgeSource>,
+    /// How far above `age` the exact age may lie, in months: a PatientAge counts whole
+    /// units, rounded down (12 for `010Y`); 0 when the age is exact (from dates).
+    pub age_unit_months: f64,
     /// The exam date (`YYYY-MM-DD`), when the file has a valid one.
     pub exam_date: Option<String>,
     pub patient_id: Option<String>,
@@ -77,7 +80,7 @@ impl PatientInfo {
             }
         }
         if let (Some(given), Some(tagged)) = (age, self.age) {
-            if (given.months() - tagged.months()).abs() > 1.0 {
+            if !fits_counted_age(given, tagged, self.age_unit_months) {
                 warnings.push(format!(
                     "chronological age {given} was given but the file says {tagged}: the reading \
                      uses {given}; check that this is the right patient"
@@ -87,6 +90,15 @@ impl PatientInfo {
         let age_source = if age.is_some() { Some(AgeSource::Given) } else { self.age_source };
         Resolved { sex: sex.or(self.sex), age: age.or(self.age), age_source, warnings }
     }
+}
+
+/// Whether an exact age agrees with one counted in whole units of `unit_months`, rounded
+/// down (a PatientAge of `010Y` is anything from 10 y 0 m to 10 y 11 m): within
+/// `[counted, counted + unit]`, with a month's slack either side for how the unit was
+/// counted. With a unit of 0, the two ages agree within a month.
+pub(crate) fn fits_counted_age(exact: Age, counted: Age, unit_months: f64) -> bool {
+    let (exact, counted) = (exact.months(), counted.months());
+    exact >= counted - 1.0 && exact <= counted + unit_months + 1.0
 }
 
 /// A decoded radiograph ready for preprocessing.
@@ -202,5 +214,45 @@ impl fmt::Display for Radiograph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (w, h) = self.pixels.dimensions();
         write!(f, "{} ({}, {}x{}, {}-bit)", self.origin, self.format, w, h, self.bit_depth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(months: f64) -> Age {
+        Age::from_months(months).unwrap()
+    }
+
+    /// A given age is compared with a whole-year PatientAge as that tag counts: 10 y 6 m
+    /// agrees with `010Y`, 11 y 2 m does not; an age from dates must agree within a month.
+    #[test]
+    fn given_age_against_the_file_counts_whole_units() {
+        let from_patient_age = PatientInfo {
+            age: Some(age(120.0)),
+            age_source: Some(AgeSource::FilePatientAge),
+            age_unit_months: 12.0,
+            ..PatientInfo::default()
+        };
+        let warned = |info: &PatientInfo, given: f64| {
+            info.resolve(Some(Sex::Female), Some(age(given)))
+                .warnings
+                .iter()
+                .any(|w| w.contains("was given but the file says"))
+        };
+        for (given, warn) in
+            [(126.0, false), (131.5, false), (119.5, false), (134.0, true), (118.0, true)]
+        {
+            assert_eq!(warned(&from_patient_age, given), warn, "{given} months against 010Y");
+        }
+        let from_dates = PatientInfo {
+            age_source: Some(AgeSource::FileDates),
+            age_unit_months: 0.0,
+            ..from_patient_age
+        };
+        for (given, warn) in [(120.5, false), (119.2, false), (126.0, true)] {
+            assert_eq!(warned(&from_dates, given), warn, "{given} months against the dates");
+        }
     }
 }

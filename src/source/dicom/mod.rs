@@ -475,15 +475,21 @@ fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
     let exam = text(obj, tags::STUDY_DATE)
         .or_else(|| text(obj, tags::ACQUISITION_DATE))
         .or_else(|| text(obj, tags::CONTENT_DATE));
+    let stated = text(obj, tags::PATIENT_AGE);
     let (age, notes) = chronological_age(
-        text(obj, tags::PATIENT_AGE).as_deref(),
+        stated.as_deref(),
         text(obj, tags::PATIENT_BIRTH_DATE).as_deref(),
         exam.as_deref(),
     );
+    let age_unit_months = match (age, stated.as_deref()) {
+        (Some((_, AgeSource::FilePatientAge)), Some(stated)) => age_unit_months(stated),
+        _ => 0.0,
+    };
     PatientInfo {
         sex,
         age: age.map(|(age, _)| age),
         age_source: age.map(|(_, source)| source),
+        age_unit_months,
         exam_date: exam.as_deref().and_then(iso_date),
         patient_id: text(obj, tags::PATIENT_ID),
         accession: text(obj, tags::ACCESSION_NUMBER),
@@ -555,14 +561,7 @@ fn chronological_age(
         _ => None,
     };
     if let (Some(d), Some(s), Some(text)) = (dated, stated_age, stated) {
-        // PatientAge counts whole units (rounded down): consistent if the exact age lies in
-        // [stated, stated + one unit], with a month's slack for how the unit was counted.
-        let unit = match text.as_bytes().last() {
-            Some(b'Y') => 12.0,
-            Some(b'M') => 1.0,
-            _ => 0.25,
-        };
-        if d.months() < s.months() - 1.0 || d.months() > s.months() + unit + 1.0 {
+        if !super::fits_counted_age(d, s, age_unit_months(text)) {
             notes.push(format!(
                 "the file's PatientAge {text} disagrees with its dates ({d} from PatientBirthDate \
                  and the exam date); the dates were used: check the patient record"
@@ -575,14 +574,28 @@ fn chronological_age(
     (age, notes)
 }
 
+/// The unit a PatientAge counts in, in months: 12 for `nnnY`, 1 for `nnnM`, and a
+/// week's worth, rounded up, for `nnnW` and `nnnD`.
+fn age_unit_months(stated: &str) -> f64 {
+    match stated.as_bytes().last() {
+        Some(b'Y') => 12.0,
+        Some(b'M') => 1.0,
+        _ => 0.25,
+    }
+}
+
 /// DICOM AS value: `nnnD`, `nnnW`, `nnnM` or `nnnY`; `Some(Err(months))` when well formed
 /// but outside the ages a reading covers.
 fn parse_age_string(s: &str) -> Option<Result<Age, f64>> {
-    if s.len() != 4 {
+    // Three digits and a unit, as the Age String VR defines it; checked as bytes, since a
+    // damaged value may hold a character that is not ASCII (read as Latin-1, `01µ` is four
+    // bytes too, and slicing it at 3 would split that character).
+    let (digits, unit) = (s.as_bytes().get(..3)?, s.get(3..)?);
+    if s.len() != 4 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n: f64 = s[..3].parse().ok()?;
-    let months = match &s[3..] {
+    let n: f64 = s.get(..3)?.parse().ok()?;
+    let months = match unit {
         "D" => n / (365.25 / 12.0),
         "W" => n * 7.0 / (365.25 / 12.0),
         "M" => n,
@@ -610,6 +623,10 @@ mod tests {
         assert!((parse_age_string("030D").unwrap().unwrap().months() - 0.9856).abs() < 1e-3);
         assert_eq!(parse_age_string("10Y"), None);
         assert_eq!(parse_age_string("010X"), None);
+        // Damaged values: not a panic, not a number.
+        for damaged in ["01\u{b5}", "\u{b5}10Y", "0\u{b5}Y", "+10Y", "-10Y", " 10Y", "1.5Y", ""] {
+            assert_eq!(parse_age_string(damaged), None, "{damaged:?}");
+        }
     }
 
     #[test]
