@@ -200,6 +200,8 @@ pub fn run(
 
     let poll = Duration::from_millis(config.hot_folder.poll_ms);
     let mut next_poll = Instant::now();
+    // The hot folder's listing error last logged, while it lasts.
+    let mut folder_error: Option<String> = None;
     let mut stopped = None;
     while !shutdown.load(Ordering::Relaxed) {
         // These run until shutdown; one that has ended (a panic, a listener that failed)
@@ -223,8 +225,30 @@ pub fn run(
             next_poll = match process_hot_folder(hf, &service, &shutdown) {
                 // Nothing can be stored (a full disk): analysing the same files again every
                 // poll only burns the CPU and the log; try again a little later.
-                Polled::StoreFailed => Instant::now() + STORE_RETRY,
-                Polled::Done => Instant::now(),
+                Polled::StoreFailed => {
+                    folder_error = None;
+                    Instant::now() + STORE_RETRY
+                }
+                // Logged once per new error, not every poll (a day of an unplugged stick
+                // would write hundreds of thousands of lines to the SD card).
+                Polled::Unreadable(e) => {
+                    let message = e.to_string();
+                    if folder_error.as_deref() != Some(message.as_str()) {
+                        log::error!(
+                            "{message}; new files are not analysed until it can be read: \
+                             re-mount the stick or fix [hot_folder] path (retrying every {} s)",
+                            FOLDER_RETRY.as_secs()
+                        );
+                        folder_error = Some(message);
+                    }
+                    Instant::now() + FOLDER_RETRY
+                }
+                Polled::Done => {
+                    if folder_error.take().is_some() {
+                        log::warn!("hot folder {} can be read again", hf.dir().display());
+                    }
+                    Instant::now()
+                }
             };
         }
         thread::sleep(poll);
@@ -357,18 +381,20 @@ enum Polled {
     Done,
     /// A result could not be stored; the round stopped there.
     StoreFailed,
+    /// The folder could not be listed (an unplugged stick, a removed folder).
+    Unreadable(HotFolderError),
 }
 
 /// Wait before the hot folder tries again after the store refused a result.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
+/// Wait before the hot folder is listed again after it could not be.
+const FOLDER_RETRY: Duration = Duration::from_secs(2);
+
 fn process_hot_folder(hf: &mut HotFolder, service: &Service, shutdown: &AtomicBool) -> Polled {
     let ready = match hf.poll() {
         Ok(r) => r,
-        Err(e) => {
-            log::warn!("{e}; retrying");
-            return Polled::Done;
-        }
+        Err(e) => return Polled::Unreadable(e),
     };
     // Files that stopped the service too often: stored as failures, then moved with their
     // sidecars, like any other failed file (left in place if the store cannot be written).

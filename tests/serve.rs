@@ -528,6 +528,28 @@ fn a_file_that_kept_stopping_the_service_is_stored_as_failed_with_its_sidecar() 
     assert!(!inbox.join(".attempts/poison.png").exists());
 }
 
+/// A hot folder that goes away (an unplugged stick) and comes back is watched again
+/// without a restart; meanwhile the service keeps running.
+#[test]
+fn hot_folder_that_goes_away_is_watched_again_when_back() {
+    let server = start(|_| {});
+    let inbox = server.inbox();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_dir_all(&inbox).unwrap();
+    // Longer than a retry, so the unreadable folder has been met at least once.
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::copy(common::root().join("samples/1724.dcm"), inbox.join("after.dcm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.store().count().unwrap() < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rows = server.store().history(10).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].status, "ok", "{:?}", rows[0]);
+    assert!(rows[0].source.ends_with("after.dcm"), "{:?}", rows[0]);
+}
+
 #[test]
 fn hot_folder_analyses_each_file_once_and_sorts_failures() {
     let screen = std::env::temp_dir().join(format!("boneage-screen-{}.png", std::process::id()));
