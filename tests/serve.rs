@@ -208,6 +208,12 @@ fn protocol_over_tcp() {
     let sneaky = format!("{}/allowed/../secret.png", server.dir.path().display());
     assert_eq!(code(&c.send(&format!("ANALYZE sex=m path={sneaky}"))), "path_not_allowed");
     assert_eq!(code(&c.send("ANALYZE sex=m path=/etc/passwd")), "path_not_allowed");
+    assert_eq!(code(&c.send("ANALYZE sex=m path=/etc/no-such-file.png")), "path_not_allowed");
+    // A typo inside an allowed folder is named as such.
+    let typo = server.dir.path().join("allowed/han.png");
+    let r = c.send(&format!("ANALYZE sex=m path={}", typo.display()));
+    assert_eq!(code(&r), "not_found", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("no such file"), "{r}");
     assert_eq!(code(&c.send("CAPTURE")), "unavailable");
     assert_eq!(code(&c.send("ANALYZE sex=m source=camera")), "unavailable");
 

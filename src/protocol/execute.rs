@@ -228,7 +228,23 @@ fn allowed(path: &Path, dirs: &[PathBuf]) -> Result<PathBuf, ProtocolError> {
             ),
         )
     };
-    let canonical = path.canonicalize().map_err(|_| refuse())?;
+    // A missing file named inside an allowed folder is a typo to point out; outside them,
+    // the same refusal as for any other path, so nothing is learnt about other folders.
+    let inside = path.components().all(|c| c != std::path::Component::ParentDir)
+        && dirs.iter().any(|d| path.starts_with(d));
+    let canonical = path.canonicalize().map_err(|e| {
+        if inside && e.kind() == std::io::ErrorKind::NotFound {
+            ProtocolError::new(
+                codes::NOT_FOUND,
+                format!(
+                    "{}: no such file; check the name and that the copy has finished",
+                    path.display()
+                ),
+            )
+        } else {
+            refuse()
+        }
+    })?;
     if dirs.iter().any(|d| canonical.starts_with(d)) && canonical.is_file() {
         Ok(canonical)
     } else {

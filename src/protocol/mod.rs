@@ -140,8 +140,13 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
     let Some(name) = words.next() else {
         return Err(ProtocolError::new(codes::EMPTY, "empty line; send HELP for the commands"));
     };
+    let upper = name.to_ascii_uppercase();
+    // The name first: a mistyped command must say so, not complain about its arguments.
+    if !COMMANDS.iter().any(|c| c.name == upper) {
+        return Err(unknown(name));
+    }
     let mut args = Args::parse(words)?;
-    let cmd = match name.to_ascii_uppercase().as_str() {
+    let cmd = match upper.as_str() {
         "PING" => Command::Ping,
         "*IDN?" | "VERSION" => Command::Identify,
         "STATUS" => Command::Status,
@@ -219,16 +224,18 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
             Command::History { limit }
         }
         "AUTH" => Command::Auth { token: args.required("token", "the configured token")? },
-        _ => {
-            let shown: String = name.chars().take(32).collect();
-            return Err(ProtocolError::new(
-                codes::UNKNOWN_COMMAND,
-                format!("unknown command {shown:?}; send HELP for the list"),
-            ));
-        }
+        _ => return Err(unknown(name)),
     };
     args.finish()?;
     Ok(cmd)
+}
+
+fn unknown(name: &str) -> ProtocolError {
+    let shown: String = name.chars().take(32).collect();
+    ProtocolError::new(
+        codes::UNKNOWN_COMMAND,
+        format!("unknown command {shown:?}; send HELP for the list"),
+    )
 }
 
 fn bad(key: &str, why: &str) -> ProtocolError {
@@ -328,6 +335,14 @@ mod tests {
         let code = |l: &str| parse(l).unwrap_err().code;
         assert_eq!(code(""), codes::EMPTY);
         assert_eq!(code("FLY"), codes::UNKNOWN_COMMAND);
+        // A mistyped name is named as such, whatever follows it.
+        assert_eq!(code("HISTROY 5"), codes::UNKNOWN_COMMAND);
+        assert_eq!(code("STAUTS now"), codes::UNKNOWN_COMMAND);
+        assert_eq!(code("HISTORY 5"), codes::BAD_ARGUMENT);
+        for spec in COMMANDS {
+            let line = format!("{} x=1 y", spec.name);
+            assert_ne!(code(&line), codes::UNKNOWN_COMMAND, "{line}");
+        }
         // Without sex=: the file may say it (DICOM); a camera frame never does.
         assert!(matches!(parse("ANALYZE path=/x.dcm"), Ok(Command::Analyze(a)) if a.sex.is_none()));
         assert_eq!(code("ANALYZE source=camera"), codes::MISSING_ARGUMENT);
