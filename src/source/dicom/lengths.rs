@@ -9,8 +9,8 @@
 //! as the parser will: the file meta, then the data set in its transfer syntax (Implicit
 //! or Explicit VR, either byte order), into sequences and items. What the walk cannot
 //! follow (truncation, a token out of place) is left to the parser, whose errors already
-//! say so; a deflated data set is not walked, since its lengths are those of the inflated
-//! data.
+//! say so. A deflated data set is inflated first (up to the memory one file may take) and
+//! the inflated data walked.
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
@@ -28,7 +28,7 @@ pub(super) struct Damaged(pub(super) String);
 /// Checks a Part 10 file's lengths, from its "DICM" marker at `meta_at`.
 pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<(), Damaged> {
     let start = meta_at + 4;
-    let mut meta = Walker { bytes, at: start, explicit: true, big_endian: false };
+    let mut meta = Walker { bytes, at: start, explicit: true, big_endian: false, place: "" };
     let Some(syntax) = meta.meta_group()? else {
         return Ok(()); // Malformed meta: the parser says what is wrong.
     };
@@ -36,15 +36,48 @@ pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<(), Damaged> 
         uids::IMPLICIT_VR_LITTLE_ENDIAN => (false, false),
         // Explicit VR Big Endian (retired, still met in archives).
         "1.2.840.10008.1.2.2" => (true, true),
-        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => return Ok(()),
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
+            let Some(inflated) = inflate(bytes.get(meta.at..).unwrap_or_default())? else {
+                return Ok(()); // A damaged stream: the parser says so.
+            };
+            let mut walker = Walker {
+                bytes: &inflated,
+                at: 0,
+                explicit: true,
+                big_endian: false,
+                place: " of the inflated data set",
+            };
+            return walker.data_set(inflated.len(), 0);
+        }
         _ => (true, false),
     };
-    Walker { bytes, at: meta.at, explicit, big_endian }.data_set(bytes.len(), 0)
+    Walker { bytes, at: meta.at, explicit, big_endian, place: "" }.data_set(bytes.len(), 0)
+}
+
+/// Most a deflated data set may inflate to: the memory one file's decoding may take.
+const MAX_INFLATED_BYTES: u64 = crate::source::MAX_DECODE_BYTES;
+
+/// A deflated data set, inflated to check its lengths; `None` when the stream is damaged.
+fn inflate(deflated: &[u8]) -> Result<Option<Vec<u8>>, Damaged> {
+    use std::io::Read;
+    let mut inflated = Vec::new();
+    let mut reader = flate2::read::DeflateDecoder::new(deflated).take(MAX_INFLATED_BYTES + 1);
+    if reader.read_to_end(&mut inflated).is_err() {
+        return Ok(None);
+    }
+    if inflated.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(Damaged(format!(
+            "its deflated data set inflates to more than {} MB, more than any radiograph \
+             holds; the file is damaged or not an image: export it again uncompressed",
+            MAX_INFLATED_BYTES / 1_000_000
+        )));
+    }
+    Ok(Some(inflated))
 }
 
 /// Checks a bare data set (no file meta) read as Implicit or Explicit VR Little Endian.
 pub(super) fn check_bare(bytes: &[u8], explicit: bool) -> Result<(), Damaged> {
-    Walker { bytes, at: 0, explicit, big_endian: false }.data_set(bytes.len(), 0)
+    Walker { bytes, at: 0, explicit, big_endian: false, place: "" }.data_set(bytes.len(), 0)
 }
 
 /// A position in the file and how its elements are encoded.
@@ -53,6 +86,8 @@ struct Walker<'a> {
     at: usize,
     explicit: bool,
     big_endian: bool,
+    /// Where the byte offsets in messages count from, when not the file's start.
+    place: &'static str,
 }
 
 /// What the walk met where an element was expected.
@@ -144,9 +179,9 @@ impl Walker<'_> {
     fn items(&mut self, end: usize, depth: usize) -> Result<Step, Damaged> {
         if depth > MAX_DEPTH {
             return Err(Damaged(format!(
-                "its header nests sequences more than {MAX_DEPTH} deep at byte {}; the file is \
-                 damaged or not an image: re-export it",
-                self.at
+                "its header nests sequences more than {MAX_DEPTH} deep at byte {}{}; the file \
+                 is damaged or not an image: re-export it",
+                self.at, self.place
             )));
         }
         while self.at < end {
@@ -251,9 +286,9 @@ impl Walker<'_> {
             return Ok(());
         }
         Err(Damaged(format!(
-            "element {tag} at byte {} declares {length} bytes but only {left} follow; the file \
-             is damaged (cut short, or a length corrupted): copy or export it again",
-            self.at
+            "element {tag} at byte {}{} declares {length} bytes but only {left} follow; the \
+             file is damaged (cut short, or a length corrupted): copy or export it again",
+            self.at, self.place
         )))
     }
 }
@@ -344,6 +379,34 @@ mod tests {
         let ut =
             [&[0x08, 0x00, 0x30, 0x10][..], b"UT", &[0, 0], &0xF000_0000u32.to_le_bytes()].concat();
         assert!(check_bare(&ut, true).is_err());
+    }
+
+    /// A deflated data set is inflated and walked: a damaged length inside it is found.
+    #[test]
+    fn deflated_data_sets_are_walked_inflated() {
+        use std::io::Write;
+        let syntax = b"1.2.840.10008.1.2.1.99";
+        let meta = [
+            &[0x02, 0x00, 0x10, 0x00][..],
+            b"UI",
+            &u16::try_from(syntax.len()).unwrap().to_le_bytes(),
+            syntax,
+        ]
+        .concat();
+        let part10 = |data_set: &[u8]| {
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            z.write_all(data_set).unwrap();
+            [vec![0; 128], b"DICM".to_vec(), meta.clone(), z.finish().unwrap()].concat()
+        };
+        let lo = [&[0x08, 0x00, 0x30, 0x10][..], b"LO", &4u16.to_le_bytes(), b"HAND"].concat();
+        assert_eq!(check_part10(&part10(&lo), 128), Ok(()));
+        let ut =
+            [&[0x08, 0x00, 0x30, 0x10][..], b"UT", &[0, 0], &0xF000_0000u32.to_le_bytes()].concat();
+        let err = check_part10(&part10(&ut), 128).unwrap_err();
+        assert!(err.0.contains("of the inflated data set"), "{}", err.0);
+        // Not a deflate stream: left to the parser.
+        let garbage = [vec![0; 128], b"DICM".to_vec(), meta.clone(), vec![0xFF; 64]].concat();
+        assert_eq!(check_part10(&garbage, 128), Ok(()));
     }
 
     /// Sequences nested past the limit are refused rather than recursed into.
