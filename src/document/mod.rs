@@ -240,10 +240,10 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn sheet() -> Sheet {
+    pub(in crate::document) fn sheet() -> Sheet {
         use crate::clinical::{assess, Thresholds};
         use crate::report::Sex;
         let age = Age::from_months(124.0).ok();
