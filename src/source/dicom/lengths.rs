@@ -185,13 +185,7 @@ impl Walker<'_> {
             )));
         }
         while self.at < end {
-            let (Some(group), Some(element)) = (self.u16_at(self.at), self.u16_at(self.at + 2))
-            else {
-                return Ok(Step::Stop);
-            };
-            let Some(length) = self.u32_at(self.at + 4) else { return Ok(Step::Stop) };
-            let tag = Tag(group, element);
-            let value_at = self.at + 8;
+            let Some((tag, _, length, value_at)) = self.header() else { return Ok(Step::Stop) };
             match tag {
                 SEQUENCE_END => {
                     self.at = value_at;
@@ -217,13 +211,9 @@ impl Walker<'_> {
     /// The fragments of encapsulated pixel data, to its sequence delimiter.
     fn fragments(&mut self) -> Result<Step, Damaged> {
         loop {
-            let (Some(group), Some(element)) = (self.u16_at(self.at), self.u16_at(self.at + 2))
-            else {
-                return Ok(Step::Stop);
-            };
-            let Some(length) = self.u32_at(self.at + 4) else { return Ok(Step::Stop) };
-            let tag = Tag(group, element);
-            let value_at = self.at + 8;
+            // Items and delimiters are read alike in every syntax (see `header`); anything
+            // else ends the walk.
+            let Some((tag, _, length, value_at)) = self.header() else { return Ok(Step::Stop) };
             match tag {
                 SEQUENCE_END => {
                     self.at = value_at;

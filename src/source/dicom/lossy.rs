@@ -132,23 +132,10 @@ fn jpeg2000_transform(codestream: &[u8]) -> Option<u8> {
     const SOC: u16 = 0xFF4F;
     const COD: u16 = 0xFF52;
     const SOT: u16 = 0xFF90;
-    let be16 = |at: usize| Some(u16::from_be_bytes(codestream.get(at..at + 2)?.try_into().ok()?));
-    if be16(0)? != SOC {
-        return None;
-    }
-    let mut at = 2;
-    loop {
-        let marker = be16(at)?;
-        let length = usize::from(be16(at + 2)?);
-        match marker {
-            // After the marker: Lcod, Scod, progression, layers (2), MCT, levels, code-block
-            // width and height, code-block style, then the transformation.
-            COD => return codestream.get(at + 2 + 11).copied(),
-            SOT => return None,
-            _ if length < 2 => return None,
-            _ => at += 2 + length,
-        }
-    }
+    let at = segment(codestream, SOC, COD, Some(SOT))?;
+    // After the marker: Lcod, Scod, progression, layers (2), MCT, levels, code-block width
+    // and height, code-block style, then the transformation.
+    codestream.get(at + 2 + 11).copied()
 }
 
 /// NEAR of a JPEG-LS scan (ISO/IEC 14495-1, C.2.3): the largest error allowed per sample,
@@ -156,21 +143,30 @@ fn jpeg2000_transform(codestream: &[u8]) -> Option<u8> {
 fn jpegls_near(stream: &[u8]) -> Option<u8> {
     const SOI: u16 = 0xFFD8;
     const SOS: u16 = 0xFFDA;
+    let at = segment(stream, SOI, SOS, None)?;
+    // After the marker: Ls, Ns, a component selector and mapping table per component,
+    // then NEAR.
+    let components = usize::from(*stream.get(at + 4)?);
+    stream.get(at + 5 + 2 * components).copied()
+}
+
+/// Where the marker segment `wanted` starts in a stream of the JPEG family that opens with
+/// the marker `first`, walking the header's segments by their lengths; `None` when it does
+/// not come before `last` (the first tile) or the walk meets something that is not a
+/// segment.
+fn segment(stream: &[u8], first: u16, wanted: u16, last: Option<u16>) -> Option<usize> {
     let be16 = |at: usize| Some(u16::from_be_bytes(stream.get(at..at + 2)?.try_into().ok()?));
-    if be16(0)? != SOI {
+    if be16(0)? != first {
         return None;
     }
     let mut at = 2;
     loop {
         let marker = be16(at)?;
-        let length = usize::from(be16(at + 2)?);
-        if marker == SOS {
-            // After the marker: Ls, Ns, a component selector and mapping table per
-            // component, then NEAR.
-            let components = usize::from(*stream.get(at + 4)?);
-            return stream.get(at + 5 + 2 * components).copied();
+        if marker == wanted {
+            return Some(at);
         }
-        if marker & 0xFF00 != 0xFF00 || length < 2 {
+        let length = usize::from(be16(at + 2)?);
+        if Some(marker) == last || marker & 0xFF00 != 0xFF00 || length < 2 {
             return None;
         }
         at += 2 + length;
