@@ -115,19 +115,26 @@ impl Walker<'_> {
     }
 
     /// The file meta group (always Explicit VR Little Endian): its lengths checked, and
-    /// the transfer syntax it names; `None` when it cannot be followed.
+    /// the transfer syntax it names; `None` when it cannot be followed. Read as the parser
+    /// reads it: Group Length (0002,0000) first, then every element in that many bytes,
+    /// whatever its tag says.
     fn meta_group(&mut self) -> Result<Option<String>, Damaged> {
+        let Some((tags::FILE_META_INFORMATION_GROUP_LENGTH, _, 4, value_at)) = self.header() else {
+            return Ok(None);
+        };
+        let Some(group_length) = self.u32_at(value_at) else { return Ok(None) };
+        self.at = value_at + 4;
+        let end = self.at.saturating_add(group_length as usize);
         let mut syntax = None;
-        while self.u16_at(self.at) == Some(0x0002) {
+        while self.at < end {
             let Some((tag, _, length, value_at)) = self.header() else { return Ok(None) };
             self.fits(tag, length, value_at, self.bytes.len())?;
+            let value = self.bytes.get(value_at..value_at + length as usize).unwrap_or_default();
             if tag == tags::TRANSFER_SYNTAX_UID {
-                let value =
-                    self.bytes.get(value_at..value_at + length as usize).unwrap_or_default();
                 let text = String::from_utf8_lossy(value);
                 syntax = Some(text.trim_end_matches(['\0', ' ']).to_string());
             }
-            self.at = value_at + length as usize;
+            self.at = value_at + value.len();
         }
         Ok(syntax)
     }
@@ -238,7 +245,8 @@ impl Walker<'_> {
             return Some((tag, None, self.u32_at(at + 4)?, at + 8));
         }
         let code: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
-        let vr = VR::from_binary(code);
+        // A VR the standard does not define is read as UN, as the parser reads it.
+        let vr = Some(VR::from_binary(code).unwrap_or(VR::UN));
         match vr {
             Some(
                 VR::OB
@@ -361,7 +369,8 @@ mod tests {
         assert!(check_bare(&pixels, false).unwrap_err().0.contains("1073741824"));
     }
 
-    /// Explicit VR: a 4-byte length (UT) and a 2-byte one (LO) are both read as such.
+    /// Explicit VR: a 4-byte length (UT) and a 2-byte one (LO) are both read as such, and
+    /// an undefined VR as UN, with a 4-byte length, as the parser reads it.
     #[test]
     fn explicit_vr_lengths() {
         let lo = [&[0x08, 0x00, 0x30, 0x10][..], b"LO", &4u16.to_le_bytes(), b"HAND"].concat();
@@ -369,6 +378,16 @@ mod tests {
         let ut =
             [&[0x08, 0x00, 0x30, 0x10][..], b"UT", &[0, 0], &0xF000_0000u32.to_le_bytes()].concat();
         assert!(check_bare(&ut, true).is_err());
+        // "UI" damaged to ":I": the parser reads a UN header, whose length takes in the
+        // first bytes of the value (here 775 MB).
+        let damaged = [
+            &[0x08, 0x00, 0x16, 0x00][..],
+            b":I",
+            &28u16.to_le_bytes(),
+            b"1.2.840.10008.5.1.4.1.1.1.1\0",
+        ]
+        .concat();
+        assert!(check_bare(&damaged, true).unwrap_err().0.contains("(0008,0016)"));
     }
 
     /// A deflated data set is inflated and walked: a damaged length inside it is found.
@@ -376,13 +395,16 @@ mod tests {
     fn deflated_data_sets_are_walked_inflated() {
         use std::io::Write;
         let syntax = b"1.2.840.10008.1.2.1.99";
-        let meta = [
+        let element = [
             &[0x02, 0x00, 0x10, 0x00][..],
             b"UI",
             &u16::try_from(syntax.len()).unwrap().to_le_bytes(),
             syntax,
         ]
         .concat();
+        let group_length = u32::try_from(element.len()).unwrap().to_le_bytes();
+        let meta =
+            [&[0x02, 0x00, 0x00, 0x00][..], b"UL", &[4, 0], &group_length, &element].concat();
         let part10 = |data_set: &[u8]| {
             let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
             z.write_all(data_set).unwrap();
@@ -397,6 +419,24 @@ mod tests {
         // Not a deflate stream: left to the parser.
         let garbage = [vec![0; 128], b"DICM".to_vec(), meta.clone(), vec![0xFF; 64]].concat();
         assert_eq!(check_part10(&garbage, 128), Ok(()));
+    }
+
+    /// The file meta is read as the parser reads it: every element within its group
+    /// length, whatever its tag, so a damaged tag there does not hide the transfer syntax
+    /// (and the data set after it goes unchecked).
+    #[test]
+    fn meta_elements_are_followed_by_the_group_length() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dicom/jls-lossless.dcm");
+        let mut bytes = std::fs::read(path).unwrap();
+        // (0002,0003) Media Storage SOP Instance UID, its group damaged to 2102.
+        let at = bytes.windows(4).position(|w| w == [0x02, 0x00, 0x03, 0x00]).unwrap();
+        bytes[at + 1] = 0x21;
+        assert_eq!(check_part10(&bytes, 128), Ok(()));
+        // Then a data-set VR damaged into one the standard lacks, read as UN.
+        let lo = bytes.windows(2).position(|w| w == b"LO").unwrap();
+        bytes[lo] = 0x8D;
+        assert!(check_part10(&bytes, 128).is_err());
     }
 
     /// Sequences nested past the limit are refused rather than recursed into.
