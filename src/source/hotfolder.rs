@@ -416,10 +416,6 @@ fn pick_sidecar(image: &Path, exists: impl Fn(&Path) -> bool) -> PathBuf {
     }
 }
 
-/// Reads the sidecar beside `image`, if any.
-///
-/// # Errors
-/// A message naming the sidecar and the bad value.
 /// A sidecar value given as a string or a number, as text for the CLI's parsers (which
 /// refuse anything else with their own message); `null` is absent.
 fn scalar_text(value: Option<serde_json::Value>) -> Option<String> {
@@ -430,13 +426,30 @@ fn scalar_text(value: Option<serde_json::Value>) -> Option<String> {
     }
 }
 
+/// Largest sidecar read: far more than its four values need.
+const MAX_SIDECAR_BYTES: u64 = 64 * 1024;
+
+/// Reads the sidecar beside `image`, if any.
+///
+/// # Errors
+/// A message naming the sidecar and the bad value.
 pub fn read_sidecar(image: &Path) -> Result<SidecarInfo, String> {
     let path = sidecar_path(image);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let size = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SidecarInfo::default()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
+    // A sidecar holds four short values; a large file of that name is something else,
+    // and must not be read into a small board's memory.
+    if size > MAX_SIDECAR_BYTES {
+        return Err(format!(
+            "{}: {size} bytes, over the {MAX_SIDECAR_BYTES}-byte limit for a sidecar; it should \
+             hold only {{\"sex\": ..., \"age\": ..., \"height\": ..., \"id\": ...}}",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw: Sidecar = serde_json::from_str(&text).map_err(|e| {
         format!(
             "{}: {e}; expected {{\"sex\": \"female\", \"age\": \"10y4m\", \"height\": 142.5, \
@@ -637,6 +650,9 @@ mod tests {
         assert_eq!(read_sidecar(&img).unwrap().age.map(Age::months), Some(124.0));
         std::fs::write(dir.path().join("x.json"), r#"{"sex":"f","age":[1]}"#).unwrap();
         assert!(read_sidecar(&img).unwrap_err().contains("age"));
+        // A large file of that name is refused unread.
+        std::fs::write(dir.path().join("x.json"), vec![b' '; 70_000]).unwrap();
+        assert!(read_sidecar(&img).unwrap_err().contains("65536-byte limit"));
     }
 
     /// DICOM files named by their SOP Instance UID differ only after their last dot: each
