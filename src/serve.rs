@@ -323,17 +323,28 @@ fn open_store(
 ) -> Result<Option<Store>, ServeError> {
     let mut logged = String::new();
     loop {
-        let error = match Store::open(path) {
+        let (error, read_only) = match Store::open_writable(path) {
             Ok(store) => return Ok(Some(store)),
-            Err(e) if e.is_transient() => e.to_string(),
+            Err(e) if e.is_transient() => (e.to_string(), matches!(e, StoreError::ReadOnly { .. })),
             Err(e) => return Err(e.into()),
         };
         if error != logged {
             log::error!("{error}; trying again every {} s", STORE_RETRY.as_secs());
             if let Some(d) = display.as_deref_mut() {
-                let screen = Screen::Error {
-                    what: "the result store cannot be opened: the disk is full or failing".into(),
-                    action: "free disk space (see the log); the unit starts by itself then".into(),
+                let screen = if read_only {
+                    Screen::Error {
+                        what: "the result store is read-only for this service".into(),
+                        action: "give the store file to the service's user (see the log); the \
+                                 unit starts by itself then"
+                            .into(),
+                    }
+                } else {
+                    Screen::Error {
+                        what: "the result store cannot be opened: the disk is full or failing"
+                            .into(),
+                        action: "free disk space (see the log); the unit starts by itself then"
+                            .into(),
+                    }
                 };
                 if let Err(e) = d.show(&screen) {
                     log::warn!("display: {e}");

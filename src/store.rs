@@ -17,6 +17,10 @@ pub enum StoreError {
     Backup { path: PathBuf, reason: String },
     #[error("result store {}: cannot create folder: {source}", path.display())]
     Dir { path: PathBuf, source: std::io::Error },
+    /// SQLite opens a file it may not write read-only, and every open step still passes;
+    /// only the first result would fail.
+    #[error("result store {} can be read but not written by this service: the file, its -wal/-shm files or its folder belong to another user (a backup restored as root?); give them to the service's user (e.g. `chown boneage: FILE*` and its folder)", path.display())]
+    ReadOnly { path: PathBuf },
 }
 
 impl StoreError {
@@ -29,6 +33,8 @@ impl StoreError {
                 matches!(source.sqlite_error_code(), Some(DiskFull | SystemIoFailure))
             }
             StoreError::Dir { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            // An administrator can hand the file over while the unit waits.
+            StoreError::ReadOnly { .. } => true,
             StoreError::Backup { .. } => false,
         }
     }
@@ -218,6 +224,26 @@ impl Store {
             damage,
             write_error: std::cell::RefCell::new(None),
         })
+    }
+
+    /// Opens the store as [`open`](Self::open) does, for a service that writes results:
+    /// refused when this process may only read it.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open), and [`StoreError::ReadOnly`].
+    pub fn open_writable(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::open(path)?;
+        store.writable()?;
+        Ok(store)
+    }
+
+    /// [`StoreError::ReadOnly`] when the connection can only read the file.
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.conn.is_readonly(rusqlite::MAIN_DB) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(StoreError::ReadOnly { path: self.path.clone() }),
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// For STATUS: `ok`, `damaged: <integrity check finding>` (from start-up), or
@@ -595,6 +621,28 @@ mod tests {
         let dir = |kind| StoreError::Dir { path: "d".into(), source: std::io::Error::from(kind) };
         assert!(dir(std::io::ErrorKind::StorageFull).is_transient());
         assert!(!dir(std::io::ErrorKind::PermissionDenied).is_transient());
+    }
+
+    /// A store this process may only read (a file restored as root, for a service running
+    /// as its own user) is refused for writing, naming the fix, while reading is still
+    /// allowed. Root may write any file, so the read-only connection is made directly.
+    #[test]
+    fn a_read_only_store_is_refused_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        Store::open_writable(&path).unwrap();
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let conn = Connection::open_with_flags(&path, flags).unwrap();
+        let store = Store {
+            conn,
+            path: path.clone(),
+            damage: None,
+            write_error: std::cell::RefCell::new(None),
+        };
+        assert_eq!(store.count().unwrap(), 0);
+        let e = store.writable().unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("chown boneage:"), "{e}");
     }
 
     #[test]
