@@ -39,6 +39,10 @@ pub enum ServeError {
     AllowedOverlapsHotFolder { allowed: PathBuf, hot: PathBuf },
     #[error("{key} {} lies in the hot folder {} (through a symlink): the folder watcher would take it as an image and move it away; keep the hot folder for incoming images only", file.display(), hot.display())]
     OwnFileInHotFolder { key: &'static str, file: PathBuf, hot: PathBuf },
+    #[error("another boneage service (pid {pid}) is using the result store {}: stop it first (e.g. `systemctl stop boneage`), or give this one its own [store] path", store.display())]
+    AlreadyRunning { store: PathBuf, pid: String },
+    #[error("cannot lock {}: {source}; check that the store's folder is writable by this service", path.display())]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("nothing to serve: [tcp], [serial] and [hot_folder] are all disabled in this configuration; enable one (firmware-config/headless.toml, kiosk.toml and field-clinic.toml are examples) or pass the unit's --config")]
     NothingEnabled,
     #[error("the {what} stopped while the service was running (see the log above); exiting so that the service manager restarts the unit")]
@@ -80,6 +84,8 @@ pub fn run(
             String::new()
         }
     );
+    // Before the model: a second instance must not take a small board's memory either.
+    let _instance = lock_instance(&config.store.path)?;
     let model = Model::load(&config.model)?;
     // The screen first, so that a store the unit has to wait for is shown on it. A missing
     // screen must not stop a headless-capable unit: log and carry on without it.
@@ -310,6 +316,46 @@ fn stopped_screen() -> Screen {
         what: "Stopped: no current result".into(),
         action: "restart the service (or the unit) to analyse radiographs".into(),
     }
+}
+
+/// Holds an exclusive lock on `<store>.lock` for as long as the returned file is open
+/// (the kernel lets it go when the process ends, however it ends). Two services on one
+/// store would both take each file of a shared hot folder, store it twice and fight over
+/// moving it, and both draw on the screen; the second is refused, naming the first's pid.
+fn lock_instance(store: &Path) -> Result<std::fs::File, ServeError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let mut name = store.as_os_str().to_os_string();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| ServeError::Lock { path: path.clone(), source })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| ServeError::Lock { path: path.clone(), source })?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let source = std::io::Error::last_os_error();
+        if source.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(ServeError::Lock { path, source });
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(ServeError::AlreadyRunning {
+            store: store.to_path_buf(),
+            pid: pid.trim().into(),
+        });
+    }
+    // For the message another start would give; the lock, not this text, is what counts.
+    let _ = file.set_len(0).and_then(|()| file.rewind());
+    let _ = write!(file, "{}", std::process::id()).and_then(|()| file.flush());
+    Ok(file)
 }
 
 /// Opens the store, waiting while the disk is full or failing ([`StoreError::is_transient`]):

@@ -336,6 +336,22 @@ fn a_refusal_for_unlikeness_is_stored_with_its_score() {
     assert!(stored["result"]["ood_score"].as_f64().unwrap() > limit, "{stored}");
 }
 
+/// A second service on the same store (a terminal run beside the system service) is
+/// refused before it loads anything, naming the first one's pid; once the first has
+/// stopped, a new one starts.
+#[test]
+fn a_second_service_on_the_same_store_is_refused() {
+    let server = start(|_| {});
+    let config = config_in(server.dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = boneage::serve::run(&config, stop, |_| {}).unwrap_err().to_string();
+    let pid = std::process::id().to_string();
+    assert!(err.contains("another boneage service") && err.contains(&pid), "{err}");
+    // Still serving.
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.send("PING")["ok"], true);
+}
+
 /// The result store reached through a symlinked hot folder: the watcher would move the
 /// database away (and a new, empty one would be made at the next start), so the unit
 /// refuses to start and says which key to change.
