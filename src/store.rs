@@ -534,15 +534,18 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE results ADD COLUMN {name} {kind}"))?;
         }
     }
-    // The exactly-once and resend lookups search by image hash on every analysis.
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS results_image ON results (image_sha256)")?;
-    // STATUS asks for the newest time on every poll; without this it reads the whole table.
-    // Building it reads every row, so on an older store with damaged pages it can fail:
-    // that store must still open (and say it is damaged), only STATUS is slower.
-    if let Err(e) =
-        conn.execute_batch("CREATE INDEX IF NOT EXISTS results_created ON results (created_at)")
-    {
-        log::warn!("cannot index the results by time ({e}); STATUS will be slower");
+    // The exactly-once and resend lookups search by image hash on every analysis; STATUS
+    // asks for the newest time on every poll. Building an index reads every row, so on an
+    // older store with damaged pages it can fail: that store must still open (and say it
+    // is damaged), only those lookups are slower.
+    for (index, column, slower) in [
+        ("results_image", "image_sha256", "the repeat and resend checks"),
+        ("results_created", "created_at", "STATUS"),
+    ] {
+        let sql = format!("CREATE INDEX IF NOT EXISTS {index} ON results ({column})");
+        if let Err(e) = conn.execute_batch(&sql) {
+            log::warn!("cannot index the results by {column} ({e}); {slower} will be slower");
+        }
     }
     Ok(())
 }
@@ -766,6 +769,10 @@ mod tests {
             s.insert(&rec(i)).unwrap();
         }
         assert_eq!(s.health(), "ok");
+        // As a store from before the indexes: opening it builds them, reading every row.
+        s.conn
+            .execute_batch("DROP INDEX results_image; DROP INDEX results_created; VACUUM")
+            .unwrap();
         drop(s);
         // A damaged page in the middle of the table: the store still opens, and says so.
         let mut bytes = std::fs::read(&path).unwrap();
