@@ -8,7 +8,9 @@ use serde::Serialize;
 use crate::model::{Estimate, ViewSpreadRule};
 use crate::report::{Sex, MAX_AGE_MONTHS};
 
-/// Age bands (years) for the per-band MAE, as in the model card.
+/// Age bands (years) for the per-band MAE, as in the model card: each from its lower end,
+/// up to but not including its upper one, except the last, which takes every older case
+/// too (labels reach 19 years, and [`MAX_AGE_MONTHS`] is allowed).
 pub const AGE_BANDS_YEARS: [(u32, u32); 4] = [(0, 5), (5, 10), (10, 15), (15, 19)];
 
 /// One labelled case.
@@ -178,10 +180,13 @@ impl Metrics {
             .into_iter()
             .filter_map(|s| group(s.to_string(), &move |c: &Case| c.sex == s))
             .collect();
+        let last = AGE_BANDS_YEARS.len() - 1;
         let by_age_band_years = AGE_BANDS_YEARS
             .iter()
-            .filter_map(|&(lo, hi)| {
-                let (lo_m, hi_m) = (f64::from(lo * 12), f64::from(hi * 12));
+            .enumerate()
+            .filter_map(|(i, &(lo, hi))| {
+                let lo_m = f64::from(lo * 12);
+                let hi_m = if i == last { f64::INFINITY } else { f64::from(hi * 12) };
                 group(format!("{lo}-{hi}"), &move |c: &Case| {
                     c.bone_age_months >= lo_m && c.bone_age_months < hi_m
                 })
@@ -243,6 +248,13 @@ mod tests {
         assert_eq!(m.by_sex[0], male);
         assert_eq!(m.by_age_band_years.len(), 2);
         assert_eq!(m.by_age_band_years[1].name, "10-15");
+        // Every case is in one band: 19 years (the oldest labels) and older in the last.
+        let old = [
+            scored(Sex::Male, 228.0, 220.0, None, None),
+            scored(Sex::Male, 240.0, 230.0, None, None),
+        ];
+        let bands = Metrics::compute(&old).unwrap().by_age_band_years;
+        assert_eq!((bands.len(), bands[0].name.as_str(), bands[0].n), (1, "15-19", 2));
         assert!(Metrics::compute(&[]).is_none());
         // A model without an interval table: no coverage to report, not 0%.
         let no_intervals = vec![scored(Sex::Male, 24.0, 30.0, None, None)];

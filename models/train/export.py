@@ -71,8 +71,10 @@ def metrics(pred, age, male, seed=0, n_boot=2000):
     out["by_sex"] = {name: dict(n=int(sel.sum()), mae=float(np.abs(err[sel]).mean()))
                      for name, sel in (("male", male == 1), ("female", male == 0))}
     out["by_age_band_years"] = {}
-    for lo, hi in AGE_BANDS_YEARS:
-        sel = (age >= lo * 12) & (age < hi * 12)
+    for i, (lo, hi) in enumerate(AGE_BANDS_YEARS):
+        # The last band takes every older case too (labels reach 19 years exactly).
+        upper = np.inf if i == len(AGE_BANDS_YEARS) - 1 else hi * 12
+        sel = (age >= lo * 12) & (age < upper)
         if sel.any():
             out["by_age_band_years"][f"{lo}-{hi}"] = dict(n=int(sel.sum()),
                                                           mae=float(np.abs(err[sel]).mean()))

@@ -36,6 +36,15 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         "image folder {} does not exist; pass --images DIR holding <id>.png",
         args.images.display()
     );
+    // Opened before the run, which takes minutes to an hour on a small board: a path that
+    // cannot be written must not cost it.
+    let mut writer = match &args.out {
+        Some(out) => Some(
+            csv::Writer::from_path(out)
+                .with_context(|| format!("cannot write {}", out.display()))?,
+        ),
+        None => None,
+    };
     let mut model = super::load_model(config)?;
     let bar = ProgressBar::new(cases.len() as u64);
     bar.set_style(
@@ -48,39 +57,31 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let mut refused_ids = std::collections::HashSet::new();
     for case in cases {
         let path = args.images.join(format!("{}.png", case.id));
-        match source::read_file(&path).map_err(|e| e.to_string()).and_then(|r| {
-            // Scored all the same, so the MAE stays comparable with the model card; but
-            // the user learns how many of these images `predict` and `serve` would refuse.
-            let model_err = |e: ModelError| format!("{}: {e}", path.display());
-            let est = model.estimate(&r, case.sex).map_err(model_err)?;
-            // The gate as predict and serve run it: the global checks, then the model's own
-            // (only when the global ones pass: their reason is the one reported).
-            let refused = if config.quality.enabled {
-                match quality::check_radiograph(&r) {
-                    Err(why) => Some(why.to_string()),
-                    Ok(_) => refusal_after_inference(&mut model, &r, case.sex, &est)
-                        .map_err(model_err)?
-                        .map(|refusal| refusal.to_string()),
+        // One image whose decoder or backend panics is that image's failure, as in
+        // `predict`, not the end of the run.
+        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            score(config, &mut model, &path, &case)
+        }))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{}: internal error while analysing this image (a bug: please report the file)",
+                path.display()
+            ))
+        });
+        match scored {
+            Ok((est, refused)) => {
+                if let Some(why) = refused {
+                    gate_refused.push(format!("{}: {why}", case.id));
+                    refused_ids.insert(case.id.clone());
                 }
-            } else {
-                None
-            };
-            if let Some(why) = refused {
-                gate_refused.push(format!("{}: {why}", case.id));
-                refused_ids.insert(case.id.clone());
+                results.push((case, est));
             }
-            Ok(est)
-        }) {
-            Ok(est) => results.push((case, est)),
             Err(e) => failures.push(e),
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-
-    if let Some(out) = &args.out {
-        let mut w = csv::Writer::from_path(out)
-            .with_context(|| format!("cannot write {}", out.display()))?;
+    if let Some(w) = writer.as_mut() {
         w.write_record([
             "id",
             "male",
@@ -164,6 +165,33 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(super::EXIT_INPUT_FAILED)
     })
+}
+
+/// One labelled image: its estimate and, when the quality gate of `predict` and `serve`
+/// would refuse it, why. Scored all the same, so the MAE stays comparable with the model
+/// card; the user learns how many of these images would be refused.
+fn score(
+    config: &Config,
+    model: &mut boneage::model::Model,
+    path: &std::path::Path,
+    case: &evaluate::Case,
+) -> Result<(boneage::model::Estimate, Option<String>), String> {
+    let r = source::read_file(path).map_err(|e| e.to_string())?;
+    let model_err = |e: ModelError| format!("{}: {e}", path.display());
+    let est = model.estimate(&r, case.sex).map_err(model_err)?;
+    // The gate as predict and serve run it: the global checks, then the model's own (only
+    // when the global ones pass: their reason is the one reported).
+    let refused = if config.quality.enabled {
+        match quality::check_radiograph(&r) {
+            Err(why) => Some(why.to_string()),
+            Ok(_) => refusal_after_inference(model, &r, case.sex, &est)
+                .map_err(model_err)?
+                .map(|refusal| refusal.to_string()),
+        }
+    } else {
+        None
+    };
+    Ok((est, refused))
 }
 
 fn print_text(
