@@ -89,8 +89,15 @@ pub fn run(
     let model = Model::load(&config.model)?;
     // The screen first, so that a store the unit has to wait for is shown on it. A missing
     // screen must not stop a headless-capable unit: log and carry on without it.
+    let mut display_error = None;
     let mut display = Display::open(&config.display)
-        .map_err(|e| log::error!("display: {e}; continuing without a display"))
+        .map_err(|e| {
+            log::error!(
+                "display: {e}; continuing without it, trying again every {} s",
+                DISPLAY_RETRY.as_secs()
+            );
+            display_error = Some(e.to_string());
+        })
         .ok();
     let Some(store) = open_store(&config.store.path, display.as_mut(), &shutdown)? else {
         if let Some(d) = display.as_mut() {
@@ -109,6 +116,9 @@ pub fn run(
     let service = Arc::new(Service::new(model, store, config).started_at(started));
     if let Some(d) = display {
         service.set_display(d);
+    }
+    if let Some(e) = &display_error {
+        service.set_display_error(format!("cannot open: {e}"));
     }
     let mut allowed = Vec::new();
     for d in &config.protocol.allowed_dirs {
@@ -209,7 +219,24 @@ pub fn run(
     // The hot folder's listing error last logged, while it lasts.
     let mut folder_error: Option<String> = None;
     let mut stopped = None;
+    // A display missing at start (its driver bound after the service started) is tried
+    // again until it opens, then shows the idle screen.
+    let mut next_display_try = display_error.as_ref().map(|_| Instant::now() + DISPLAY_RETRY);
     while !shutdown.load(Ordering::Relaxed) {
+        if let Some(at) = next_display_try.filter(|at| Instant::now() >= *at) {
+            next_display_try = match Display::open(&config.display) {
+                Ok(d) => {
+                    log::warn!("display opened; showing the idle screen");
+                    service.set_display(d);
+                    service.show_ready();
+                    None
+                }
+                Err(e) => {
+                    service.set_display_error(format!("cannot open: {e}"));
+                    Some(at + DISPLAY_RETRY)
+                }
+            };
+        }
         // These run until shutdown; one that has ended (a panic, a listener that failed)
         // leaves a unit that looks alive but no longer answers: stop, to be restarted.
         let ended = threads.iter().position(|(_, t)| t.is_finished());
@@ -292,8 +319,14 @@ fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
     let Some(camera) = service.camera() else {
         return;
     };
+    let mut last = camera.health().state;
     while pause(every, shutdown) {
-        camera.probe();
+        let health = camera.probe();
+        if health.state != last {
+            last = health.state;
+            let line = format!("camera {} {}", health.device.display(), health.state.as_str());
+            service.set_ready_camera_line(line);
+        }
     }
 }
 
@@ -444,6 +477,9 @@ enum Polled {
 
 /// Wait before the hot folder tries again after the store refused a result.
 const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// Wait before a display that could not be opened is tried again.
+const DISPLAY_RETRY: Duration = Duration::from_secs(10);
 
 /// Wait before the hot folder is listed again after it could not be.
 const FOLDER_RETRY: Duration = Duration::from_secs(2);

@@ -248,9 +248,7 @@ impl Service {
     /// file could not be written. Failures are shown on the display.
     pub fn capture(&self) -> Result<Capture, CaptureError> {
         let c = self.grab_and_save()?;
-        if let Some(ready) = lock(&self.ready).as_ref() {
-            self.show(ready);
-        }
+        self.show_ready();
         Ok(c)
     }
 
@@ -284,6 +282,34 @@ impl Service {
             });
         }
         result
+    }
+
+    /// Replaces the camera's line on the idle screen (`camera <device> <state>`), so that
+    /// the screen shown after a capture says what the camera is now, not what it was at
+    /// start. Not drawn here: whatever is on the screen (a result) stays.
+    pub fn set_ready_camera_line(&self, line: String) {
+        if let Some(Screen::Ready { status_lines, .. }) = lock(&self.ready).as_mut() {
+            match status_lines.iter_mut().find(|l| l.starts_with("camera ")) {
+                Some(old) => *old = line,
+                None => status_lines.push(line),
+            }
+        }
+    }
+
+    /// Shows the idle screen, if one was set.
+    pub fn show_ready(&self) {
+        let ready = lock(&self.ready).clone();
+        if let Some(ready) = ready {
+            self.show(&ready);
+        }
+    }
+
+    /// Records why a configured display could not be opened, for STATUS (otherwise it
+    /// would read `none`, as on a unit without one).
+    pub fn set_display_error(&self, error: String) {
+        if lock(&self.display).is_none() {
+            *lock(&self.display_health) = Some(Some(error));
+        }
     }
 
     /// Attaches a display; every analysis is then shown on it.

@@ -336,6 +336,25 @@ fn a_refusal_for_unlikeness_is_stored_with_its_score() {
     assert!(stored["result"]["ood_score"].as_f64().unwrap() > limit, "{stored}");
 }
 
+/// A framebuffer that is not there at start does not stop the unit; STATUS says why the
+/// configured display is blank instead of `none`, as on a unit without one (the service
+/// keeps trying to open it).
+#[test]
+fn a_missing_framebuffer_is_reported_not_fatal() {
+    let server = start(|c| {
+        c.display.backend = boneage::config::DisplayBackend::Framebuffer;
+        c.display.device = PathBuf::from("/dev/no-such-fb9");
+    });
+    let mut c = Client::connect(server.addr);
+    let status = c.send("STATUS");
+    assert_eq!(status["state"], "ready", "{status}");
+    let display = status["display"].as_str().unwrap_or_default();
+    assert!(
+        display.starts_with("error: cannot open") && display.contains("no-such-fb9"),
+        "{status}"
+    );
+}
+
 /// A second service on the same store (a terminal run beside the system service) is
 /// refused before it loads anything, naming the first one's pid; once the first has
 /// stopped, a new one starts.
