@@ -691,4 +691,35 @@ mod tests {
         );
         assert_eq!(on_screen("camera failed", Path::new("")), "camera failed");
     }
+
+    /// The idle screen's camera line is replaced as the camera's state changes, the other
+    /// lines kept; a screen without one gets it added.
+    #[test]
+    fn the_idle_screen_follows_the_camera() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut config = crate::config::Config::builtin_in(root).unwrap();
+        config.model.path = root.join("models/boneage-lite0.onnx");
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("r.db")).unwrap();
+        let model = Model::load(&config.model).unwrap();
+        let service = Service::new(model, store, &config);
+        let lines = |s: &Service| match lock(&s.ready).clone() {
+            Some(Screen::Ready { status_lines, .. }) => status_lines,
+            other => panic!("{other:?}"),
+        };
+        service.set_ready(Screen::Ready {
+            device_name: "unit".into(),
+            model_version: "m".into(),
+            status_lines: vec!["tcp 127.0.0.1:5025".into(), "camera /dev/video0 missing".into()],
+        });
+        service.set_ready_camera_line("camera /dev/video0 ok".into());
+        assert_eq!(lines(&service), ["tcp 127.0.0.1:5025", "camera /dev/video0 ok"]);
+        service.set_ready(Screen::Ready {
+            device_name: "unit".into(),
+            model_version: "m".into(),
+            status_lines: vec!["tcp 127.0.0.1:5025".into()],
+        });
+        service.set_ready_camera_line("camera /dev/video0 busy".into());
+        assert_eq!(lines(&service), ["tcp 127.0.0.1:5025", "camera /dev/video0 busy"]);
+    }
 }
