@@ -118,7 +118,7 @@ pub fn run(
         service.set_display(d);
     }
     if let Some(e) = &display_error {
-        service.set_display_error(format!("cannot open: {e}"));
+        service.set_display_error(e);
     }
     let mut allowed = Vec::new();
     for d in &config.protocol.allowed_dirs {
@@ -197,12 +197,7 @@ pub fn run(
                 config.camera.captures_dir.display()
             );
         }
-        let h = camera.probe();
-        status_lines.push(format!(
-            "camera {} {}",
-            config.camera.device.display(),
-            h.state.as_str()
-        ));
+        status_lines.push(camera_line(&camera.probe()));
         let (svc, stop) = (Arc::clone(&service), Arc::clone(&shutdown));
         let every = Duration::from_secs(config.camera.retry_s);
         threads.push((CAMERA_WATCH, worker(move || camera_loop(&svc, every, &stop), &shutdown)?));
@@ -232,7 +227,7 @@ pub fn run(
                     None
                 }
                 Err(e) => {
-                    service.set_display_error(format!("cannot open: {e}"));
+                    service.set_display_error(&e.to_string());
                     Some(at + DISPLAY_RETRY)
                 }
             };
@@ -324,10 +319,14 @@ fn camera_loop(service: &Service, every: Duration, shutdown: &AtomicBool) {
         let health = camera.probe();
         if health.state != last {
             last = health.state;
-            let line = format!("camera {} {}", health.device.display(), health.state.as_str());
-            service.set_ready_camera_line(line);
+            service.set_ready_camera_line(camera_line(&health));
         }
     }
+}
+
+/// The camera's line on the idle screen.
+fn camera_line(health: &crate::source::camera::Health) -> String {
+    format!("camera {} {}", health.device.display(), health.state.as_str())
 }
 
 /// Waits `duration` in short steps; `false` as soon as `shutdown` is set, so a stop is never

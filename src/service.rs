@@ -306,9 +306,9 @@ impl Service {
 
     /// Records why a configured display could not be opened, for STATUS (otherwise it
     /// would read `none`, as on a unit without one).
-    pub fn set_display_error(&self, error: String) {
+    pub fn set_display_error(&self, error: &str) {
         if lock(&self.display).is_none() {
-            *lock(&self.display_health) = Some(Some(error));
+            *lock(&self.display_health) = Some(Some(format!("cannot open: {error}")));
         }
     }
 

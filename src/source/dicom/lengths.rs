@@ -28,7 +28,7 @@ pub(super) struct Damaged(pub(super) String);
 /// Checks a Part 10 file's lengths, from its "DICM" marker at `meta_at`.
 pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<(), Damaged> {
     let start = meta_at + 4;
-    let mut meta = Walker { bytes, at: start, explicit: true, big_endian: false, place: "" };
+    let mut meta = Walker::new(bytes, start, true, false);
     let Some(syntax) = meta.meta_group()? else {
         return Ok(()); // Malformed meta: the parser says what is wrong.
     };
@@ -40,18 +40,13 @@ pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<(), Damaged> 
             let Some(inflated) = inflate(bytes.get(meta.at..).unwrap_or_default())? else {
                 return Ok(()); // A damaged stream: the parser says so.
             };
-            let mut walker = Walker {
-                bytes: &inflated,
-                at: 0,
-                explicit: true,
-                big_endian: false,
-                place: " of the inflated data set",
-            };
+            let mut walker = Walker::new(&inflated, 0, true, false);
+            walker.place = " of the inflated data set";
             return walker.data_set(inflated.len(), 0);
         }
         _ => (true, false),
     };
-    Walker { bytes, at: meta.at, explicit, big_endian, place: "" }.data_set(bytes.len(), 0)
+    Walker::new(bytes, meta.at, explicit, big_endian).data_set(bytes.len(), 0)
 }
 
 /// Most a deflated data set may inflate to: the memory one file's decoding may take.
@@ -77,7 +72,7 @@ fn inflate(deflated: &[u8]) -> Result<Option<Vec<u8>>, Damaged> {
 
 /// Checks a bare data set (no file meta) read as Implicit or Explicit VR Little Endian.
 pub(super) fn check_bare(bytes: &[u8], explicit: bool) -> Result<(), Damaged> {
-    Walker { bytes, at: 0, explicit, big_endian: false, place: "" }.data_set(bytes.len(), 0)
+    Walker::new(bytes, 0, explicit, false).data_set(bytes.len(), 0)
 }
 
 /// A position in the file and how its elements are encoded.
@@ -103,7 +98,12 @@ const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
 const SEQUENCE_END: Tag = Tag(0xFFFE, 0xE0DD);
 const UNDEFINED: u32 = u32::MAX;
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    /// A walk from byte `at`, whose messages count bytes from the file's start.
+    fn new(bytes: &'a [u8], at: usize, explicit: bool, big_endian: bool) -> Self {
+        Walker { bytes, at, explicit, big_endian, place: "" }
+    }
+
     fn u16_at(&self, at: usize) -> Option<u16> {
         let b: [u8; 2] = self.bytes.get(at..at.checked_add(2)?)?.try_into().ok()?;
         Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
@@ -246,24 +246,22 @@ impl Walker<'_> {
         }
         let code: [u8; 2] = self.bytes.get(at + 4..at + 6)?.try_into().ok()?;
         // A VR the standard does not define is read as UN, as the parser reads it.
-        let vr = Some(VR::from_binary(code).unwrap_or(VR::UN));
+        let vr = VR::from_binary(code).unwrap_or(VR::UN);
         match vr {
-            Some(
-                VR::OB
-                | VR::OD
-                | VR::OF
-                | VR::OL
-                | VR::OV
-                | VR::OW
-                | VR::SQ
-                | VR::SV
-                | VR::UC
-                | VR::UN
-                | VR::UR
-                | VR::UT
-                | VR::UV,
-            ) => Some((tag, vr, self.u32_at(at + 8)?, at + 12)),
-            _ => Some((tag, vr, u32::from(self.u16_at(at + 6)?), at + 8)),
+            VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::SQ
+            | VR::SV
+            | VR::UC
+            | VR::UN
+            | VR::UR
+            | VR::UT
+            | VR::UV => Some((tag, Some(vr), self.u32_at(at + 8)?, at + 12)),
+            _ => Some((tag, Some(vr), u32::from(self.u16_at(at + 6)?), at + 8)),
         }
     }
 

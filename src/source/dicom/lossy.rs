@@ -16,12 +16,10 @@
 //! A writer that compressed lossily with the reversible wavelet and left the tag out is
 //! not caught: nothing in the file tells that apart from a lossless one.
 
-use std::borrow::Cow;
-
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
-use super::{code, is_jpeg2000, native, text};
+use super::{code, first_frame, is_jpeg2000, native, text};
 
 /// The warning for a reading of an image that has been through lossy compression, or
 /// `None` when the file gives no sign of it.
@@ -110,16 +108,6 @@ fn method_name(method: &str) -> Option<&'static str> {
         "ISO_23008_2" => "HEVC",
         _ => return None,
     })
-}
-
-/// The first frame's codestream: its fragments joined when it spans several.
-fn first_frame(obj: &InMemDicomObject) -> Option<Cow<'_, [u8]>> {
-    let element = obj.element_opt(tags::PIXEL_DATA).ok().flatten()?;
-    match element.value().fragments()? {
-        [] => None,
-        [one] => Some(Cow::Borrowed(one.as_slice())),
-        several => Some(Cow::Owned(several.concat())),
-    }
 }
 
 /// The wavelet transformation code of JPEG 2000's 9-7 irreversible filter (ISO/IEC

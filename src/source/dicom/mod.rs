@@ -15,6 +15,7 @@
 //! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
 //! but unusable become notes on the reading.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use dicom_dictionary_std::{tags, uids};
@@ -75,13 +76,14 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
 /// The DICOM object in `bytes`, with file meta (made up for a bare data set: its transfer
 /// syntax as guessed, its SOP class and instance as the data set says).
 fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
-    let checked = match layout(bytes) {
+    let layout = layout(bytes);
+    let checked = match layout {
         Some(Layout::Part10 { meta_at }) => lengths::check_part10(bytes, meta_at),
         Some(Layout::Bare { explicit_vr }) => lengths::check_bare(bytes, explicit_vr),
         _ => Ok(()),
     };
     checked.map_err(|lengths::Damaged(why)| why)?;
-    match layout(bytes) {
+    match layout {
         Some(Layout::Part10 { meta_at }) => OpenFileOptions::new()
             .from_reader(&bytes[meta_at..])
             .map_err(|e| format!("cannot parse: {e}")),
@@ -460,6 +462,18 @@ fn text(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
+/// The first frame's codestream: its fragments joined when it spans several (one frame
+/// per file: multi-frame files are refused before this is asked); `None` when the pixel
+/// data is not encapsulated.
+fn first_frame(obj: &InMemDicomObject) -> Option<Cow<'_, [u8]>> {
+    let element = obj.element_opt(tags::PIXEL_DATA).ok().flatten()?;
+    match element.value().fragments()? {
+        [] => None,
+        [one] => Some(Cow::Borrowed(one.as_slice())),
+        several => Some(Cow::Owned(several.concat())),
+    }
+}
+
 /// A coded value (CS: modality, photometric interpretation, ...) in upper case, as the
 /// standard writes its defined terms, so that a writer's lower case still matches.
 fn code(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
@@ -467,7 +481,7 @@ fn code(obj: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
 }
 
 fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
-    let sex = text(obj, tags::PATIENT_SEX).and_then(|s| match s.to_ascii_uppercase().as_str() {
+    let sex = code(obj, tags::PATIENT_SEX).and_then(|s| match s.as_str() {
         "M" => Some(Sex::Male),
         "F" => Some(Sex::Female),
         _ => None, // "O" or anything else: unknown, the user must say

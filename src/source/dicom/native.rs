@@ -5,13 +5,11 @@
 //! compiler, and put back as native pixel data, so that rescale, windows, LUTs, padding
 //! and shutters go through the same path as any other file.
 
-use std::borrow::Cow;
-
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::DefaultDicomObject;
 
-use super::unsigned;
+use super::{first_frame, unsigned};
 
 /// JPEG XL Lossless, JPEG XL JPEG Recompression and JPEG XL transfer syntaxes.
 pub(super) const JPEG_XL_LOSSLESS: &str = "1.2.840.10008.1.2.4.110";
@@ -165,18 +163,8 @@ pub(super) fn to_native(
              (8 or 16 allocated, at most that many stored); re-export the image"
         ));
     }
-    let fragments = obj
-        .element(tags::PIXEL_DATA)
-        .ok()
-        .and_then(|e| e.value().fragments())
-        .filter(|f| !f.is_empty())
+    let stream = first_frame(&obj)
         .ok_or("its pixel data is not encapsulated as its transfer syntax says; re-export it")?;
-    // One frame (multi-frame files are refused before this): its codestream may span
-    // several fragments.
-    let stream = match fragments {
-        [one] => Cow::Borrowed(one.as_slice()),
-        several => Cow::Owned(several.concat()),
-    };
     let values = std::panic::catch_unwind(|| codec.decode(&stream, columns, rows))
         .map_err(|_| format!("the {name} codestream is damaged; re-export the image"))?
         .map_err(|e| format!("{name}: {e}; re-export the image"))?;
