@@ -97,6 +97,15 @@ fn sixteen_bit_and_jpeg_give_the_same_reading() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!((months(&lines[0]) - torch).abs() < 0.1, "16-bit: {}", lines[0]);
     assert!(months(&lines[1]).is_finite(), "JPEG decodes: {}", lines[1]);
+    // A JPEG file is lossy by its format, and the reading says so with its quality; the
+    // lossless PNG and TIFF readings do not.
+    let warnings = |v: &serde_json::Value| v["warnings"].to_string();
+    assert!(
+        warnings(&lines[1]).contains("lossy compression (JPEG, quality about 95)"),
+        "{}",
+        lines[1]
+    );
+    assert!(!warnings(&lines[0]).contains("lossy") && !warnings(&lines[2]).contains("lossy"));
     // A 4-5x bicubic up-then-down round trip blurs the image; the v1.0.0 model moves by
     // ~10 months on fixture 1381 (55.9 -> 46.3): a measured sensitivity, see models/README.md.
     assert!((months(&lines[2]) - torch).abs() < 12.0, "upscaled TIFF: {}", lines[2]);

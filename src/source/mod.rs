@@ -9,6 +9,7 @@ pub mod border;
 pub mod camera;
 mod dicom;
 pub mod hotfolder;
+mod lossy;
 mod raster;
 
 use std::fmt;

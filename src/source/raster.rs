@@ -5,7 +5,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageFormat};
 
 use super::{
-    GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind, COLOUR_CHROMA,
+    lossy, GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind, COLOUR_CHROMA,
     MAX_DECODE_BYTES, MAX_PIXELS,
 };
 
@@ -87,8 +87,20 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         bit_depth,
         format: name,
         colour_fraction: colour_fraction(&img),
-        patient: PatientInfo::default(),
+        patient: PatientInfo {
+            notes: lossy_note(format, bytes).into_iter().collect(),
+            ..Default::default()
+        },
     })
+}
+
+/// The lossy-compression warning for a JPEG file: a DICOM JPEG gets it from its transfer
+/// syntax, and the same pixels in a `.jpg` must not read as if they were the original.
+fn lossy_note(format: ImageFormat, bytes: &[u8]) -> Option<String> {
+    (format == ImageFormat::Jpeg)
+        .then(|| lossy::jpeg_evidence(bytes))
+        .flatten()
+        .map(|how| lossy::note(&how))
 }
 
 /// The decoding limits: [`MAX_DECODE_BYTES`] in all.

@@ -19,18 +19,14 @@
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
+use crate::source::lossy as shared;
+
 use super::{code, first_frame, is_jpeg2000, native, text};
 
 /// The warning for a reading of an image that has been through lossy compression, or
 /// `None` when the file gives no sign of it.
 pub(super) fn note(obj: &InMemDicomObject, transfer_syntax: &str) -> Option<String> {
-    let how = evidence(obj, transfer_syntax)?;
-    Some(format!(
-        "the image has been through lossy compression ({how}); compression artefacts can \
-         move the reading (by 4 months on average at JPEG quality 85 in tests, and by years \
-         for some images): ask for the original, or a lossless export (uncompressed, JPEG-LS \
-         Lossless, JPEG 2000 Lossless or JPEG XL Lossless)"
-    ))
+    evidence(obj, transfer_syntax).map(|how| shared::note(&how))
 }
 
 /// What shows the compression was lossy, in words for the reader.
@@ -39,8 +35,14 @@ fn evidence(obj: &InMemDicomObject, ts: &str) -> Option<String> {
         return Some(header_evidence(obj));
     }
     match ts {
-        uids::JPEG_BASELINE8_BIT => return Some(format!("transfer syntax JPEG Baseline, {ts}")),
-        uids::JPEG_EXTENDED12_BIT => return Some(format!("transfer syntax JPEG Extended, {ts}")),
+        uids::JPEG_BASELINE8_BIT | uids::JPEG_EXTENDED12_BIT => {
+            let name = if ts == uids::JPEG_BASELINE8_BIT { "Baseline" } else { "Extended" };
+            let quality = first_frame(obj)
+                .and_then(|frame| shared::jpeg_header(&frame)?.quality)
+                .map(|q| format!(", quality about {q}"))
+                .unwrap_or_default();
+            return Some(format!("transfer syntax JPEG {name}, {ts}{quality}"));
+        }
         native::JPEG_XL_RECOMPRESSION => {
             return Some(format!("a JPEG re-packed as JPEG XL, transfer syntax {ts}"))
         }
@@ -215,7 +217,7 @@ mod tests {
         let lossy = [
             ("j2k-lossy-mono1.dcm", "irreversible 9-7 wavelet"),
             ("jls-near-mono1.dcm", "NEAR 3"),
-            ("jpeg12-lossy.dcm", "JPEG Extended"),
+            ("jpeg12-lossy.dcm", "JPEG Extended, 1.2.840.10008.1.2.4.51, quality about 90"),
         ];
         let xyb = cfg!(feature = "jpegxl").then_some(("jxl-lossy-mono1.dcm", "XYB mode"));
         for (name, without_flag) in lossy.into_iter().chain(xyb) {
