@@ -216,7 +216,8 @@ impl AgeSource {
             AgeSource::Given => "as given",
             AgeSource::FileDates => "from the birth and exam dates in the file",
             AgeSource::FilePatientAge => {
-                "from PatientAge in the file (whole units, rounded down: can be up to a unit short)"
+                "from PatientAge in the file (counted in whole units, rounded down: the middle \
+                 of that unit, within half a unit of the exact age)"
             }
         }
     }
@@ -389,6 +390,23 @@ impl Reading {
             reading.warnings.insert(0, MIRRORED_WARNING.to_string());
         }
         reading.warnings.splice(0..0, patient.warnings);
+        if let Some(ca) = patient.age.filter(|_| patient.age_span_months > 0.0) {
+            let counted = Age(ca.months() - patient.age_span_months);
+            let unit = match patient.age_span_months {
+                s if s >= 6.0 => "years",
+                s if s >= 0.5 => "months",
+                _ => "weeks or days",
+            };
+            reading.warnings.extend(clinical::age_span_warnings(
+                sex,
+                reading.bone_age_months,
+                ca.months(),
+                patient.age_span_months,
+                given.height_cm.is_some(),
+                thresholds,
+                &format!("the file's PatientAge ({counted}, counted in whole {unit})"),
+            ));
+        }
         reading.age_source = patient.age_source;
         reading.exam_date = radiograph.patient.exam_date.clone();
         let file = &radiograph.patient;

@@ -595,7 +595,8 @@ fn dicom_tags_pixels_inversion_and_rescale() {
         assert!((months(v) - torch).abs() < 0.5, "{v} vs {torch}");
         assert_eq!(v["sex"], if male { "male" } else { "female" });
     }
-    assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(120.0));
+    // PatientAge 010Y is anything from 10 y 0 m to 10 y 11 m: read as the middle.
+    assert_eq!(lines[0]["chronological_age_months"].as_f64(), Some(126.0));
     assert!((lines[2]["chronological_age_months"].as_f64().unwrap() - 124.0).abs() < 0.1);
     // Where the age came from travels with it: whole-year PatientAge or exact dates.
     assert_eq!(lines[0]["age_source"], "file_patient_age");
@@ -771,6 +772,14 @@ fn eval_counts_and_lists_missing_images() {
     assert_eq!(last["n"].as_u64(), Some(1));
     assert_eq!(last["failed"].as_u64(), Some(1));
     assert!(last["failures"][0].as_str().unwrap().contains("999999.png"));
+
+    // `--out` naming the labels file is refused before anything is written to it.
+    let before = std::fs::read(&labels).unwrap();
+    let args = ["eval", "--labels", path_str(&labels), "--images", path_str(dir.path())];
+    let out = boneage(&[&args[..], &["--out", path_str(&labels)]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is the labels file"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&labels).unwrap(), before);
 }
 
 #[test]

@@ -39,10 +39,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     // Opened before the run, which takes minutes to an hour on a small board: a path that
     // cannot be written must not cost it.
     let mut writer = match &args.out {
-        Some(out) => Some(
+        Some(out) => Some({
+            // Checked before it is truncated: `--out labels.csv` would replace the labels.
+            anyhow::ensure!(
+                !super::same_file(out, &args.labels),
+                "--out {} is the labels file; writing the predictions there would replace it: \
+                 choose another file",
+                out.display()
+            );
             csv::Writer::from_path(out)
-                .with_context(|| format!("cannot write {}", out.display()))?,
-        ),
+                .with_context(|| format!("cannot write {}", out.display()))?
+        }),
         None => None,
     };
     let mut model = super::load_model(config)?;

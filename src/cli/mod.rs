@@ -254,3 +254,12 @@ fn build_features() -> String {
         format!("features: {}", features.join(", "))
     }
 }
+
+/// Whether two paths name one existing file (links and `..` resolved): an output must not
+/// replace an input.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}

@@ -44,11 +44,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.report {
         document::check_target(out)?;
         // The report must never replace the radiograph it describes.
-        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
-        if let Some(input) = args.images.iter().find(|i| same(i, out)) {
+        if let Some(input) = args.images.iter().find(|i| super::same_file(i, out)) {
             anyhow::bail!(
                 "--report {} is the input image {}: choose another file name",
                 out.display(),

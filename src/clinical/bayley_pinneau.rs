@@ -30,8 +30,10 @@ pub enum Tempo {
 }
 
 impl Tempo {
-    /// More than 12 months apart selects a supplementary table.
+    /// More than 12 months apart selects a supplementary table; decided on the difference
+    /// as the report shows it (one decimal), so "+12.0" never reads "accelerated".
     pub fn from_difference_months(bone_minus_chronological: f64) -> Tempo {
+        let bone_minus_chronological = (bone_minus_chronological * 10.0).round() / 10.0;
         if bone_minus_chronological > 12.0 {
             Tempo::Accelerated
         } else if bone_minus_chronological < -12.0 {

@@ -50,7 +50,10 @@ pub enum Category {
 }
 
 impl Category {
+    /// Decided on the SDS as the report shows it (two decimals): otherwise an SDS shown as
+    /// -2.00 could read "normal" on one report and "delayed" on another.
     pub fn from_sds(sds: f64, t: Thresholds) -> Category {
+        let sds = (sds * 100.0).round() / 100.0;
         if sds < t.delayed_below_sds {
             Category::Delayed
         } else if sds > t.advanced_above_sds {
@@ -172,6 +175,64 @@ pub fn assess(
     a
 }
 
+/// Warnings for a chronological age known only to within `span_months` either side of
+/// `chronological_months` (a PatientAge counts whole years, rounded down; the reading uses
+/// the middle of that year): where the category or the Bayley-Pinneau table would differ
+/// between the two ends, the reading must not present either as settled. `stated` names
+/// the age as the file gave it, for the message.
+pub fn age_span_warnings(
+    sex: Sex,
+    bone_age_months: f64,
+    chronological_months: f64,
+    span_months: f64,
+    height_given: bool,
+    thresholds: Thresholds,
+    stated: &str,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if span_months <= 0.0 {
+        return warnings;
+    }
+    let ends = [chronological_months - span_months, chronological_months + span_months];
+    let range = format!(
+        "{stated} gives the age only to within {:.0}-{:.0} months",
+        ends[0].max(0.0),
+        ends[1]
+    );
+    let sds: Vec<Option<f64>> = ends
+        .iter()
+        .map(|&ca| greulich_pyle::sd_months(sex, ca).map(|sd| (bone_age_months - ca) / sd))
+        .collect();
+    if let [Some(young), Some(old)] = sds[..] {
+        // Older end: lower SDS.
+        let (lo, hi) = (old, young);
+        let categories = (Category::from_sds(lo, thresholds), Category::from_sds(hi, thresholds));
+        if categories.0 != categories.1 && lo.abs().max(hi.abs()) <= IMPLAUSIBLE_SDS {
+            warnings.push(format!(
+                "the category depends on the exact age: {range}, over which the SDS runs from \
+                 {lo:+.2} ({}) to {hi:+.2} ({}); give the exact age (--age, or the birth date) \
+                 before acting on it",
+                categories.0.as_str(),
+                categories.1.as_str()
+            ));
+        }
+    }
+    if height_given {
+        let tables = ends.map(|ca| Tempo::from_difference_months(bone_age_months - ca));
+        if tables[0] != tables[1] {
+            warnings.push(format!(
+                "the adult height prediction depends on the exact age: {range}, over which \
+                 bone age minus age crosses ±12 months and the Bayley-Pinneau table changes \
+                 ({} at the younger end, {} at the older); give the exact age (--age, or the \
+                 birth date) before using it",
+                tables[0].as_str(),
+                tables[1].as_str()
+            ));
+        }
+    }
+    warnings
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid height {0:?}: give centimetres from {lo} to {hi} (e.g. 142.5)", lo = HEIGHT_RANGE_CM.0, hi = HEIGHT_RANGE_CM.1)]
 pub struct HeightError(pub String);
@@ -229,6 +290,42 @@ mod tests {
         // Girl, CA 5 y 6 m (SD 10.94 interpolated), BA 50: SDS = -16 / 10.94 = -1.4625.
         let a = assess(Sex::Female, 50.0, Some(66.0), None, t);
         assert!((a.sds.unwrap() + 1.4625).abs() < 1e-3, "{a:?}");
+    }
+
+    /// The category and the table follow the values as shown: SDS of -1.9998 and -2.0032
+    /// both show as -2.00 and neither is delayed (before, the second was), -2.006 shows as
+    /// -2.01 and is; a difference of 12.04 months shows as +12.0 and keeps the average
+    /// table.
+    #[test]
+    fn category_and_table_follow_the_shown_values() {
+        let t = Thresholds::default();
+        assert_eq!(Category::from_sds(-1.99983, t), Category::Normal);
+        assert_eq!(Category::from_sds(-2.0032, t), Category::Normal);
+        assert_eq!(Category::from_sds(-2.006, t), Category::Delayed);
+        assert_eq!(Category::from_sds(2.004, t), Category::Normal);
+        assert_eq!(Category::from_sds(2.006, t), Category::Advanced);
+        assert_eq!(Tempo::from_difference_months(12.04), Tempo::Average);
+        assert_eq!(Tempo::from_difference_months(12.06), Tempo::Accelerated);
+        assert_eq!(Tempo::from_difference_months(-12.04), Tempo::Average);
+    }
+
+    /// A boy of PatientAge 005Y (60-72 months, read as 66) with a bone age of 85.4 months:
+    /// advanced at 60 months (SDS above +2) but not at 72, so the reading must say the
+    /// category depends on the exact age; with a height, the table changes too (13.4
+    /// months ahead at 72 months of a 006Y: accelerated; 1.4 at 84: average). An exact age
+    /// (span 0) or a category that holds over the whole year gives no warning.
+    #[test]
+    fn whole_year_ages_warn_where_the_year_decides() {
+        let t = Thresholds::default();
+        let stated = "PatientAge 005Y";
+        let w = age_span_warnings(Sex::Male, 85.4, 66.0, 6.0, false, t, stated);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("category depends on the exact age"), "{w:?}");
+        assert!(w[0].contains("within 60-72 months") && w[0].contains("(advanced)"), "{w:?}");
+        let w = age_span_warnings(Sex::Male, 85.4, 78.0, 6.0, true, t, "PatientAge 006Y");
+        assert!(w.iter().any(|w| w.contains("accelerated at the younger end, average")), "{w:?}");
+        assert!(age_span_warnings(Sex::Male, 85.4, 66.0, 0.0, true, t, stated).is_empty());
+        assert!(age_span_warnings(Sex::Male, 125.0, 126.0, 6.0, true, t, stated).is_empty());
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct Resolved {
     pub sex: Option<Sex>,
     pub age: Option<Age>,
     pub age_source: Option<AgeSource>,
+    /// How far either side of `age` the exact age may lie, in months: half a unit for an
+    /// age counted in whole units (PatientAge), whose middle `age` then is; 0 when exact.
+    pub age_span_months: f64,
     /// Disagreements and unusable tags, for the reading's warnings.
     pub warnings: Vec<String>,
 }
@@ -88,8 +91,33 @@ impl PatientInfo {
                 ));
             }
         }
-        let age_source = if age.is_some() { Some(AgeSource::Given) } else { self.age_source };
-        Resolved { sex: sex.or(self.sex), age: age.or(self.age), age_source, warnings }
+        if age.is_some() {
+            let age_source = Some(AgeSource::Given);
+            return Resolved {
+                sex: sex.or(self.sex),
+                age,
+                age_source,
+                age_span_months: 0.0,
+                warnings,
+            };
+        }
+        // A PatientAge of `006Y` is anything from 6 y 0 m to 6 y 11 m: taken as it stands it
+        // is half a year short on average, which tilts every SDS towards "advanced"; the
+        // middle of the unit is the best single age, within half a unit either way.
+        let span = if self.age_source == Some(AgeSource::FilePatientAge) {
+            self.age_unit_months / 2.0
+        } else {
+            0.0
+        };
+        let age =
+            self.age.map(|counted| Age::from_months(counted.months() + span).unwrap_or(counted));
+        Resolved {
+            sex: sex.or(self.sex),
+            age,
+            age_source: self.age_source,
+            age_span_months: span,
+            warnings,
+        }
     }
 }
 
@@ -255,5 +283,24 @@ mod tests {
         for (given, warn) in [(120.5, false), (119.2, false), (126.0, true)] {
             assert_eq!(warned(&from_dates, given), warn, "{given} months against the dates");
         }
+    }
+
+    /// A whole-year PatientAge is read as the middle of its year, within 6 months either
+    /// way; an age from dates, or a given one, is taken as it is.
+    #[test]
+    fn patient_age_is_the_middle_of_its_unit() {
+        let info = PatientInfo {
+            age: Some(age(72.0)),
+            age_source: Some(AgeSource::FilePatientAge),
+            age_unit_months: 12.0,
+            ..PatientInfo::default()
+        };
+        let r = info.resolve(Some(Sex::Male), None);
+        assert_eq!((r.age.map(Age::months), r.age_span_months), (Some(78.0), 6.0));
+        let r = info.resolve(Some(Sex::Male), Some(age(75.0)));
+        assert_eq!((r.age.map(Age::months), r.age_span_months), (Some(75.0), 0.0));
+        let dated = PatientInfo { age_source: Some(AgeSource::FileDates), ..info };
+        let r = dated.resolve(Some(Sex::Male), None);
+        assert_eq!((r.age.map(Age::months), r.age_span_months), (Some(72.0), 0.0));
     }
 }
