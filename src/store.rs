@@ -204,7 +204,8 @@ impl Store {
         // Copy each committed result from the -wal into the main file at once, so the main
         // file alone holds every result: a lost or damaged -wal (a copy that forgot it, a
         // power cut) then loses nothing. One result is a few pages; the cost is one more
-        // sync per result.
+        // sync per result. (A copy cannot pass an open reader's view: while a backup or
+        // another program reads, new results wait in the synced -wal.)
         conn.pragma_update(None, "wal_autocheckpoint", 1).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn).map_err(err)?;
@@ -525,14 +526,27 @@ fn warnings_json(w: &[String]) -> Option<String> {
     (!w.is_empty()).then(|| serde_json::to_string(w).unwrap_or_default())
 }
 
-/// Adds the columns a store written by an older version lacks.
+/// Adds the columns a store written by an older version lacks. The columns are read again
+/// under a write lock before any is added: two programs opening an old store at once (the
+/// upgraded service and a backup) would otherwise both add one, and the second fail. A
+/// current store takes no lock (it may be read-only).
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('results')")?;
-    let have = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-    for (name, kind) in ADDED_COLUMNS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE results ADD COLUMN {name} {kind}"))?;
+    let missing = |conn: &Connection| -> rusqlite::Result<Vec<(&str, &str)>> {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('results')")?;
+        let have = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(ADDED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|(name, _)| !have.iter().any(|h| h == name))
+            .collect())
+    };
+    if !missing(conn)?.is_empty() {
+        let tx =
+            rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        for (name, kind) in missing(&tx)? {
+            tx.execute_batch(&format!("ALTER TABLE results ADD COLUMN {name} {kind}"))?;
         }
+        tx.commit()?;
     }
     // The exactly-once and resend lookups search by image hash on every analysis; STATUS
     // asks for the newest time on every poll. Building an index reads every row, so on an

@@ -199,14 +199,16 @@ fn thumbnail(pixels: &GrayImage) -> image::GrayImage {
     })
 }
 
-/// Printable ASCII only: the fonts used have nothing else.
+/// Printable ASCII only: the fonts used have nothing else. Any other character is written
+/// as its code point (`<U+00FC>`), not as one shared `?`: two patients `张伟-1` and
+/// `李娜-1` must not print the same ID, and the code can be checked against the record.
 fn ascii(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '±' => "+/-".to_string(),
             '–' | '—' => "-".to_string(),
             c if c == ' ' || c.is_ascii_graphic() => c.to_string(),
-            _ => "?".to_string(),
+            c => format!("<U+{:04X}>", u32::from(c)),
         })
         .collect()
 }
@@ -295,6 +297,15 @@ pub(super) mod tests {
     fn wraps_words_and_cuts_long_ones() {
         assert_eq!(wrap("aa bb cc", 5), vec!["aa bb", "cc"]);
         assert_eq!(wrap("abcdefgh x", 3), vec!["abc", "def", "gh", "x"]);
-        assert_eq!(ascii("±2 – ok é"), "+/-2 - ok ?");
+        assert_eq!(ascii("±2 – ok é"), "+/-2 - ok <U+00E9>");
+    }
+
+    /// IDs that differ only in characters the fonts lack still print differently.
+    #[test]
+    fn ids_outside_ascii_stay_distinct() {
+        let (a, b) = (ascii("张伟-1"), ascii("李娜-1"));
+        assert_eq!(a, "<U+5F20><U+4F1F>-1");
+        assert_ne!(a, b);
+        assert_eq!(ascii("M\u{fc}ller Jan"), "M<U+00FC>ller Jan");
     }
 }
