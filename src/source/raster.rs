@@ -50,6 +50,23 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
             },
         ));
     }
+    if format == ImageFormat::Tiff {
+        let pages = tiff_pages(bytes);
+        if pages > 1 {
+            // The decoder reads the first page and says nothing of the rest: two
+            // radiographs in one file would read as whichever came first.
+            return Err(SourceError::new(
+                path,
+                SourceErrorKind::Unsupported {
+                    format: name,
+                    reason: format!(
+                        "the file holds {pages} or more pages (images), and a reading is of \
+                         one radiograph; save the hand radiograph as a file of its own"
+                    ),
+                },
+            ));
+        }
+    }
     // Size from the header first: a small file can declare a huge image (a PNG bomb), which
     // must be refused before any pixel memory is taken.
     let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
@@ -101,6 +118,30 @@ fn lossy_note(format: ImageFormat, bytes: &[u8]) -> Option<String> {
         .then(|| lossy::jpeg_evidence(bytes))
         .flatten()
         .map(|how| lossy::note(&how))
+}
+
+/// How many full-size pages a TIFF holds, counting up to 2: reduced-resolution copies
+/// (thumbnails and previews, NewSubfileType bit 0) are not pages. A file the TIFF decoder
+/// cannot walk counts as 1 and is left to the image decoder to refuse.
+fn tiff_pages(bytes: &[u8]) -> usize {
+    const REDUCED_RESOLUTION: u32 = 1;
+    let Ok(mut decoder) = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)) else {
+        return 1;
+    };
+    let mut pages = 0;
+    // A long chain of thumbnails is walked no further than this (cycles the decoder stops).
+    for _ in 0..64 {
+        let subfile = decoder.find_tag(tiff::tags::Tag::NewSubfileType).ok().flatten();
+        let reduced =
+            subfile.and_then(|v| v.into_u32().ok()).is_some_and(|t| t & REDUCED_RESOLUTION != 0);
+        if !reduced {
+            pages += 1;
+        }
+        if pages >= 2 || !decoder.more_images() || decoder.next_image().is_err() {
+            break;
+        }
+    }
+    pages.max(1)
 }
 
 /// The decoding limits: [`MAX_DECODE_BYTES`] in all.
@@ -363,5 +404,27 @@ mod tests {
         let standard = png16(1024, Some(12));
         assert!((top(&standard, 63) - 64512.0 / 65535.0).abs() < 1e-4);
         assert!(top(&standard, 20) < 0.5);
+    }
+
+    /// A TIFF of two radiographs is refused (the decoder would read the first alone); one
+    /// with a reduced-resolution preview after the image is read as one page.
+    #[test]
+    fn tiffs_with_more_than_one_page_are_refused() {
+        use tiff::encoder::{colortype::Gray8, TiffEncoder};
+        let pixels: Vec<u8> = (0..64u32 * 64).map(|i| (i % 251) as u8).collect();
+        let tiff = |second_is_preview: bool| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            let mut encoder = TiffEncoder::new(&mut out).unwrap();
+            encoder.write_image::<Gray8>(64, 64, &pixels).unwrap();
+            let mut second = encoder.new_image::<Gray8>(64, 64).unwrap();
+            if second_is_preview {
+                second.encoder().write_tag(tiff::tags::Tag::NewSubfileType, 1u32).unwrap();
+            }
+            second.write_data(&pixels).unwrap();
+            out.into_inner()
+        };
+        let err = decode(Path::new("two.tif"), &tiff(false)).unwrap_err().to_string();
+        assert!(err.contains("2 or more pages") && err.contains("file of its own"), "{err}");
+        assert_eq!(decode(Path::new("preview.tif"), &tiff(true)).unwrap().pixels.width(), 64);
     }
 }
