@@ -34,6 +34,10 @@ pub struct Config {
     pub reading: ReadingConfig,
     pub quality: QualityConfig,
     pub camera: CameraConfig,
+    /// The file this configuration was read from (as given, for messages and
+    /// [`Config::own_files`]); not a key.
+    #[serde(skip)]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,12 +414,25 @@ impl Config {
             resolve(&mut config.model.ort_library, "model", "ort_library");
         }
         resolve(&mut config.store.path, "store", "path");
+        // Empty would resolve to the config file's own folder, whose files (this config
+        // among them) the watcher would take as images and move away.
+        if config.hot_folder.enabled && config.hot_folder.path.as_os_str().is_empty() {
+            return Err(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "hot_folder.path",
+                value: "\"\"".into(),
+                expected: "the folder that scanner or PACS software drops images into, e.g. \
+                           \"/var/lib/boneage/inbox\", or enabled = false for no hot folder"
+                    .into(),
+            });
+        }
         resolve(&mut config.hot_folder.path, "hot_folder", "path");
         for dir in &mut config.protocol.allowed_dirs {
             resolve(dir, "protocol", "allowed_dirs");
         }
         resolve(&mut config.display.png_path, "display", "png_path");
         resolve(&mut config.camera.captures_dir, "camera", "captures_dir");
+        config.file = path.to_path_buf();
         config.validate(path)?;
         Ok(config)
     }
@@ -447,6 +464,17 @@ impl Config {
             ));
         }
         let t = &self.tcp;
+        // `AUTH token=...` is split at whitespace, so such a token could never be sent. The
+        // token itself is not shown: error messages end up in logs.
+        if t.token.chars().any(char::is_whitespace) {
+            return Err(value_err(
+                "tcp.token",
+                format!("(not shown, {} characters, with whitespace)", t.token.chars().count()),
+                "a token without spaces, tabs or line breaks: AUTH token=<token> is split at \
+                 whitespace, so this one could never be sent; remove the whitespace or set a \
+                 new token, e.g. from `openssl rand -hex 16`",
+            ));
+        }
         if t.enabled && !t.bind.ip().is_loopback() && t.token.len() < 8 {
             return Err(value_err(
                 "tcp.token",
@@ -566,6 +594,16 @@ impl Config {
                 .into_iter()
                 .find(|(_, f)| f.parent().map(normalize) == Some(inbox.clone()))
             {
+                if key == CONFIG_FILE {
+                    return Err(value_err(
+                        "hot_folder.path",
+                        format!("{:?}", self.hot_folder.path.display().to_string()),
+                        "a folder other than the one holding this config file: the folder \
+                         watcher takes every file placed directly in it as an image and moves \
+                         it away, and the next start could not read the config; give the hot \
+                         folder a folder of its own such as /var/lib/boneage/inbox",
+                    ));
+                }
                 return Err(value_err(
                     key,
                     format!("{:?}", file.display().to_string()),
@@ -634,13 +672,20 @@ impl Config {
     }
 }
 
+/// How [`Config::own_files`] names the config file itself, which no key sets.
+pub const CONFIG_FILE: &str = "the config file";
+
 impl Config {
-    /// The unit's own files (the result store, the model, the PNG screen and, with the
-    /// camera on, a capture's folder as a file in it), by key: none may lie directly in the
-    /// hot folder, whose watcher would take them as images and move them away.
+    /// The unit's own files (the result store, the model, the PNG screen, with the camera
+    /// on a capture's folder as a file in it, and the config file itself), by key: none may
+    /// lie directly in the hot folder, whose watcher would take them as images and move
+    /// them away.
     pub fn own_files(&self) -> Vec<(&'static str, PathBuf)> {
         let mut files =
             vec![("store.path", self.store.path.clone()), ("model.path", self.model.path.clone())];
+        if !self.file.as_os_str().is_empty() {
+            files.push((CONFIG_FILE, self.file.clone()));
+        }
         if self.display.backend == DisplayBackend::Png {
             files.push(("display.png_path", self.display.png_path.clone()));
         }
@@ -819,6 +864,28 @@ mod tests {
         assert!(c.is_ok());
         let e = Config::parse("[tcp]\nbind = \"localhost\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("bind") || e.to_string().contains("socket"), "{e}");
+    }
+
+    #[test]
+    fn a_tcp_token_that_could_never_be_sent_is_refused() {
+        // AUTH token=... is split at whitespace: refused wherever the port is bound, and
+        // the secret is not echoed into the log.
+        for token in ["correct horse", " s3cret-token", "s3cret-token\\t", "s3cret\\ntoken"] {
+            for bind in ["0.0.0.0:5025", "127.0.0.1:5025"] {
+                let toml =
+                    format!("[tcp]\nenabled = true\nbind = \"{bind}\"\ntoken = \"{token}\"\n");
+                let e = Config::parse(&toml, Path::new("x.toml")).unwrap_err().to_string();
+                assert!(e.contains("`tcp.token`") && e.contains("without spaces"), "{e}");
+                assert!(e.contains("remove the whitespace"), "{e}");
+                assert!(!e.contains("horse") && !e.contains("s3cret"), "{e}");
+            }
+        }
+        // '=' is fine: only the first '=' of `token=` splits key from value.
+        let c = Config::parse(
+            "[tcp]\nenabled = true\nbind = \"0.0.0.0:5025\"\ntoken = \"c2VjcmV0LXRva2Vu==\"\n",
+            Path::new("x.toml"),
+        );
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]

@@ -128,29 +128,29 @@ pub fn run(
             allowed.push(c);
         }
     }
+    // A hot folder that cannot be made yet (a USB stick not plugged in at boot) does not
+    // stop the unit: the loop below logs why and tries again every FOLDER_RETRY, as for a
+    // folder that goes away while running, and checks it once it exists.
     let mut hot = if config.hot_folder.enabled {
-        Some(HotFolder::open(
+        let (dirs, own) = (config.protocol.allowed_dirs.clone(), config.own_files());
+        let hf = HotFolder::new(
             &config.hot_folder.path,
             Duration::from_millis(config.hot_folder.stable_ms),
-        )?)
+        )
+        .with_check(move |dir| match hot_folder_conflict(dir, &dirs, &own) {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        });
+        // Made now if it can be, so that a bad set-up is refused at start (below).
+        let _ = hf.create();
+        Some(hf)
     } else {
         None
     };
-    // The config check is lexical; a symlink can still lead an allowed folder into the
-    // hot folder, which only the real paths show.
-    if let Some(hot_dir) = hot.as_ref().and_then(|h| h.dir().canonicalize().ok()) {
-        let overlaps = |d: &&PathBuf| {
-            d.canonicalize().is_ok_and(|a| a.starts_with(&hot_dir) || hot_dir.starts_with(&a))
-        };
-        if let Some(d) = config.protocol.allowed_dirs.iter().find(overlaps) {
-            return Err(ServeError::AllowedOverlapsHotFolder { allowed: d.clone(), hot: hot_dir });
-        }
-        let inside = |(_, file): &(&'static str, PathBuf)| {
-            file.parent().and_then(|p| p.canonicalize().ok()).is_some_and(|p| p == hot_dir)
-        };
-        if let Some((key, file)) = config.own_files().into_iter().find(inside) {
-            return Err(ServeError::OwnFileInHotFolder { key, file, hot: hot_dir });
-        }
+    if let Some(conflict) = hot.as_ref().and_then(|h| {
+        hot_folder_conflict(h.dir(), &config.protocol.allowed_dirs, &config.own_files())
+    }) {
+        return Err(conflict);
     }
     let allowed = Arc::new(allowed);
 
@@ -465,6 +465,31 @@ fn arrived_at(path: &Path) -> Option<String> {
     Some(crate::store::rfc3339(std::time::UNIX_EPOCH + since_epoch))
 }
 
+/// Why the hot folder `dir` must not be watched: as it is on disk (symbolic links
+/// resolved), it overlaps an ANALYZE folder or directly holds one of the unit's own files
+/// (the config check is lexical, and a symlink can still lead there). `None` when it is
+/// fine, or does not exist (yet).
+fn hot_folder_conflict(
+    dir: &Path,
+    allowed_dirs: &[PathBuf],
+    own_files: &[(&'static str, PathBuf)],
+) -> Option<ServeError> {
+    let hot_dir = dir.canonicalize().ok()?;
+    let overlaps = |d: &&PathBuf| {
+        d.canonicalize().is_ok_and(|a| a.starts_with(&hot_dir) || hot_dir.starts_with(&a))
+    };
+    if let Some(d) = allowed_dirs.iter().find(overlaps) {
+        return Some(ServeError::AllowedOverlapsHotFolder { allowed: d.clone(), hot: hot_dir });
+    }
+    let inside = |(_, file): &&(&'static str, PathBuf)| {
+        // A bare file name (`--config unit.toml`) lies in the working folder.
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        parent.canonicalize().is_ok_and(|p| p == hot_dir)
+    };
+    let (key, file) = own_files.iter().find(inside)?;
+    Some(ServeError::OwnFileInHotFolder { key, file: file.clone(), hot: hot_dir })
+}
+
 /// How a hot-folder round ended.
 enum Polled {
     Done,
@@ -558,8 +583,8 @@ fn accept_loop(
     let strangers = Arc::new(Unauthenticated::default());
     let public = !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
     while !shutdown.load(Ordering::Relaxed) {
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(50));
                 continue;
@@ -595,6 +620,7 @@ fn accept_loop(
             session.required_token = Some(cfg.token.clone());
         }
         session.authenticated = !public;
+        session.peer = Some(peer);
         let stranger = if public { strangers.add(&stream) } else { None };
         if let Some(id) = stranger {
             let strangers = Arc::clone(&strangers);
@@ -726,7 +752,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// then half-close, then drain what the client already sent, so the close is a FIN and the
 /// client reads the whole reply instead of a reset.
 fn refuse(mut stream: TcpStream, max: usize) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let reply = ProtocolError::new(
         codes::UNAVAILABLE,
         format!("too many connections (limit {max}); try again later"),
@@ -737,6 +763,14 @@ fn refuse(mut stream: TcpStream, max: usize) {
     if stream.write_all(&protocol::reply_line(&reply)).is_err() {
         return;
     }
+    close_after_reply(&stream);
+}
+
+/// Closes a connection whose last reply was just written so that the peer reads that reply:
+/// half-close, then drain (up to 1 s) what it already sent, so the close is a FIN and not a
+/// reset that would discard the reply on the peer's side.
+fn close_after_reply(mut stream: &TcpStream) {
+    use std::io::Read;
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
     let mut sink = [0u8; 4096];
@@ -762,7 +796,12 @@ fn handle_tcp(
     stream.set_read_timeout(Some(tick))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     let reader = IdleReader { inner: stream.try_clone()?, idle, tick, waited: Duration::ZERO };
-    protocol::serve_connection(BufReader::new(reader), stream, session, limits, stop)
+    protocol::serve_connection(BufReader::new(reader), &stream, session, limits, stop)?;
+    if session.closing {
+        // A wrong token: its reply was the last.
+        close_after_reply(&stream);
+    }
+    Ok(())
 }
 
 /// Turns read timeouts into "keep waiting" until `idle` has passed without data, so the

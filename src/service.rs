@@ -54,8 +54,9 @@ pub enum Reuse {
     /// Always analyse.
     Never,
     /// The hot folder's exactly-once guarantee across a crash between storing a result and
-    /// moving the file: the same file (source and SHA-256) already stored, see
-    /// [`Request::answered_by`]. `arrived_at` is when the file arrived (`created_at`
+    /// moving the file: the same file (source and SHA-256) already stored by the same model
+    /// with the same settings, see [`Request::answered_by`] (a success, also for the
+    /// identical request arguments). `arrived_at` is when the file arrived (`created_at`
     /// form): a stored failure newer than that is the outcome of this very drop.
     SameDrop { arrived_at: Option<String> },
     /// A protocol client sending the request again after a lost reply (connection dropped,
@@ -429,8 +430,25 @@ impl Service {
         match req.reuse {
             Reuse::Never => Ok(None),
             Reuse::SameDrop { .. } => {
-                let found = self.store().find(&rec.source, &rec.image_sha256)?;
-                Ok(found.filter(|done| req.answered_by(done)))
+                let store = self.store();
+                let Some(done) = store.find(&rec.source, &rec.image_sha256)? else {
+                    return Ok(None);
+                };
+                // Only what this model with these settings would answer: after a model
+                // update, or with the quality gate or thresholds changed, the file is read
+                // afresh (a result the gate now refuses must not be handed out again).
+                if !req.answered_by(&done) || done.model != rec.model {
+                    return Ok(None);
+                }
+                // A record does not carry its request; the store compares it: a success
+                // answers only if it was stored for this very request (the same sidecar
+                // facts, backend, views, gate and thresholds).
+                if done.error.is_none()
+                    && store.find_resent(rec, &done.created_at)?.is_none_or(|r| r.id != done.id)
+                {
+                    return Ok(None);
+                }
+                Ok(Some(done))
             }
             Reuse::Resend => {
                 let since = store_mod::rfc3339(

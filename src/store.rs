@@ -403,6 +403,25 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest `limit` records of one exam id, newest first: how a client finds the
+    /// result of a request whose reply it lost when resending would not find it (a camera
+    /// capture), without taking another patient's newer result.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a read failure.
+    pub fn history_of(&self, exam_id: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT} WHERE exam_id = ?1 ORDER BY id DESC LIMIT ?2"))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params![exam_id, limit as i64], row_to_record)
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
     /// Id of the newest record, if any.
     ///
     /// # Errors
@@ -708,6 +727,7 @@ mod tests {
             let a = s
                 .insert(&NewRecord {
                     source: "a.png".into(),
+                    exam_id: Some("A-1".into()),
                     bone_age_months: Some(120.5),
                     sex: Some("male".into()),
                     model: "m v1".into(),
@@ -731,6 +751,10 @@ mod tests {
         assert!(s.get(99).unwrap().is_none());
         let h = s.history(10).unwrap();
         assert_eq!(h[0].source, "b.png");
+        // One exam's results, not the newest of all.
+        let of_a = s.history_of("A-1", 1).unwrap();
+        assert_eq!((of_a.len(), of_a[0].source.as_str()), (1, "a.png"));
+        assert!(s.history_of("A-2", 10).unwrap().is_empty());
         assert_eq!(s.last_id().unwrap(), Some(2));
         assert_eq!(s.latest_time().unwrap().as_deref(), Some(h[0].created_at.as_str()));
         assert_eq!(s.integrity_check().unwrap(), "ok");

@@ -405,6 +405,8 @@ fn loopback_checks_a_token_it_is_sent() {
     let mut c = Client::connect(server.addr);
     assert_eq!(c.send("STATUS")["ok"], true);
     assert_eq!(code(&c.send("AUTH token=wrong")), "unauthorized");
+    // A wrong token ends the connection, loopback too.
+    let mut c = Client::connect(server.addr);
     assert_eq!(c.send("AUTH token=s3cret")["authenticated"], true);
 }
 
@@ -465,7 +467,6 @@ fn public_bind_requires_auth() {
     let mut c = Client::connect(addr);
     assert_eq!(c.send("PING")["ok"], true);
     assert_eq!(code(&c.send("STATUS")), "unauthorized");
-    assert_eq!(code(&c.send("AUTH token=wrong")), "unauthorized");
     assert_eq!(c.send("AUTH token=correct-horse")["authenticated"], true);
     assert_eq!(c.send("STATUS")["ok"], true);
     // Authenticated: the deadline no longer applies.
@@ -691,7 +692,8 @@ fn a_failure_stored_before_a_crash_is_not_stored_again() {
             source: format!("hot-folder:{}", img.display()),
             image_sha256: sha,
             error: Some(format!("{}: patient sex unknown", img.display())),
-            model: "m".into(),
+            // Only the running model's outcome answers.
+            model: boneage::model::Model::read_contract(&common::model_path()).unwrap().model_id(),
             ..Default::default()
         })
         .unwrap();
@@ -829,4 +831,208 @@ fn a_configuration_that_serves_nothing_is_refused() {
     let err = boneage::serve::run(&config, stop, |_| panic!("must not start")).unwrap_err();
     assert!(err.to_string().contains("nothing to serve"), "{err}");
     assert!(!dir.path().join("results.db").exists(), "refused before creating anything");
+}
+
+/// Terminal programs (PuTTY, screen, minicom) send a bare CR on Enter: it ends a line, and a
+/// CRLF still gets exactly one reply.
+#[test]
+fn cr_ends_a_line_as_terminals_send_it() {
+    let server = start(|_| {});
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.send_raw(b"PING\r")["reply"], "pong");
+    // The next reply is STATUS's own: the commands did not merge, and no extra reply is
+    // pending from the CR.
+    assert_eq!(c.send_raw(b"STATUS\r")["state"], "ready");
+    assert_eq!(c.send_raw(b"PING\r\n")["reply"], "pong");
+    assert!(c.send_raw(b"HISTORY limit=1\r")["results"].is_array(), "one reply per CRLF");
+    // Several in one write, mixed endings: one reply each, in order.
+    c.writer.write_all(b"PING\rVERSION\r\nHELP\n\r\r\nSTATUS\r").unwrap();
+    let mut next = || {
+        let mut line = String::new();
+        c.reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    };
+    assert_eq!(next()["reply"], "pong");
+    assert_eq!(next()["identity"]["vendor"], "boneage");
+    assert!(next()["commands"].is_array());
+    assert_eq!(next()["state"], "ready");
+    // A too-long line ended by a bare CR is answered once, and the connection goes on.
+    let long = format!("PING {}\r", "x".repeat(10_000));
+    assert_eq!(code(&c.send_raw(long.as_bytes())), "line_too_long");
+    assert_eq!(c.send_raw(b"PING\r")["reply"], "pong");
+}
+
+/// A wrong token is answered, after a pause, and the connection is then closed: a guesser
+/// gets one try per connection and per second, not thousands.
+#[test]
+fn a_wrong_token_is_answered_then_the_connection_is_closed() {
+    let server = start(|c| {
+        c.tcp.bind = "0.0.0.0:0".parse().unwrap();
+        c.tcp.token = "correct-horse".into();
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{}", server.addr.port()).parse().unwrap();
+    let mut c = Client::connect(addr);
+    assert_eq!(c.send("PING")["ok"], true);
+    // A command sent right behind the guess is not run: the reply is the last line, and
+    // it arrives whole (a FIN, not a reset) although the server had unread input.
+    let t = Instant::now();
+    c.writer.write_all(b"AUTH token=wrong-horse\nSTATUS\n").unwrap();
+    let mut line = String::new();
+    c.reader.read_line(&mut line).unwrap();
+    let took = t.elapsed();
+    let reply: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    assert_eq!(code(&reply), "unauthorized", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("wrong token") && message.contains("connection closed"), "{reply}");
+    assert!(message.contains("[tcp] token"), "names the fix: {reply}");
+    assert!(took >= Duration::from_millis(900), "a wrong token costs a pause: {took:?}");
+    line.clear();
+    assert_eq!(c.reader.read_line(&mut line).unwrap(), 0, "then closed: {line}");
+    // The right token on a new connection still works.
+    let mut c = Client::connect(addr);
+    assert_eq!(c.send("AUTH token=correct-horse")["authenticated"], true);
+    assert_eq!(c.send("STATUS")["ok"], true);
+}
+
+/// Stops `server` and hands back its folder (store, inbox) for a next start.
+fn stop_keeping_folder(mut server: Server) -> tempfile::TempDir {
+    server.stop.store(true, Ordering::Relaxed);
+    if let Some(t) = server.thread.take() {
+        t.join().unwrap();
+    }
+    std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap())
+}
+
+/// Waits until `name` has left the inbox (analysed and moved), then returns the history.
+fn dropped_and_moved(server: &Server, name: &str) -> Vec<boneage::store::Record> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.inbox().join(name).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!server.inbox().join(name).exists(), "{name} was not taken");
+    server.store().history(100).unwrap()
+}
+
+/// The same file dropped again is answered from the store only if the stored result was
+/// made by this model with these settings: a result stored with the quality gate off is
+/// not handed out once the gate is on (the gate refuses the image), nor a failure stored
+/// by another model.
+#[test]
+fn a_result_stored_under_other_settings_is_not_reused_for_the_same_file() {
+    let server = start(|c| c.quality.enabled = false);
+    let (id, male, ..) = common::expected().into_iter().next().unwrap();
+    let mut inverted = image::open(common::val_image(&id)).unwrap().to_luma8();
+    image::imageops::invert(&mut inverted);
+    let sidecar = format!(r#"{{"sex":"{}"}}"#, if male { "m" } else { "f" });
+    let drop_in = |server: &Server| {
+        let inbox = server.inbox();
+        std::fs::write(inbox.join("inv.json"), &sidecar).unwrap();
+        inverted.save(inbox.join(".inv.png")).unwrap();
+        std::fs::rename(inbox.join(".inv.png"), inbox.join("inv.png")).unwrap();
+        dropped_and_moved(server, "inv.png")
+    };
+    let rows = drop_in(&server);
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].status, "ok", "gate off: {:?}", rows[0]);
+    // Same settings: the stored result answers (what makes a restart safe).
+    assert_eq!(drop_in(&server).len(), 1);
+
+    // The gate back on: the same file is read afresh, and refused.
+    let server = start_in(stop_keeping_folder(server), |_| {});
+    let rows = drop_in(&server);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(rows[0].status, "error", "{:?}", rows[0]);
+    assert!(rows[0].error.as_deref().unwrap().contains("quality gate"), "{:?}", rows[0]);
+    assert!(server.inbox().join("failed/inv.png").exists());
+    assert!(server.inbox().join("failed/inv.json").exists());
+
+    // A failure stored by another model for this very drop (a crash before the move) is
+    // not this model's answer either: analysed again.
+    let dir = stop_keeping_folder(server);
+    let inbox = dir.path().join("inbox");
+    let img = inbox.join("no-sex.png");
+    copy_fixture(2, &img);
+    let sha = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(std::fs::read(&img).unwrap());
+        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    Store::open(&dir.path().join("results.db"))
+        .unwrap()
+        .insert(&boneage::store::NewRecord {
+            source: format!("hot-folder:{}", img.display()),
+            image_sha256: sha,
+            error: Some(format!("{}: patient sex unknown", img.display())),
+            model: "an older model v0".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let server = start_in(dir, |_| {});
+    let rows = dropped_and_moved(&server, "no-sex.png");
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    assert_ne!(rows[0].model, "an older model v0", "{:?}", rows[0]);
+}
+
+/// A hot folder that cannot be created at start (a USB stick not plugged in at boot) does
+/// not stop the unit: the protocol is served, and the folder is watched once it can be
+/// made.
+#[test]
+fn a_hot_folder_missing_at_start_does_not_stop_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the folder's parent should be: it cannot be created.
+    let stick = dir.path().join("stick");
+    std::fs::write(&stick, b"").unwrap();
+    let inbox = stick.join("inbox");
+    let path = inbox.clone();
+    let server = start_in(dir, move |c| c.hot_folder.path = path);
+    let mut c = Client::connect(server.addr);
+    assert_eq!(c.send("STATUS")["state"], "ready");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.send("PING")["reply"], "pong", "still serving");
+    // The stick arrives.
+    std::fs::remove_file(&stick).unwrap();
+    std::fs::create_dir(&stick).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !inbox.join("done").is_dir() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(inbox.join("done").is_dir() && inbox.join("failed").is_dir());
+    std::fs::copy(common::root().join("samples/1724.dcm"), inbox.join("late.dcm")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !inbox.join("done/late.dcm").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = server.store().history(10).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].status, "ok", "{:?}", rows[0]);
+}
+
+/// The config file is never taken as an image: an empty hot-folder path (the config's own
+/// folder) or `.` is refused naming the key, and a hot folder reaching the config's folder
+/// through a symbolic link is refused at start, the config left where it is.
+#[test]
+fn the_config_file_is_never_taken_by_the_hot_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let unit = etc.join("unit.toml");
+    for path in ["", "."] {
+        std::fs::write(&unit, format!("[hot_folder]\nenabled = true\npath = \"{path}\"\n"))
+            .unwrap();
+        let e = Config::load(&unit).unwrap_err().to_string();
+        assert!(e.contains("`hot_folder.path`") && e.contains("unit.toml"), "{path:?}: {e}");
+        assert!(e.contains("/var/lib/boneage/inbox"), "names the fix: {e}");
+    }
+    // Disabled, an empty path harms nothing.
+    std::fs::write(&unit, "[hot_folder]\nenabled = false\npath = \"\"\n").unwrap();
+    Config::load(&unit).unwrap();
+
+    let mut config = config_in(dir.path());
+    config.file = unit.clone();
+    std::os::unix::fs::symlink(&etc, dir.path().join("inbox")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let err = boneage::serve::run(&config, stop, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("the config file") && err.contains("lies in the hot folder"), "{err}");
+    assert!(unit.exists());
 }

@@ -1,8 +1,10 @@
 //! Line framing shared by TCP and serial: bounded lines in, one JSON line out per command.
 //!
-//! A line longer than the limit is discarded up to its newline and answered with
-//! `line_too_long`; bytes that are not UTF-8 get `not_utf8`. Neither ends the connection,
-//! so one bad line from a flaky serial cable does not cost the session.
+//! A line ends at `\n` or `\r`: terminal programs (PuTTY, screen, minicom) send a bare CR on
+//! Enter, and the LF of a CRLF ending then ends an empty line, which is ignored. A line
+//! longer than the limit is discarded up to its end and answered with `line_too_long`;
+//! bytes that are not UTF-8 get `not_utf8`. Neither ends the connection, so one bad line
+//! from a flaky serial cable does not cost the session.
 
 use std::io::{self, BufRead, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +32,14 @@ pub enum LineError {
     Io(#[from] io::Error),
 }
 
+/// Whether a byte ends a line: LF, or CR alone (terminals) or as the first half of CRLF.
+fn ends_line(b: &u8) -> bool {
+    matches!(b, b'\n' | b'\r')
+}
+
 /// Serves one connection until the peer closes, an I/O error occurs, the idle timeout hits
-/// (when `timeout_closes`), or `shutdown` is set.
+/// (when `timeout_closes`), `shutdown` is set, or a reply was the connection's last
+/// ([`Session::closing`], after a wrong token).
 ///
 /// # Errors
 /// The I/O error that ended the connection; a clean close or idle timeout is `Ok`.
@@ -77,7 +85,7 @@ pub fn serve_connection<R: BufRead, W: Write>(
                 }
                 Err(e) => return Err(e),
             };
-            match buf.iter().position(|&b| b == b'\n') {
+            match buf.iter().position(ends_line) {
                 Some(i) => {
                     if !too_long {
                         line.extend_from_slice(&buf[..i]);
@@ -93,20 +101,13 @@ pub fn serve_connection<R: BufRead, W: Write>(
             }
         };
         reader.consume(used);
-        // One byte of room for the `\r` of a CRLF ending, which is not part of the limit.
-        if line.len() > limits.max_line_bytes + 1 {
+        // The ending is not part of the line, so not part of the limit either.
+        if line.len() > limits.max_line_bytes {
             too_long = true;
             line.clear();
         }
         if !done {
             continue;
-        }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.len() > limits.max_line_bytes {
-            too_long = true;
-            line.clear();
         }
         let reply = if too_long {
             ProtocolError::new(
@@ -118,7 +119,7 @@ pub fn serve_connection<R: BufRead, W: Write>(
             match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => {
                     line.clear();
-                    continue; // blank lines (keep-alives, CRLF pairs) get no reply
+                    continue; // blank lines (keep-alives, the LF of a CRLF) get no reply
                 }
                 Ok(text) => match parse(text) {
                     Ok(cmd) => execute(cmd, session),
@@ -133,25 +134,32 @@ pub fn serve_connection<R: BufRead, W: Write>(
         too_long = false;
         writer.write_all(&reply_line(&reply))?;
         writer.flush()?;
+        if session.closing {
+            return Ok(());
+        }
     }
 }
 
-/// Most bytes, and lines, still answered at shutdown: a peer streaming commands must not
-/// hold the service up.
+/// Most bytes, lines and time still spent answering at shutdown: a peer streaming
+/// commands, or trickling them in faster than the read timeout, must not hold the service
+/// up.
 const UNREAD_MAX_BYTES: usize = 64 * 1024;
 const UNREAD_MAX_LINES: usize = 100;
+const UNREAD_MAX_TIME: Duration = Duration::from_secs(1);
 
 /// At shutdown, answers each complete command the peer has already sent (and this loop not
 /// yet read) with `unavailable`, without running it, so the client knows to send it again
 /// instead of guessing from a closed connection. `partial` is the start of a line read
-/// before the shutdown was seen. Reads only what is there: the first read timeout ends it.
+/// before the shutdown was seen. Reads only what is there: the first read timeout, 64 KiB,
+/// or [`UNREAD_MAX_TIME`] (plus at most one read timeout) ends it, whichever comes first.
 fn refuse_unread<R: BufRead, W: Write>(
     reader: &mut R,
     writer: &mut W,
     partial: &[u8],
 ) -> io::Result<()> {
     let mut pending = partial.to_vec();
-    while pending.len() < UNREAD_MAX_BYTES {
+    let started = Instant::now();
+    while pending.len() < UNREAD_MAX_BYTES && started.elapsed() < UNREAD_MAX_TIME {
         match reader.fill_buf() {
             Ok([]) | Err(_) => break,
             Ok(buf) => {
@@ -162,9 +170,9 @@ fn refuse_unread<R: BufRead, W: Write>(
         }
     }
     let commands = pending
-        .split(|&b| b == b'\n')
+        .split(ends_line)
         .rev()
-        .skip(1) // what follows the last newline is not a complete line
+        .skip(1) // what follows the last line end is not a complete line
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .count()
         .min(UNREAD_MAX_LINES);
@@ -222,6 +230,36 @@ mod tests {
         let mut out = Vec::new();
         refuse_unread(&mut io::Cursor::new(Vec::new()), &mut out, b"").unwrap();
         assert!(out.is_empty());
+    }
+
+    /// Hands out one command, one byte at a time, each after a pause shorter than a read
+    /// timeout: without a wall-clock limit this would keep shutdown waiting for hours.
+    struct Trickle {
+        sent: usize,
+    }
+
+    impl io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(50));
+            let line = b"PING\r";
+            buf[0] = line[self.sent % line.len()];
+            self.sent += 1;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_trickle_at_shutdown_is_cut_off_in_time() {
+        let mut reader = io::BufReader::new(Trickle { sent: 0 });
+        let mut out = Vec::new();
+        let t = Instant::now();
+        refuse_unread(&mut reader, &mut out, b"").unwrap();
+        let took = t.elapsed();
+        assert!(took < UNREAD_MAX_TIME + Duration::from_millis(500), "{took:?}");
+        // What did arrive in time is answered: CR-ended commands count as lines.
+        let got = replies(&out);
+        assert!(!got.is_empty() && got.len() <= 5, "{took:?}: {got:?}");
+        assert!(got.iter().all(|r| r["error"]["code"] == codes::UNAVAILABLE), "{got:?}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Executes parsed commands against the running [`Service`]; the only place that does.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -23,6 +25,11 @@ pub struct Session {
     pub on_authenticated: Option<Box<dyn FnOnce() + Send>>,
     /// Canonical folders ANALYZE may read from.
     pub allowed_dirs: Arc<Vec<PathBuf>>,
+    /// The other end of a TCP connection, named in the warning about a wrong token.
+    pub peer: Option<SocketAddr>,
+    /// Set by a command whose reply is the connection's last (a wrong token): the
+    /// connection loop closes the connection once that reply is written.
+    pub closing: bool,
 }
 
 impl Session {
@@ -34,6 +41,8 @@ impl Session {
             authenticated: true,
             on_authenticated: None,
             allowed_dirs,
+            peer: None,
+            closing: false,
         }
     }
 }
@@ -70,7 +79,7 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
         Command::Identify => Ok(json!({"identity": svc.identity})),
         Command::Auth { token } => match &s.required_token {
             Some(expected) if !constant_time_eq(expected.as_bytes(), token.as_bytes()) => {
-                Err(ProtocolError::new(codes::UNAUTHORIZED, "wrong token"))
+                Err(wrong_token(s))
             }
             _ => {
                 s.authenticated = true;
@@ -121,8 +130,12 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
                 }
             }
         }
-        Command::History { limit } => {
-            let rows = svc.store().history(limit).map_err(store_err)?;
+        Command::History { limit, exam_id } => {
+            let rows = match exam_id {
+                Some(id) => svc.store().history_of(&id, limit),
+                None => svc.store().history(limit),
+            }
+            .map_err(store_err)?;
             Ok(json!({"results": rows.iter().map(record_json).collect::<Vec<_>>()}))
         }
         Command::Capture => {
@@ -170,6 +183,26 @@ fn run(cmd: Command, s: &mut Session) -> Result<Value, ProtocolError> {
             Ok(reply)
         }
     }
+}
+
+/// How long a wrong token holds its connection before the reply (and the close).
+const WRONG_TOKEN_PAUSE: Duration = Duration::from_secs(1);
+
+/// A wrong token costs the guesser: it is logged with the peer's address, answered only
+/// after a pause, and ends the connection, so each guess takes a new connection (one of
+/// `max_connections`) and a second.
+fn wrong_token(s: &mut Session) -> ProtocolError {
+    match s.peer {
+        Some(peer) => log::warn!("wrong AUTH token from {peer} ({}); connection closed", s.via),
+        None => log::warn!("wrong AUTH token on {}; connection closed", s.via),
+    }
+    std::thread::sleep(WRONG_TOKEN_PAUSE);
+    s.closing = true;
+    ProtocolError::new(
+        codes::UNAUTHORIZED,
+        "wrong token; connection closed: reconnect and send AUTH token=<token> with the \
+         token set as [tcp] token in the unit's configuration",
+    )
 }
 
 /// STATUS's camera health: `{"state": "none"}` without a camera, else its state

@@ -50,8 +50,8 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "RESULT", syntax: "RESULT id=<n>", summary: "one stored result by id" },
     CommandSpec {
         name: "HISTORY",
-        syntax: "HISTORY [limit=<n>]",
-        summary: "newest stored results first (default 10, at most 100)",
+        syntax: "HISTORY [limit=<n>] [id=<exam id>]",
+        summary: "newest stored results first (default 10, at most 100); with id=, only that exam's",
     },
     CommandSpec {
         name: "CAPTURE",
@@ -76,10 +76,19 @@ pub enum Command {
     Identify,
     Status,
     Analyze(AnalyzeArgs),
-    Result { id: i64 },
-    History { limit: usize },
+    Result {
+        id: i64,
+    },
+    /// `exam_id`: only the results stored with that exam id (`id=` of ANALYZE, or the
+    /// file's AccessionNumber).
+    History {
+        limit: usize,
+        exam_id: Option<String>,
+    },
     Capture,
-    Auth { token: String },
+    Auth {
+        token: String,
+    },
     Help,
 }
 
@@ -168,12 +177,7 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
                 ),
                 None => None,
             };
-            let exam_id = match args.take("id") {
-                Some(id) => {
-                    Some(crate::report::parse_exam_id(&id).map_err(|e| bad("id", &e.to_string()))?)
-                }
-                None => None,
-            };
+            let exam_id = args.exam_id()?;
             let path = args.take("path");
             if let Some(p) = &path {
                 // Relative to what? The service's working directory is nobody's business.
@@ -221,7 +225,7 @@ pub fn parse(line: &str) -> Result<Command, ProtocolError> {
                     .filter(|n| (1..=MAX_HISTORY).contains(n))
                     .ok_or_else(|| bad("limit", &format!("must be 1 to {MAX_HISTORY}")))?,
             };
-            Command::History { limit }
+            Command::History { limit, exam_id: args.exam_id()? }
         }
         "AUTH" => Command::Auth { token: args.required("token", "the configured token")? },
         _ => return Err(unknown(name)),
@@ -253,6 +257,19 @@ impl Args {
         for w in words {
             let Some((k, v)) = w.split_once('=') else {
                 let shown: String = w.chars().take(32).collect();
+                // After a key=value word, a bare word is most likely the rest of a value
+                // with a space in it (`path=/in/hand left.png`): name that key.
+                if let Some((key, _)) = pairs.last() {
+                    let fix = if key == "path" {
+                        "rename the file without spaces"
+                    } else {
+                        "send the value without spaces"
+                    };
+                    return Err(bad(
+                        key,
+                        &format!("values cannot contain spaces (found '{shown}' after it); {fix}"),
+                    ));
+                }
                 return Err(bad(&shown, "arguments are key=value"));
             };
             let k = k.to_ascii_lowercase();
@@ -265,6 +282,13 @@ impl Args {
             pairs.push((k, v.to_string()));
         }
         Ok(Args { pairs })
+    }
+
+    /// `id=`, an exam id as ANALYZE stores it and HISTORY looks it up.
+    fn exam_id(&mut self) -> Result<Option<String>, ProtocolError> {
+        self.take("id")
+            .map(|id| crate::report::parse_exam_id(&id).map_err(|e| bad("id", &e.to_string())))
+            .transpose()
     }
 
     fn take(&mut self, key: &str) -> Option<String> {
@@ -301,8 +325,12 @@ mod tests {
         assert_eq!(parse("HELP"), Ok(Command::Help));
         assert_eq!(parse("capture"), Ok(Command::Capture));
         assert_eq!(parse("RESULT id=7"), Ok(Command::Result { id: 7 }));
-        assert_eq!(parse("history"), Ok(Command::History { limit: 10 }));
-        assert_eq!(parse("HISTORY LIMIT=3"), Ok(Command::History { limit: 3 }));
+        assert_eq!(parse("history"), Ok(Command::History { limit: 10, exam_id: None }));
+        assert_eq!(parse("HISTORY LIMIT=3"), Ok(Command::History { limit: 3, exam_id: None }));
+        assert_eq!(
+            parse("HISTORY id=A-1 limit=1"),
+            Ok(Command::History { limit: 1, exam_id: Some("A-1".into()) })
+        );
         assert_eq!(parse("AUTH token=abc"), Ok(Command::Auth { token: "abc".into() }));
         let a = parse("ANALYZE sex=F age=10y4m path=/in/x.png id=A-1").unwrap();
         assert_eq!(
@@ -357,6 +385,30 @@ mod tests {
         assert_eq!(code("HISTORY limit=100000"), codes::BAD_ARGUMENT);
         assert_eq!(code("PING extra"), codes::BAD_ARGUMENT);
         assert_eq!(code("PING a=b"), codes::BAD_ARGUMENT);
+    }
+
+    #[test]
+    fn a_space_in_a_value_names_the_key_and_the_fix() {
+        let e = parse("ANALYZE sex=f path=/x/hand left.png").unwrap_err();
+        assert_eq!(e.code, codes::BAD_ARGUMENT);
+        assert_eq!(
+            e.message,
+            "path: values cannot contain spaces (found 'left.png' after it); rename the file \
+             without spaces"
+        );
+        // Any key: the one before the stray word is named.
+        let e = parse("ANALYZE sex=f path=/x/a.png id=EX 7").unwrap_err();
+        assert_eq!(e.code, codes::BAD_ARGUMENT);
+        assert!(e.message.starts_with("id: values cannot contain spaces (found '7'"), "{e:?}");
+        assert!(e.message.contains("send the value without spaces"), "{e:?}");
+        // A bare word with no key=value before it is still just "not key=value".
+        let e = parse("HISTORY 5").unwrap_err();
+        assert_eq!(e.message, "5: arguments are key=value");
+        // A value may hold '=' (the first one splits key from value), e.g. a base64 token.
+        assert_eq!(
+            parse("AUTH token=c2VjcmV0==").unwrap(),
+            Command::Auth { token: "c2VjcmV0==".into() }
+        );
     }
 
     proptest! {

@@ -4,14 +4,18 @@
 //! have not changed for `stable` (or it was moved in atomically, which looks the same).
 //! Names starting with `.` and ending in `.tmp`, `.part` or `.partial` are in-progress
 //! copies and are skipped. After analysis the caller moves the file to `done/` or to
-//! `failed/` (with `<name>.error.txt` beside it saying why). Files present at start-up are
-//! processed too, so a restart mid-file only repeats that file's wait.
+//! `failed/` (with `<name>.error.txt` beside it saying why), unless it was replaced during
+//! the analysis: the new file stays and is analysed in its turn. Files present at start-up
+//! are processed too, so a restart mid-file only repeats that file's wait. Symbolic links
+//! are not followed: they are moved to `failed/` with a note.
 //!
 //! An optional sidecar `<stem>.json`
 //! (`{"sex": "female", "age": "10y4m", "height": "142.5", "id": "A123"}`)
 //! carries what a plain image cannot; DICOM files carry it in their tags.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,6 +71,25 @@ fn stamp(meta: &std::fs::Metadata) -> FileStamp {
     (meta.len(), meta.modified().ok())
 }
 
+/// Which file a path names, and in what state: device, inode, size and modification time.
+/// A file renamed over the path (`mv new.png hand.png`) has another inode; one rewritten in
+/// place another size or time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    stamp: FileStamp,
+}
+
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    FileId { dev: meta.dev(), ino: meta.ino(), stamp: stamp(meta) }
+}
+
+/// The file at `path` itself (a symbolic link is not followed).
+fn file_id_of(path: &Path) -> Option<FileId> {
+    std::fs::symlink_metadata(path).ok().map(|m| file_id(&m))
+}
+
 /// How long an empty file or a sidecar without its image may sit before it is moved to
 /// `failed/`: long enough for any copy to finish, short enough that a stray file does not
 /// wait for (and get applied to) a later image of the same name.
@@ -85,8 +108,20 @@ pub struct HotFolder {
     /// Files whose outcome is stored but which could not be moved out (a full or read-only
     /// disk), with the failure reason: the move is retried each poll, the analysis never,
     /// so the store does not get a new record per poll.
-    unmoved: HashMap<PathBuf, (Option<String>, FileStamp)>,
+    unmoved: HashMap<PathBuf, (Option<String>, FileId)>,
+    /// The file each analysis in progress started on ([`begin`](Self::begin)), so that
+    /// [`finish`](Self::finish) moves only that file, not one put in its place meanwhile.
+    analysing: HashMap<PathBuf, FileId>,
+    /// Whether the folder and its subfolders exist (made by [`open`](Self::open), or by the
+    /// first [`poll`](Self::poll) after [`new`](Self::new) that could make them).
+    created: bool,
+    /// Run once the folder exists, before anything in it is taken: a reason not to watch it
+    /// (it leads to the unit's own files through a symbolic link).
+    check: Option<FolderCheck>,
 }
+
+/// See [`HotFolder::with_check`].
+type FolderCheck = Box<dyn Fn(&Path) -> Result<(), String> + Send>;
 
 impl HotFolder {
     /// Creates the folder and its `done/` and `failed/` subfolders if needed.
@@ -94,18 +129,53 @@ impl HotFolder {
     /// # Errors
     /// [`HotFolderError`] when the folders cannot be created.
     pub fn open(dir: &Path, stable: Duration) -> Result<HotFolder, HotFolderError> {
-        for d in [dir.to_path_buf(), dir.join(DONE_DIR), dir.join(FAILED_DIR)] {
-            std::fs::create_dir_all(&d)
-                .map_err(|source| HotFolderError { path: d.clone(), source })?;
-        }
-        Ok(HotFolder {
+        let mut hf = HotFolder::new(dir, stable);
+        hf.create()?;
+        hf.created = true;
+        Ok(hf)
+    }
+
+    /// A hot folder that is made when it first can be: each [`poll`](Self::poll) tries to
+    /// create it (and `done/`, `failed/`) until that works, and fails meanwhile, as for a
+    /// folder that went away. A USB stick not plugged in at boot must not stop the unit.
+    pub fn new(dir: &Path, stable: Duration) -> HotFolder {
+        HotFolder {
             dir: dir.to_path_buf(),
             stable,
             seen: HashMap::new(),
             stray_after: STRAY_AFTER,
             set_aside: Vec::new(),
             unmoved: HashMap::new(),
-        })
+            analysing: HashMap::new(),
+            created: false,
+            check: None,
+        }
+    }
+
+    /// Creates the folder and its `done/` and `failed/` subfolders if needed.
+    ///
+    /// # Errors
+    /// [`HotFolderError`] naming the folder that cannot be created and why.
+    pub fn create(&self) -> Result<(), HotFolderError> {
+        for d in [self.dir.clone(), self.dir.join(DONE_DIR), self.dir.join(FAILED_DIR)] {
+            std::fs::create_dir_all(&d).map_err(|e| HotFolderError {
+                path: d.clone(),
+                source: std::io::Error::new(e.kind(), format!("cannot create it: {e}")),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `check` on the folder once [`poll`](Self::poll) has created it, before taking
+    /// any file: an `Err` (a reason not to watch this folder, which names the fix) is
+    /// returned by every poll until the check passes.
+    #[must_use]
+    pub fn with_check(
+        mut self,
+        check: impl Fn(&Path) -> Result<(), String> + Send + 'static,
+    ) -> HotFolder {
+        self.check = Some(Box::new(check));
+        self
     }
 
     /// Changes how long empty files and sidecars without an image wait ([`STRAY_AFTER`]).
@@ -128,17 +198,38 @@ impl HotFolder {
     /// # Errors
     /// [`HotFolderError`] when the folder cannot be listed (unplugged USB stick).
     pub fn poll(&mut self) -> Result<Vec<PathBuf>, HotFolderError> {
+        if !self.created {
+            self.create()?;
+            if let Some(check) = &self.check {
+                check(&self.dir).map_err(|why| HotFolderError {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other(why),
+                })?;
+            }
+            self.created = true;
+            log::info!("hot folder {} is watched", self.dir.display());
+        }
         let err = |source| HotFolderError { path: self.dir.clone(), source };
         let now = Instant::now();
         let mut ready = Vec::new();
-        let mut present = Vec::new();
+        let mut present = HashSet::new();
         let mut images = Vec::new();
         let mut sidecars = Vec::new();
+        let mut links = Vec::new();
         self.set_aside.clear();
         for entry in std::fs::read_dir(&self.dir).map_err(err)? {
             let Ok(entry) = entry else { continue };
             let path = entry.path();
+            // The entry itself: a symbolic link is not followed.
             let Ok(meta) = entry.metadata() else { continue };
+            if meta.file_type().is_symlink() {
+                // A link to a folder is left alone, like a subfolder.
+                let to_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+                if !to_dir && (is_sidecar(&path) || is_candidate(&path)) {
+                    links.push(path);
+                }
+                continue;
+            }
             if !meta.is_file() {
                 continue;
             }
@@ -147,6 +238,16 @@ impl HotFolder {
             } else if is_candidate(&path) {
                 images.push((path, meta));
             }
+        }
+        if !links.is_empty() {
+            for link in &links {
+                // Not gone already with the image it is the sidecar of.
+                if std::fs::symlink_metadata(link).is_ok() {
+                    self.refuse_link(link);
+                }
+            }
+            // An image link takes its sidecar with it.
+            sidecars.retain(|(p, _)| p.exists());
         }
         // Each image's sidecar from this listing, as `sidecar_path` would find it on disk,
         // without a lookup per pair of files: a backlog of thousands stays cheap.
@@ -160,7 +261,7 @@ impl HotFolder {
         for (path, meta) in &images {
             match self.unmoved.get(path).cloned() {
                 // Stored already: only the move is owed.
-                Some((failure, was)) if was == stamp(meta) => {
+                Some((failure, was)) if was == file_id(meta) => {
                     if self.move_with_sidecar(path, failure.as_deref()).is_ok() {
                         self.unmoved.remove(path);
                     }
@@ -181,13 +282,15 @@ impl HotFolder {
                      check the file and drop it again"
                 );
                 log::error!("{}: {why}", path.display());
+                // Moved only if it is still this file once its failure is stored.
+                self.analysing.insert(path.clone(), file_id(meta));
                 self.set_aside.push((path.clone(), why));
                 continue;
             }
             let side =
                 sidecar_of.get(path).and_then(|side| listed.get(side.as_path())).map(|m| stamp(m));
             let snap = (stamp(meta), side);
-            present.push(path.clone());
+            present.insert(path.clone());
             let Some(waited) = self.unchanged_for(path, snap, now) else { continue };
             if waited >= self.stable && (meta.len() > 0 || waited >= self.stray_after) {
                 ready.push(path.clone());
@@ -198,7 +301,7 @@ impl HotFolder {
                 continue;
             }
             let snap = (stamp(meta), None);
-            present.push(path.clone());
+            present.insert(path.clone());
             let waited = self.unchanged_for(path, snap, now);
             if waited.is_some_and(|w| w >= self.stray_after.max(self.stable)) {
                 let why = format!(
@@ -208,15 +311,38 @@ impl HotFolder {
                     self.stray_after.as_secs()
                 );
                 log::warn!("{}: {why}", path.display());
-                if let Err(e) = self.move_to(FAILED_DIR, path, Some(&why)) {
+                if let Err(e) = self.move_to(FAILED_DIR, path, Some(&why), None) {
                     log::error!("{e}");
                 }
             }
         }
+        // Sets, not lists: a backlog of thousands of waiting files must stay cheap to poll.
         self.seen.retain(|p, _| present.contains(p));
-        self.unmoved.retain(|p, _| images.iter().any(|(image, _)| image == p));
+        let listed_images: HashSet<&PathBuf> = images.iter().map(|(p, _)| p).collect();
+        self.unmoved.retain(|p, _| listed_images.contains(p));
         ready.sort();
         Ok(ready)
+    }
+
+    /// Moves a symbolic link (not what it points to) to `failed/` with a note: what it
+    /// points to can change or vanish after the analysis, so only files are taken.
+    fn refuse_link(&mut self, link: &Path) {
+        let target = std::fs::read_link(link).map(|t| t.display().to_string()).unwrap_or_default();
+        let why = format!(
+            "{} is a symbolic link (to {target}); the hot folder does not take symbolic links, \
+             because what they point to can change or vanish: copy the file itself into the \
+             folder (write it under a temporary name, then rename it)",
+            link.display()
+        );
+        log::warn!("{why}");
+        let moved = if is_sidecar(link) {
+            self.move_to(FAILED_DIR, link, Some(&why), None)
+        } else {
+            self.move_with_sidecar(link, Some(&why))
+        };
+        if let Err(e) = moved {
+            log::error!("{e}");
+        }
     }
 
     /// The files the last [`poll`](Self::poll) set aside after [`MAX_ATTEMPTS`] analyses
@@ -230,6 +356,15 @@ impl HotFolder {
     /// Records that an analysis of `path` starts; [`finish`](Self::finish) clears it. Written
     /// before the work, so a process that dies during it leaves the count behind.
     pub fn begin(&mut self, path: &Path) {
+        // The file the analysis is about to read: only it is moved afterwards.
+        match file_id_of(path) {
+            Some(id) => {
+                self.analysing.insert(path.to_path_buf(), id);
+            }
+            None => {
+                self.analysing.remove(path);
+            }
+        }
         let marker = self.attempts_marker(path);
         let count = self.attempts(path) + 1;
         let written = std::fs::create_dir_all(self.dir.join(ATTEMPTS_DIR))
@@ -242,6 +377,7 @@ impl HotFolder {
     /// Forgets a started analysis that ended without a verdict for a reason outside the
     /// file (the store could not be written): the file will be retried, uncounted.
     pub fn retry_later(&mut self, path: &Path) {
+        self.analysing.remove(path);
         let _ = std::fs::remove_file(self.attempts_marker(path));
     }
 
@@ -269,17 +405,34 @@ impl HotFolder {
     }
 
     /// Moves a processed file (and its sidecar) to `done/`, or to `failed/` with the reason.
+    /// A file replaced since its analysis began ([`begin`](Self::begin)), by a rename over
+    /// it or a rewrite, is not the one whose outcome was stored: it stays, with its
+    /// sidecar, and is analysed once it is complete.
     ///
     /// # Errors
     /// [`HotFolderError`] when the move fails (a full or read-only disk). The file is then
     /// not offered again: each poll retries only the move, so its outcome, already stored,
     /// is not stored again.
     pub fn finish(&mut self, path: &Path, failure: Option<&str>) -> Result<(), HotFolderError> {
+        let now = file_id_of(path);
+        if let Some(read) = self.analysing.remove(path) {
+            if now.is_some_and(|now| now != read) {
+                log::warn!(
+                    "{}: replaced by another file while it was analysed; the outcome stored is \
+                     the earlier file's, and the new file stays in the folder and is analysed \
+                     once it is complete",
+                    path.display()
+                );
+                // A new file: its own wait, and its own count of attempts.
+                self.seen.remove(path);
+                let _ = std::fs::remove_file(self.attempts_marker(path));
+                return Ok(());
+            }
+        }
         let moved = self.move_with_sidecar(path, failure);
         if moved.is_err() {
-            if let Ok(meta) = std::fs::metadata(path) {
-                self.unmoved
-                    .insert(path.to_path_buf(), (failure.map(str::to_string), stamp(&meta)));
+            if let Some(id) = now {
+                self.unmoved.insert(path.to_path_buf(), (failure.map(str::to_string), id));
             }
         }
         moved
@@ -291,28 +444,28 @@ impl HotFolder {
         failure: Option<&str>,
     ) -> Result<(), HotFolderError> {
         let sub = if failure.is_some() { FAILED_DIR } else { DONE_DIR };
-        let dest_dir = self.move_to(sub, path, failure)?;
         let sidecar = sidecar_path(path);
-        if sidecar.exists() {
-            let side_name = sidecar.file_name().map(PathBuf::from).unwrap_or_default();
-            let _ = move_file(&sidecar, &unique(&dest_dir, &side_name));
-        }
-        Ok(())
+        let sidecar = std::fs::symlink_metadata(&sidecar).is_ok().then_some(sidecar);
+        self.move_to(sub, path, failure, sidecar.as_deref())
     }
 
     /// Moves `path` into the subfolder `sub` (recreated if someone removed it), with
-    /// `<name>.error.txt` beside it when there is a `failure`; returns the subfolder.
+    /// `<name>.error.txt` beside it when there is a `failure`, and its `sidecar` if given,
+    /// under the same suffix as the file (`a.png.1` with `a.json.1`), so that a sidecar
+    /// never sits beside another drop's image.
     fn move_to(
         &mut self,
         sub: &str,
         path: &Path,
         failure: Option<&str>,
-    ) -> Result<PathBuf, HotFolderError> {
+        sidecar: Option<&Path>,
+    ) -> Result<(), HotFolderError> {
         let dest_dir = self.dir.join(sub);
         std::fs::create_dir_all(&dest_dir)
             .map_err(|source| HotFolderError { path: dest_dir.clone(), source })?;
         let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        let dest = unique(&dest_dir, &name);
+        let side_name = sidecar.map(|s| s.file_name().map(PathBuf::from).unwrap_or_default());
+        let (dest, side_dest) = unique_pair(&dest_dir, &name, side_name.as_deref());
         if let Some(reason) = failure {
             let mut note = dest.clone().into_os_string();
             note.push(".error.txt");
@@ -328,31 +481,54 @@ impl HotFolder {
         })?;
         let _ = std::fs::remove_file(self.attempts_marker(path));
         self.seen.remove(path);
-        Ok(dest_dir)
+        if let (Some(from), Some(to)) = (sidecar, side_dest) {
+            if let Err(e) = move_file(from, &to) {
+                log::error!(
+                    "{}: cannot move to {}: {e}; move it there by hand (its image is {})",
+                    from.display(),
+                    to.display(),
+                    dest.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
+/// The file name's bytes, as the file system has them: a name that is not UTF-8
+/// (`r\xf6ntgen.png.part` written by a Latin-1 system) is judged like any other.
+fn name_bytes(path: &Path) -> &[u8] {
+    path.file_name().map(|n| n.as_bytes()).unwrap_or_default()
+}
+
+fn ends_with_ignore_case(name: &[u8], suffix: &str) -> bool {
+    name.len() >= suffix.len()
+        && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 fn is_sidecar(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    !name.starts_with('.') && name.to_ascii_lowercase().ends_with(".json")
+    let name = name_bytes(path);
+    !name.starts_with(b".") && ends_with_ignore_case(name, ".json")
 }
 
 fn is_candidate(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let lower = name.to_ascii_lowercase();
-    !(name.starts_with('.')
-        || lower.ends_with(".tmp")
-        || lower.ends_with(".part")
-        || lower.ends_with(".partial")
-        || lower.ends_with(".json")
-        || lower.ends_with(".txt"))
+    let name = name_bytes(path);
+    !(name.starts_with(b".")
+        || [".tmp", ".part", ".partial", ".json", ".txt"]
+            .iter()
+            .any(|suffix| ends_with_ignore_case(name, suffix)))
 }
 
 /// Renames `from` to `to`; across file systems (`done/` on a mounted stick), copies, syncs
-/// and then removes the original, so the file is never lost half-way.
+/// and then removes the original, so the file is never lost half-way. A symbolic link is
+/// moved as a link, never followed.
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            if std::fs::symlink_metadata(from)?.file_type().is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(from)?, to)?;
+                return std::fs::remove_file(from);
+            }
             let copied = std::fs::copy(from, to)
                 .and_then(|_| std::fs::File::open(to))
                 .and_then(|f| f.sync_all());
@@ -366,20 +542,24 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// `dir/name`, or `dir/name.1`, `.2`... if taken, so a repeated file name never overwrites.
-fn unique(dir: &Path, name: &Path) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
-    (1..)
-        .map(|i| {
-            let mut n = name.as_os_str().to_os_string();
+/// `dir/name`, or `dir/name.1`, `.2`... if taken, so a repeated file name never
+/// overwrites; with a `sidecar` name, the first suffix free for both, so that an image and
+/// its sidecar keep the same one (`a.png.2` with `a.json.2`).
+fn unique_pair(dir: &Path, name: &Path, sidecar: Option<&Path>) -> (PathBuf, Option<PathBuf>) {
+    let with = |name: &Path, i: u32| {
+        let mut n = name.as_os_str().to_os_string();
+        if i > 0 {
             n.push(format!(".{i}"));
-            dir.join(n)
-        })
-        .find(|p| !p.exists())
-        .unwrap_or(first)
+        }
+        dir.join(n)
+    };
+    // `symlink_metadata`: a dangling link in the way is still taken.
+    let free = |p: &Path| std::fs::symlink_metadata(p).is_err();
+    let pair = |i| (with(name, i), sidecar.map(|s| with(s, i)));
+    (0..)
+        .map(pair)
+        .find(|(image, side)| free(image) && side.as_deref().is_none_or(free))
+        .unwrap_or_else(|| pair(0))
 }
 
 /// The sidecar of `image`: `<stem>.json` for a file whose extension names an image
@@ -681,5 +861,186 @@ mod tests {
         // Both present: the lower-case one, as documented.
         std::fs::write(dir.path().join("SCAN01.json"), r#"{"sex":"M"}"#).unwrap();
         assert_eq!(read_sidecar(&img).unwrap().sex, Some(Sex::Male));
+    }
+
+    /// A file renamed over (or rewritten in place) while it is analysed is not the file
+    /// whose outcome is stored: it stays, with its sidecar, and is offered again once
+    /// complete; the unchanged file is moved as before.
+    #[test]
+    fn a_file_replaced_during_its_analysis_stays_and_is_offered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+        let (img, side) = (dir.path().join("slow.png"), dir.path().join("slow.json"));
+        std::fs::write(&img, b"first").unwrap();
+        std::fs::write(&side, br#"{"sex":"f"}"#).unwrap();
+        hf.poll().unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+        hf.begin(&img);
+        // `mv .tmp slow.png` during the analysis.
+        let tmp = dir.path().join(".tmp");
+        std::fs::write(&tmp, b"other").unwrap();
+        std::fs::rename(&tmp, &img).unwrap();
+        hf.finish(&img, None).unwrap();
+        assert_eq!(std::fs::read(&img).unwrap(), b"other", "the new file stays");
+        assert!(side.exists(), "and so does the sidecar");
+        assert!(!dir.path().join("done/slow.png").exists());
+        assert!(hf.poll().unwrap().is_empty(), "a new file: its own wait");
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+        // Rewritten in place (same inode, other size) during the analysis: also kept.
+        hf.begin(&img);
+        std::fs::write(&img, b"rewritten").unwrap();
+        hf.finish(&img, Some("bad")).unwrap();
+        assert!(img.exists() && !dir.path().join("failed/slow.png").exists());
+        hf.poll().unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+        hf.begin(&img);
+        hf.finish(&img, None).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("done/slow.png")).unwrap(), b"rewritten");
+        assert!(dir.path().join("done/slow.json").exists());
+        // A file set aside is moved only if it is still that file, too.
+        std::fs::write(&img, b"poison").unwrap();
+        std::fs::create_dir_all(dir.path().join(ATTEMPTS_DIR)).unwrap();
+        std::fs::write(dir.path().join(ATTEMPTS_DIR).join("slow.png"), "3").unwrap();
+        assert!(hf.poll().unwrap().is_empty());
+        let set_aside = hf.take_set_aside();
+        assert_eq!(set_aside.len(), 1);
+        std::fs::write(&tmp, b"fixed").unwrap();
+        std::fs::rename(&tmp, &img).unwrap();
+        hf.finish(&img, Some("set aside")).unwrap();
+        assert!(img.exists() && !dir.path().join("failed/slow.png").exists());
+        assert!(!dir.path().join(ATTEMPTS_DIR).join("slow.png").exists(), "a fresh count");
+        hf.poll().unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+    }
+
+    /// Names that are not UTF-8 (a Latin-1 system's `röntgen.png.part`) are judged by their
+    /// bytes like any other: in-progress copies are skipped.
+    #[test]
+    fn names_that_are_not_utf8_are_judged_by_their_bytes() {
+        use std::ffi::OsStr;
+        let name = |b: &[u8]| PathBuf::from(OsStr::from_bytes(b));
+        assert!(!is_candidate(&name(b"r\xf6ntgen.png.part")));
+        assert!(!is_candidate(&name(b"r\xf6ntgen.png.PARTIAL")));
+        assert!(!is_candidate(&name(b".h\xe4nd.png")));
+        assert!(!is_candidate(&name(b"r\xf6ntgen.txt")));
+        assert!(!is_candidate(&name(b"r\xf6ntgen.json")));
+        assert!(is_candidate(&name(b"r\xf6ntgen.png")));
+        assert!(is_sidecar(&name(b"r\xf6ntgen.JSON")));
+        assert!(!is_sidecar(&name(b".r\xf6ntgen.json")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+        let at = |b: &[u8]| dir.path().join(OsStr::from_bytes(b));
+        for n in [&b"r\xf6ntgen.png.part"[..], b".h\xe4nd.png", b"r\xf6ntgen.png"] {
+            if std::fs::write(at(n), b"x").is_err() {
+                return; // a file system that refuses such names cannot hold them either
+            }
+        }
+        hf.poll().unwrap();
+        assert_eq!(hf.poll().unwrap(), vec![at(b"r\xf6ntgen.png")]);
+    }
+
+    /// In done/ and failed/ an image and its sidecar get the same suffix, so a sidecar
+    /// never ends up beside another drop's image.
+    #[test]
+    fn an_image_and_its_sidecar_keep_the_same_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+        let failed = dir.path().join(FAILED_DIR);
+        // A stray sidecar failed earlier: failed/a.json, no failed/a.png.
+        std::fs::write(failed.join("a.json"), b"stray").unwrap();
+        let drop_pair = |hf: &mut HotFolder, side: &[u8]| {
+            let img = dir.path().join("a.png");
+            std::fs::write(&img, b"x").unwrap();
+            std::fs::write(dir.path().join("a.json"), side).unwrap();
+            hf.poll().unwrap();
+            assert_eq!(hf.poll().unwrap(), vec![img.clone()]);
+            hf.finish(&img, Some("why")).unwrap();
+        };
+        drop_pair(&mut hf, b"first");
+        assert!(!failed.join("a.png").exists());
+        assert_eq!(std::fs::read(failed.join("a.png.1")).unwrap(), b"x");
+        assert_eq!(std::fs::read(failed.join("a.json.1")).unwrap(), b"first");
+        assert!(failed.join("a.png.1.error.txt").exists());
+        assert_eq!(std::fs::read(failed.join("a.json")).unwrap(), b"stray", "not overwritten");
+        // An image already there without its sidecar: the next pair moves past it.
+        std::fs::write(failed.join("a.png.2"), b"alone").unwrap();
+        drop_pair(&mut hf, b"second");
+        assert!(!failed.join("a.json.2").exists(), "not beside another drop's image");
+        assert_eq!(std::fs::read(failed.join("a.json.3")).unwrap(), b"second");
+        assert_eq!(std::fs::read(failed.join("a.png.3")).unwrap(), b"x");
+        // Without a sidecar, only the image's name counts.
+        std::fs::write(dir.path().join("b.png"), b"y").unwrap();
+        std::fs::write(failed.join("b.json"), b"stray").unwrap();
+        hf.poll().unwrap();
+        let ready = hf.poll().unwrap();
+        hf.finish(&ready[0], Some("why")).unwrap();
+        assert!(failed.join("b.png").exists());
+    }
+
+    /// A symbolic link is not followed: it is moved (as a link) to failed/ with a note
+    /// saying to copy the file in, with its sidecar; a link to a folder is left alone.
+    #[test]
+    fn symbolic_links_are_moved_to_failed_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut hf = HotFolder::open(dir.path(), Duration::from_millis(0)).unwrap();
+        let target = elsewhere.path().join("hand.png");
+        std::fs::write(&target, b"radiograph").unwrap();
+        let link = |name: &str, to: &Path| {
+            std::os::unix::fs::symlink(to, dir.path().join(name)).unwrap();
+        };
+        link("linked.png", &target);
+        std::fs::write(dir.path().join("linked.json"), br#"{"sex":"f"}"#).unwrap();
+        link("dangling.png", &elsewhere.path().join("gone.png"));
+        std::fs::write(elsewhere.path().join("side.json"), br#"{"sex":"m"}"#).unwrap();
+        link("real.json", &elsewhere.path().join("side.json"));
+        std::fs::write(dir.path().join("real.png"), b"x").unwrap();
+        link("folder", elsewhere.path());
+
+        assert!(hf.poll().unwrap().is_empty());
+        let failed = dir.path().join(FAILED_DIR);
+        for name in ["linked.png", "dangling.png", "real.json"] {
+            let moved = failed.join(name);
+            assert!(std::fs::symlink_metadata(&moved).unwrap().file_type().is_symlink(), "{name}");
+            let why = std::fs::read_to_string(failed.join(format!("{name}.error.txt"))).unwrap();
+            assert!(why.contains("symbolic link") && why.contains("copy the file"), "{why}");
+            assert!(!dir.path().join(name).exists());
+        }
+        assert!(failed.join("linked.json").is_file(), "the sidecar goes with its image");
+        assert_eq!(std::fs::read(&target).unwrap(), b"radiograph", "the target is untouched");
+        assert!(elsewhere.path().join("side.json").exists());
+        assert!(dir.path().join("folder").exists(), "a link to a folder is left alone");
+        // The real image is still offered.
+        assert_eq!(hf.poll().unwrap(), vec![dir.path().join("real.png")]);
+    }
+
+    /// A folder that cannot be created yet (a stick not plugged in) is tried again at each
+    /// poll; once made, the check runs before any file is taken.
+    #[test]
+    fn a_folder_that_cannot_be_created_yet_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("stick");
+        std::fs::write(&blocker, b"").unwrap();
+        let inbox = blocker.join("inbox");
+        let allowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::clone(&allowed);
+        let mut hf = HotFolder::new(&inbox, Duration::from_millis(0)).with_check(move |d| {
+            if ok.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err(format!("{} is not allowed", d.display()))
+            }
+        });
+        let e = hf.poll().unwrap_err().to_string();
+        assert!(e.contains("cannot create it") && e.contains("stick"), "{e}");
+        std::fs::remove_file(&blocker).unwrap();
+        let e = hf.poll().unwrap_err().to_string();
+        assert!(e.contains("is not allowed"), "{e}");
+        assert!(inbox.join(DONE_DIR).is_dir() && inbox.join(FAILED_DIR).is_dir());
+        std::fs::write(inbox.join("a.png"), b"x").unwrap();
+        allowed.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(hf.poll().unwrap().is_empty());
+        assert_eq!(hf.poll().unwrap(), vec![inbox.join("a.png")]);
     }
 }
