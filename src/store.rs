@@ -604,8 +604,10 @@ pub fn clock_check(now: &str, newest_stored: Option<&str>) -> String {
     }
     match newest_stored {
         Some(newest) if now < newest => format!(
-            "suspect: the system time {now} is before the newest stored result ({newest}); \
-             check the clock"
+            "suspect: the system time {now} is before the newest stored result ({newest}): \
+             either the clock went back (set it: results are stored with this time) or that \
+             result was stored while the clock was ahead (then its date is wrong, and this \
+             stays until the time passes it)"
         ),
         _ => "ok".into(),
     }

@@ -303,10 +303,10 @@ where
         col.line(target, layout.body, FOREGROUND, &format!("Adult height: {cm:.1} cm"))?;
     }
     if let Some(id) = &view.patient_id {
-        col.line(target, layout.body, DIM, &format!("Patient: {id}"))?;
+        col.line(target, layout.body, DIM, &format!("Patient: {}", latin1(id)))?;
     }
     if let Some(id) = &view.exam_id {
-        col.line(target, layout.body, DIM, &format!("Exam: {id}"))?;
+        col.line(target, layout.body, DIM, &format!("Exam: {}", latin1(id)))?;
     }
     if view.patient_id.is_none() && view.exam_id.is_none() {
         // Said, not left out: a screen without an id must not pass for the next patient's.
@@ -456,6 +456,17 @@ impl Column {
     }
 }
 
+/// `id` in the fonts' Latin-1, any other character as its code point (`<U+5F20>`): the
+/// fonts draw one shared `?` for those, and two patients must not show the same ID.
+fn latin1(id: &str) -> String {
+    id.chars()
+        .map(|c| match u32::from(c) {
+            0x20..=0x7E | 0xA0..=0xFF => c.to_string(),
+            code => format!("<U+{code:04X}>"),
+        })
+        .collect()
+}
+
 /// Draws `text` with its top-left corner at `top_left`.
 fn draw_text<D>(
     target: &mut D,
@@ -573,6 +584,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Latin-1 IDs show as they are; others keep their code points, so they stay distinct.
+    #[test]
+    fn ids_beyond_the_font_stay_distinct() {
+        assert_eq!(latin1("Müller-7"), "Müller-7");
+        assert_eq!(latin1("张伟-1"), "<U+5F20><U+4F1F>-1");
+        assert_ne!(latin1("张伟-1"), latin1("李娜-1"));
+    }
 
     #[test]
     fn fit_keeps_aspect_ratio() {
