@@ -795,7 +795,13 @@ fn handle_tcp(
     let tick = Duration::from_millis(500).min(idle);
     stream.set_read_timeout(Some(tick))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let reader = IdleReader { inner: stream.try_clone()?, idle, tick, waited: Duration::ZERO };
+    let reader = IdleReader {
+        inner: stream.try_clone()?,
+        idle,
+        tick,
+        waited: Duration::ZERO,
+        partial_since: None,
+    };
     protocol::serve_connection(BufReader::new(reader), &stream, session, limits, stop)?;
     if session.closing {
         // A wrong token: its reply was the last.
@@ -805,12 +811,16 @@ fn handle_tcp(
 }
 
 /// Turns read timeouts into "keep waiting" until `idle` has passed without data, so the
-/// connection loop can still check for shutdown every `tick`.
+/// connection loop can still check for shutdown every `tick`. A line that has not ended
+/// `idle` after its first byte times out too: one byte now and then, never a line end,
+/// would otherwise hold a connection slot for ever.
 struct IdleReader<R> {
     inner: R,
     idle: Duration,
     tick: Duration,
     waited: Duration,
+    /// When the bytes after the last line end began to arrive.
+    partial_since: Option<std::time::Instant>,
 }
 
 impl<R: std::io::Read> std::io::Read for IdleReader<R> {
@@ -818,6 +828,22 @@ impl<R: std::io::Read> std::io::Read for IdleReader<R> {
         match self.inner.read(buf) {
             Ok(n) => {
                 self.waited = Duration::ZERO;
+                let now = std::time::Instant::now();
+                let data = &buf[..n];
+                let ends = |b: &u8| matches!(b, b'\n' | b'\r');
+                if data.last().is_some_and(ends) {
+                    self.partial_since = None;
+                } else if data.iter().any(ends) {
+                    self.partial_since = Some(now);
+                } else if n > 0 {
+                    let since = *self.partial_since.get_or_insert(now);
+                    if now.duration_since(since) >= self.idle {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "idle timeout: a line that does not end",
+                        ));
+                    }
+                }
                 Ok(n)
             }
             Err(e)
@@ -898,6 +924,40 @@ fn serial_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gives `chunk` on every read, `pause` after the previous one.
+    struct Trickle {
+        chunk: &'static [u8],
+        pause: Duration,
+    }
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(self.pause);
+            buf[..self.chunk.len()].copy_from_slice(self.chunk);
+            Ok(self.chunk.len())
+        }
+    }
+
+    /// Whole lines keep a connection open however long it lasts; a byte now and then that
+    /// never ends a line is cut off once the idle time has passed since its first byte.
+    #[test]
+    fn a_line_that_never_ends_times_out() {
+        use std::io::Read;
+        let reader = |chunk| IdleReader {
+            inner: Trickle { chunk, pause: Duration::from_millis(10) },
+            idle: Duration::from_millis(100),
+            tick: Duration::from_millis(10),
+            waited: Duration::ZERO,
+            partial_since: None,
+        };
+        let mut buf = [0u8; 16];
+        let mut lines = reader(b"PING\n");
+        assert!((0..30).all(|_| lines.read(&mut buf).is_ok()));
+        let mut trickle = reader(b"P");
+        let first_error = (0..30).find_map(|_| trickle.read(&mut buf).err());
+        assert_eq!(first_error.map(|e| e.kind()), Some(std::io::ErrorKind::TimedOut));
+    }
 
     #[test]
     fn a_connection_slot_comes_back_when_its_thread_panics() {
