@@ -281,8 +281,19 @@ pub fn run(
         }
         thread::sleep(poll);
     }
-    for (_, t) in threads {
-        let _ = t.join();
+    // Each worker finishes its command in hand within SHUTDOWN_GRACE; one stuck beyond it
+    // (a serial write to a peer that stopped reading blocks with no timeout) must not keep
+    // the unit from stopping: it is left behind, and ends with the process.
+    let deadline = Instant::now() + SHUTDOWN_GRACE + Duration::from_secs(2);
+    while threads.iter().any(|(_, t)| !t.is_finished()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    for (what, t) in threads {
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::warn!("stopping with the {what} still busy (a reply the peer is not reading?)");
+        }
     }
     // The last result must not stay on the screen as if it were current.
     service.show(&stopped_screen());
