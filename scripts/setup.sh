@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing boneage needs on a fresh Debian/Ubuntu machine:
-# Rust components (rustfmt, clippy), and libclang-dev, which the `v4l` crate's build
-# (bindgen over the kernel's V4L2 headers, from linux-libc-dev) needs. Safe to run again;
-# installs only what is missing.
+# Rust components (rustfmt, clippy); gcc and libc6-dev (the linker, and the bundled
+# SQLite's C build: rustup installs no C compiler); libclang-dev, which the `v4l` crate's
+# build (bindgen over the kernel's V4L2 headers, from linux-libc-dev) needs; python3-venv
+# for the ONNX Runtime check (scripts/test-ort.sh). Safe to run again; installs only what
+# is missing.
 # `--arm` adds the ARM cross toolchains, qemu-user and the Rust targets (scripts/test-arm.sh).
 set -euo pipefail
 
-pkgs=(pkg-config libclang-dev linux-libc-dev)
+pkgs=(gcc libc6-dev pkg-config libclang-dev linux-libc-dev python3-venv)
 arm=0
 [ "${1:-}" = "--arm" ] && arm=1
 ((arm)) && pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf

@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
     venv=.venv-ort
-    if [ ! -x "$venv/bin/python" ]; then
+    # bin/pip, not bin/python: a venv made without ensurepip (python3-venv missing) has
+    # bin/python but no pip, and would fail the same way on every later run.
+    if [ ! -x "$venv/bin/pip" ]; then
         echo "test-ort: creating $venv" >&2
-        "${PYTHON:-python3}" -m venv "$venv"
+        "${PYTHON:-python3}" -m venv --clear "$venv"
     fi
     # --no-deps: only the shared library inside the wheel is used.
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \

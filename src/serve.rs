@@ -217,7 +217,16 @@ pub fn run(
     // A display missing at start (its driver bound after the service started) is tried
     // again until it opens, then shows the idle screen.
     let mut next_display_try = display_error.as_ref().map(|_| Instant::now() + DISPLAY_RETRY);
+    // One that opened but then failed to draw (a driver rebound, a panel unplugged) is
+    // opened again and redrawn as often, so the panel does not keep an old result.
+    let mut next_redraw = Instant::now() + DISPLAY_RETRY;
     while !shutdown.load(Ordering::Relaxed) {
+        if next_display_try.is_none() && Instant::now() >= next_redraw {
+            if service.redraw_after_failure(|| Display::open(&config.display)) == Some(true) {
+                log::warn!("display drawing again after an error");
+            }
+            next_redraw = Instant::now() + DISPLAY_RETRY;
+        }
         if let Some(at) = next_display_try.filter(|at| Instant::now() >= *at) {
             next_display_try = match Display::open(&config.display) {
                 Ok(d) => {

@@ -171,6 +171,10 @@ pub struct Service {
     settings: String,
     /// The attached screen, if any; drawing failures are logged, never fatal.
     display: Mutex<Option<Display>>,
+    /// The screen the display last failed to draw, until one is drawn: a framebuffer whose
+    /// driver was rebound keeps the previous patient's result on the panel, so
+    /// [`Service::redraw_after_failure`] opens it again and draws this.
+    failed_screen: Mutex<Option<Screen>>,
     /// The display's health for STATUS: `None` until a display is attached, then the last
     /// drawing error (`Some(Some(..))`) or none (`Some(None)`).
     display_health: Mutex<Option<Option<String>>>,
@@ -217,6 +221,7 @@ impl Service {
             analysing: Mutex::new(()),
             settings,
             display: Mutex::new(None),
+            failed_screen: Mutex::new(None),
             display_health: Mutex::new(None),
             thresholds: config.reading.thresholds(),
             quality_gate: config.quality.enabled,
@@ -329,10 +334,39 @@ impl Service {
             if let Some(e) = &outcome {
                 log::warn!("display: {e}");
             }
-            // Tracked only for a display that draws (see `set_display`).
-            if let Some(health) = lock(&self.display_health).as_mut() {
-                *health = outcome;
+            self.record_drawing(screen, outcome);
+        }
+    }
+
+    /// After a drawing error: opens the display again with `open` and draws the screen that
+    /// failed, unless a later one was drawn meanwhile. `None` when nothing failed, else
+    /// whether it is drawn now. Called every few seconds by the serve loop.
+    pub fn redraw_after_failure(
+        &self,
+        open: impl FnOnce() -> Result<Display, crate::display::DisplayError>,
+    ) -> Option<bool> {
+        // Held throughout, so that no newer screen is drawn and then covered by this one.
+        let mut display = lock(&self.display);
+        let screen = lock(&self.failed_screen).clone()?;
+        let outcome = match open() {
+            Ok(mut reopened) => {
+                let outcome = reopened.show(&screen).err().map(|e| e.to_string());
+                *display = Some(reopened);
+                outcome
             }
+            Err(e) => Some(format!("cannot open it again: {e}")),
+        };
+        let drawn = outcome.is_none();
+        self.record_drawing(&screen, outcome);
+        Some(drawn)
+    }
+
+    /// Health and the screen to draw again, after `screen` was drawn (`None`) or not.
+    fn record_drawing(&self, screen: &Screen, outcome: Option<String>) {
+        *lock(&self.failed_screen) = outcome.is_some().then(|| screen.clone());
+        // Tracked only for a display that draws (see `set_display`).
+        if let Some(health) = lock(&self.display_health).as_mut() {
+            *health = outcome;
         }
     }
 

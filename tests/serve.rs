@@ -1036,3 +1036,30 @@ fn the_config_file_is_never_taken_by_the_hot_folder() {
     assert!(err.contains("the config file") && err.contains("lies in the hot folder"), "{err}");
     assert!(unit.exists());
 }
+
+/// A display that fails to draw (here a PNG screen whose folder is missing, as a
+/// framebuffer whose driver was rebound) is opened again and the screen it missed drawn
+/// within the retry period once it can be, without waiting for the next event; STATUS says
+/// the error meanwhile.
+#[test]
+fn a_screen_that_failed_to_draw_is_drawn_once_the_display_works_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let screens = dir.path().join("screens");
+    let png = screens.join("screen.png");
+    let shown = png.clone();
+    let server = start_in(dir, move |c| {
+        c.display.backend = boneage::config::DisplayBackend::Png;
+        c.display.png_path = shown;
+    });
+    let mut client = Client::connect(server.addr);
+    let status = client.send("STATUS");
+    assert!(status["display"].as_str().unwrap().starts_with("error: cannot write"), "{status}");
+    assert!(!png.exists());
+    std::fs::create_dir_all(&screens).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !png.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(png.exists(), "the idle screen was not drawn after the folder appeared");
+    assert_eq!(client.send("STATUS")["display"], "ok");
+}

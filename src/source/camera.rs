@@ -386,6 +386,14 @@ pub enum CameraErrorKind {
     Timeout,
     #[error("{count} corrupt frames in a row, last: {last}; check the cable and USB port")]
     BadFrames { count: u32, last: String },
+    /// uvcvideo refuses to start a stream the USB bus cannot carry with ENOSPC, which
+    /// reads as "No space left on device": nothing to do with the disk.
+    #[error(
+        "{op} failed: the USB bus has too little bandwidth for this stream (the driver's \
+         ENOSPC, not a full disk); lower [camera] width and height, use pixel_format = \
+         \"mjpeg\", or plug the camera into another USB port or hub"
+    )]
+    UsbBandwidth { op: &'static str },
     #[error("{op} failed: {source}; try again, or replug the camera")]
     Io { op: &'static str, source: io::Error },
     #[error("the V4L2 library failed unexpectedly ({0}); replug the camera")]
@@ -404,6 +412,7 @@ impl CameraError {
             Some(libc::EBUSY) => CameraErrorKind::Busy,
             Some(libc::EACCES | libc::EPERM) => CameraErrorKind::Permission,
             Some(libc::ENOTTY) => CameraErrorKind::NotCapture("not a V4L2 device".into()),
+            Some(libc::ENOSPC) => CameraErrorKind::UsbBandwidth { op },
             _ if e.kind() == io::ErrorKind::TimedOut => CameraErrorKind::Timeout,
             _ => CameraErrorKind::Io { op, source: e },
         };
@@ -908,5 +917,6 @@ mod tests {
         assert_eq!(kind(libc::ENODEV).state(), HealthState::Missing);
         assert_eq!(kind(libc::EIO).state(), HealthState::Error);
         assert!(kind(libc::EIO).to_string().contains("opening failed"));
+        assert!(kind(libc::ENOSPC).to_string().contains("USB bus has too little bandwidth"));
     }
 }
