@@ -50,6 +50,11 @@ for target in "${targets[@]}"; do
         *) fail "unknown target" ;;
     esac
     "${run[@]}" "$bin" --version
+    # The board needs at least this glibc (docs/arm.md): the host's cross libc sets it.
+    if command -v objdump >/dev/null; then
+        glibc=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
+        echo "$target binary needs ${glibc:-an unknown glibc} or newer on the board" >&2
+    fi
 
     # Config loading.
     for cfg in firmware-config/*.toml; do
