@@ -16,8 +16,25 @@ pub struct Input {
     pub shape: [usize; 4],
 }
 
+/// Pixels that are not numbers: the model would turn them into a plausible but wrong
+/// reading (NaN passes `clamp`, and resizing spreads it), so the image is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{count} of the image's {total} pixels are not numbers (NaN or infinite), as only a damaged or floating-point file can hold - re-export the radiograph as an 8- or 16-bit PNG, TIFF or DICOM")]
+pub struct NonFinitePixels {
+    pub count: usize,
+    pub total: usize,
+}
+
 /// Fits the image to the model's input size and normalizes it.
-pub fn to_input(pixels: &GrayImage, p: &Preprocess) -> Input {
+///
+/// # Errors
+/// [`NonFinitePixels`] when any pixel is NaN or infinite (the decoders refuse the files
+/// that could hold them; this is the last line).
+pub fn to_input(pixels: &GrayImage, p: &Preprocess) -> Result<Input, NonFinitePixels> {
+    let count = pixels.as_raw().iter().filter(|v| !v.is_finite()).count();
+    if count > 0 {
+        return Err(NonFinitePixels { count, total: pixels.as_raw().len() });
+    }
     let (w, h) = (p.width as u32, p.height as u32);
     let fitted;
     let img = if pixels.dimensions() == (w, h) {
@@ -42,7 +59,7 @@ pub fn to_input(pixels: &GrayImage, p: &Preprocess) -> Input {
             one.iter().copied().cycle().take(one.len() * c).collect()
         }
     };
-    Input { data, shape: [1, p.channels, p.height, p.width] }
+    Ok(Input { data, shape: [1, p.channels, p.height, p.width] })
 }
 
 /// `input` moved by (dx, dy) pixels with edge pixels replicated (the test-time views of
@@ -142,7 +159,7 @@ mod tests {
     #[test]
     fn same_size_is_exact_normalization() {
         let img = GrayImage::from_fn(4, 4, |x, _| image::Luma([x as f32 / 4.0]));
-        let input = to_input(&img, &params());
+        let input = to_input(&img, &params()).unwrap();
         assert_eq!(input.shape, [1, 1, 4, 4]);
         assert_eq!(&input.data[..4], &[-2.0, -1.0, 0.0, 1.0]);
     }
@@ -150,7 +167,7 @@ mod tests {
     #[test]
     fn squash_resizes_any_aspect_to_the_model_size() {
         let img = GrayImage::from_pixel(40, 10, image::Luma([0.75]));
-        let input = to_input(&img, &params());
+        let input = to_input(&img, &params()).unwrap();
         assert_eq!(input.data.len(), 16);
         assert!(input.data.iter().all(|v| (v - 1.0).abs() < 1e-5));
     }
@@ -167,9 +184,25 @@ mod tests {
     }
 
     #[test]
+    fn pixels_that_are_not_numbers_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut img = GrayImage::from_pixel(40, 10, image::Luma([0.5]));
+            img.put_pixel(3, 2, image::Luma([bad]));
+            let e = to_input(&img, &params()).unwrap_err();
+            assert_eq!(e, NonFinitePixels { count: 1, total: 400 });
+            let msg = e.to_string();
+            assert!(msg.contains("not numbers") && msg.contains("re-export"), "{msg}");
+            // Already at the model's size (no resampling to spread it): refused all the same.
+            let mut img = GrayImage::from_pixel(4, 4, image::Luma([0.5]));
+            img.put_pixel(0, 0, image::Luma([bad]));
+            assert!(to_input(&img, &params()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn channels_are_replicated() {
         let img = GrayImage::from_pixel(4, 4, image::Luma([0.5]));
-        let input = to_input(&img, &Preprocess { channels: 3, ..params() });
+        let input = to_input(&img, &Preprocess { channels: 3, ..params() }).unwrap();
         assert_eq!(input.shape, [1, 3, 4, 4]);
         assert_eq!(input.data.len(), 48);
     }

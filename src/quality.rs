@@ -73,6 +73,8 @@ pub enum Rejection {
     Noise { roughness: f64 },
     #[error("does not look like a hand radiograph: {feature} is {value:.3}, training radiographs range {lo:.3} to {hi:.3} - check that the right image was sent")]
     Unusual { feature: &'static str, value: f64, lo: f64, hi: f64 },
+    #[error("the image holds pixels that are not numbers (NaN or infinite), as only a damaged or floating-point file can - re-export the radiograph as an 8- or 16-bit PNG, TIFF or DICOM")]
+    NotNumbers,
 }
 
 impl Rejection {
@@ -198,6 +200,10 @@ pub fn measure(pixels: &GrayImage) -> Features {
 /// # Errors
 /// The first [`Rejection`] that applies, most specific (and most actionable) first.
 pub fn check(pixels: &GrayImage) -> Result<Features, Rejection> {
+    // Before measuring: NaN passes `clamp` and every comparison below.
+    if pixels.as_raw().iter().any(|v| !v.is_finite()) {
+        return Err(Rejection::NotNumbers);
+    }
     let f = measure(pixels);
     judge(&f)?;
     Ok(f)
@@ -220,6 +226,21 @@ pub fn check_radiograph(radiograph: &Radiograph) -> Result<Features, Rejection> 
 /// # Errors
 /// As [`check`].
 pub fn judge(f: &Features) -> Result<(), Rejection> {
+    // Features of an image with pixels that are not numbers are NaN, which every
+    // comparison below would let through.
+    let measured = [
+        f.mean,
+        f.std,
+        f.p01,
+        f.p99,
+        f.white_fraction,
+        f.centre_white_fraction,
+        f.border_minus_center,
+        f.roughness,
+    ];
+    if measured.iter().any(|v| !v.is_finite()) {
+        return Err(Rejection::NotNumbers);
+    }
     if f.width < MIN_SIDE_PX || f.height < MIN_SIDE_PX {
         return Err(Rejection::TooSmall { width: f.width, height: f.height });
     }
@@ -248,7 +269,8 @@ pub fn judge(f: &Features) -> Result<(), Rejection> {
         return Err(Rejection::Overexposed { percent: f.centre_white_fraction * 100.0 });
     }
     for (r, value) in RANGES.iter().zip([f.mean, f.std, f.p01, f.p99, f.roughness]) {
-        if value < r.lo || value > r.hi {
+        // Written so that NaN is outside the range.
+        if !(value >= r.lo && value <= r.hi) {
             return Err(Rejection::Unusual { feature: r.feature, value, lo: r.lo, hi: r.hi });
         }
     }
@@ -291,12 +313,13 @@ mod tests {
             Rejection::Inverted,
             Rejection::Noise { roughness: 0.9 },
             Rejection::Unusual { feature: "mean", value: 0.9, lo: 0.0, hi: 0.6 },
+            Rejection::NotNumbers,
         ];
         for r in all {
             let remedy = r.remedy();
             assert!(remedy.len() < r.to_string().len(), "{r}");
             assert!(
-                ["send", "check", "overexposed", "the image looks inverted"]
+                ["send", "check", "overexposed", "the image looks inverted", "re-export"]
                     .iter()
                     .any(|w| remedy.starts_with(w)),
                 "{remedy}"
@@ -395,6 +418,39 @@ mod tests {
             assert!(shift.abs() < 0.01, "{lines} lines: {f} against {plain}");
             let e = check(&edged(&inverted, lines));
             assert!(matches!(e, Err(Rejection::Inverted)), "{lines} lines: {e:?}");
+        }
+    }
+
+    /// NaN passes `clamp` and fails every comparison, so a check written `value < lo` would
+    /// let it through: pixels and features that are not numbers are refused.
+    #[test]
+    fn pixels_and_features_that_are_not_numbers_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for side in [100, 200] {
+                let mut img = imageops::resize(&blob(), side, side, FilterType::Triangle);
+                check(&img).unwrap();
+                img.put_pixel(50, 50, image::Luma([bad]));
+                let e = check(&img).unwrap_err();
+                assert_eq!(e, Rejection::NotNumbers, "{bad} at {side} px");
+                assert!(e.remedy().starts_with("re-export"), "{e}");
+            }
+        }
+        let good = measure(&blob());
+        judge(&good).unwrap();
+        for i in 0..8 {
+            let mut f = good;
+            let field = [
+                &mut f.mean,
+                &mut f.std,
+                &mut f.p01,
+                &mut f.p99,
+                &mut f.white_fraction,
+                &mut f.centre_white_fraction,
+                &mut f.border_minus_center,
+                &mut f.roughness,
+            ];
+            *field.into_iter().nth(i).unwrap() = f64::NAN;
+            assert_eq!(judge(&f), Err(Rejection::NotNumbers), "feature {i}");
         }
     }
 

@@ -987,3 +987,101 @@ fn backup_copies_the_configured_store() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 }
+
+/// DICOM files a review found mishandled: a stray item delimiter before a corrupted
+/// length (the length check stopped at the delimiter, the parser read on and took 4 GB), a
+/// JPEG frame of another size than Rows and Columns say (decoded at the frame's size),
+/// Rows 0 (an internal error), an undecoded ISO 2022 PatientID (its ESC bytes went into the
+/// reading) and file meta the library refuses (a value longer than its VR allows).
+#[test]
+fn dicom_damage_sizes_and_header_ids() {
+    let (id, male, _, torch) = first();
+    let sex = (tags::PATIENT_SEX, if male { "M" } else { "F" });
+    let gray = image::open(val_image(&id)).unwrap().to_luma8();
+    let (w, h) = gray.dimensions();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path_str(&path).to_string()
+    };
+    let write = |obj: InMemDicomObject| {
+        let path = dir.path().join("scratch.dcm");
+        save_dicom(obj, &path);
+        std::fs::read(&path).unwrap()
+    };
+    let good = write(dicom_of(&gray, false, 1.0, &[sex]));
+    let pixel_data = good.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]).unwrap();
+    let stray = [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0];
+    let huge = [&[0x09, 0x00, 0x01, 0x10][..], b"OB", &[0, 0], &0xF000_0000u32.to_le_bytes()];
+    let insert = |extra: &[u8]| [&good[..pixel_data], extra, &good[pixel_data..]].concat();
+    let stray_only = file("stray.dcm", &insert(&stray));
+    let stray_huge = file("stray-huge.dcm", &insert(&[&stray[..], &huge.concat()].concat()));
+
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&gray).unwrap();
+    let jpeg_file = |rows: u16| {
+        let mut obj = dicom_of(&gray, false, 1.0, &[sex]);
+        for (tag, v) in [(tags::BITS_ALLOCATED, 8u16), (tags::BITS_STORED, 8), (tags::HIGH_BIT, 7)]
+        {
+            obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+        }
+        obj.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(rows)));
+        obj.remove_element(tags::WINDOW_CENTER);
+        obj.remove_element(tags::WINDOW_WIDTH);
+        let fragments = dicom_core::value::PixelFragmentSequence::new_fragments(vec![jpeg.clone()]);
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, fragments));
+        let path = dir.path().join(format!("jpeg-{rows}.dcm"));
+        obj.with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax(uids::JPEG_BASELINE8_BIT)
+                .media_storage_sop_class_uid(uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION)
+                .media_storage_sop_instance_uid("2.25.1234"),
+        )
+        .unwrap()
+        .write_to_file(&path)
+        .unwrap();
+        path_str(&path).to_string()
+    };
+    let jpeg_same = jpeg_file(h as u16);
+    let jpeg_taller = jpeg_file(h as u16 + 12);
+
+    let mut no_rows = dicom_of(&gray, false, 1.0, &[sex]);
+    no_rows.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(0u16)));
+    let no_rows = file("rows0.dcm", &write(no_rows));
+
+    let mut japanese = dicom_of(&gray, false, 1.0, &[sex]);
+    let escaped = "\u{1b}$B%d%^%@\u{1b}(B01";
+    japanese.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(escaped)));
+    let japanese = file("iso2022.dcm", &write(japanese));
+
+    // (0002,0013) Implementation Version Name of 20 characters (SH allows 16).
+    let mut long_meta = dicom_object::OpenFileOptions::new().from_reader(&good[128..]).unwrap();
+    long_meta.update_meta(|m| m.implementation_version_name = Some("VENDOR_WRITER_V1.2.3".into()));
+    let mut bytes = Vec::new();
+    long_meta.write_all(&mut bytes).unwrap();
+    let long_meta = file("long-meta.dcm", &bytes);
+
+    let files =
+        [&stray_only, &stray_huge, &jpeg_same, &jpeg_taller, &no_rows, &japanese, &long_meta];
+    let mut args: Vec<&str> = files.iter().map(|f| f.as_str()).collect();
+    args.extend(["--sex", if male { "m" } else { "f" }]);
+    let (out, lines) = predict_json(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(lines.len(), files.len(), "{}", stdout(&out));
+    let error = |v: &serde_json::Value| v["error"].as_str().unwrap_or_default().to_string();
+    assert!((months(&lines[0]) - torch).abs() < 0.5, "{}", lines[0]);
+    let e = error(&lines[1]);
+    assert!(e.contains("element (0009,1001) at byte") && e.contains("declares 4026531840"), "{e}");
+    assert!(lines[2]["warnings"].to_string().contains("lossy compression"), "{}", lines[2]);
+    let e = error(&lines[3]);
+    let says = format!("its JPEG data is {w}x{h} with 1 component(s), but Columns, Rows and");
+    assert!(e.contains(&says) && e.contains(&format!("say {w}x{} with 1", h + 12)), "{e}");
+    let e = error(&lines[4]);
+    assert!(e.contains(&format!("image is {w}x0 px; at least 32x32")), "{e}");
+    let v = &lines[5];
+    assert_eq!(v["id"], "%d%^%@01", "{v}");
+    assert!(v["warnings"].to_string().contains("PatientID was changed"), "{v}");
+    assert!((months(&lines[6]) - torch).abs() < 0.5, "{}", lines[6]);
+    assert!(!stderr(&out).contains("internal error"), "{}", stderr(&out));
+}

@@ -401,3 +401,132 @@ fn pdf_and_png_reports() {
     names.sort();
     assert_eq!(names, ["report.pdf", "report.png"]);
 }
+
+/// A copy of the shipped model in `dir` with metadata bytes replaced (`from` and `to` of
+/// equal length, so the protobuf stays valid).
+fn patched_model(dir: &std::path::Path, edits: &[(&[u8], &[u8])]) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(model_path()).unwrap();
+    for (from, to) in edits {
+        assert_eq!(from.len(), to.len());
+        let at = bytes.windows(from.len()).position(|w| w == *from).unwrap();
+        bytes[at..at + to.len()].copy_from_slice(to);
+    }
+    let path = dir.join("patched.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Metadata saying 128 px over a graph made for 100 px once loaded and read 65.0 instead
+/// of 69.5 months without a word: refused at load, naming the keys, the graph's shape and
+/// what to do.
+#[test]
+fn a_model_whose_metadata_disagrees_with_its_graph_is_refused() {
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let model = patched_model(
+        dir.path(),
+        &[
+            (b"preprocess.width\x12\x03100", b"preprocess.width\x12\x03128"),
+            (b"preprocess.height\x12\x03100", b"preprocess.height\x12\x03128"),
+        ],
+    );
+    let img = val_image(&id);
+    let out =
+        boneage(&["--model", path_str(&model), "predict", "--sex", sex_of(male), path_str(&img)]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no reading: {}", stdout(&out));
+    let err = stderr(&out);
+    for part in [
+        "does not follow the boneage contract",
+        "graph input `image` is declared as float32 [1, 1, 100, 100]",
+        "preprocess.height 128, preprocess.width 128",
+        "re-export the model",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+}
+
+/// A view-spread rule without the views it is about: the model once read one view and
+/// never flagged anything. Refused at load, naming the missing key.
+#[test]
+fn a_view_spread_rule_without_views_is_refused() {
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let model =
+        patched_model(dir.path(), &[(b"preprocess.tta_shifts_px", b"preprocess.tta_shifts_xx")]);
+    let img = val_image(&id);
+    let out =
+        boneage(&["--model", path_str(&model), "predict", "--sex", sex_of(male), path_str(&img)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("metadata key `preprocess.tta_shifts_px` is missing"), "{err}");
+}
+
+/// An RGB float TIFF with one NaN pixel once read 60.5 instead of 65.1 months with the
+/// quality gate off and no warning. Float TIFFs (grey ones already were) are refused with
+/// the gate on or off, saying how to export the image instead.
+#[test]
+fn floating_point_tiffs_are_refused_with_or_without_the_gate() {
+    use tiff::encoder::{colortype::RGB32Float, TiffEncoder};
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let grey = image::open(val_image(&id)).unwrap().to_luma8();
+    let (w, h) = grey.dimensions();
+    let mut rgb: Vec<f32> = grey.pixels().flat_map(|p| [f32::from(p[0]) / 255.0; 3]).collect();
+    let centre = ((h / 2 * w + w / 2) * 3) as usize;
+    rgb[centre] = f32::NAN;
+    let tif = dir.path().join("nan.tif");
+    let mut file = std::fs::File::create(&tif).unwrap();
+    TiffEncoder::new(&mut file).unwrap().write_image::<RGB32Float>(w, h, &rgb).unwrap();
+    drop(file);
+    let cfg = gate_off_config(dir.path());
+    for with_gate in [true, false] {
+        let mut args = vec!["predict", "--sex", sex_of(male), path_str(&tif)];
+        if !with_gate {
+            args.splice(0..0, ["--config", path_str(&cfg)]);
+        }
+        let out = boneage(&args);
+        assert_eq!(out.status.code(), Some(1), "gate {with_gate}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("floating-point") && err.contains("export it as an 8- or 16-bit"),
+            "gate {with_gate}: {err}"
+        );
+    }
+}
+
+/// The same refusal from ONNX Runtime, which reads the declared shapes itself (and would
+/// otherwise fail only at the first inference, with a message about dimensions).
+#[cfg(feature = "ort")]
+#[test]
+fn ort_refuses_a_model_whose_metadata_disagrees_with_its_graph() {
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()),
+        "ORT_DYLIB_PATH is not set, and the `ort` feature's tests need ONNX Runtime: run \
+         scripts/test-ort.sh"
+    );
+    let (id, male) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let model = patched_model(
+        dir.path(),
+        &[(b"preprocess.channels\x12\x011", b"preprocess.channels\x12\x013")],
+    );
+    let cfg = dir.path().join("ort.toml");
+    let text = format!(
+        "[model]\npath = \"{}\"\nbackend = \"ort\"\nexecution_providers = [\"cpu\"]\n",
+        path_str(&model)
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let img = val_image(&id);
+    let out =
+        boneage(&["--config", path_str(&cfg), "predict", "--sex", sex_of(male), path_str(&img)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    for part in [
+        "graph input `image` is declared as float32 [1, 1, 100, 100]",
+        "(preprocess.channels 3, preprocess.height 100, preprocess.width 100) needs float32 [1, 3, 100, 100]",
+        "re-export the model",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+}

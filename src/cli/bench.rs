@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use boneage::config::Config;
 use boneage::model::OpTime;
-use boneage::source;
 use boneage::Sex;
+use boneage::{quality, source};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -57,36 +57,50 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let load_ms = model.load_time.as_secs_f64() * 1e3;
     let (mut pre, mut inf) = (Vec::with_capacity(args.runs), Vec::with_capacity(args.runs));
     let mut reading = Vec::with_capacity(args.runs);
+    let mut checks = Vec::with_capacity(args.runs);
     let views = model.views();
+    let gate_passes = gate_passes(config, &model);
     for i in 0..args.warmup + args.runs {
         let path = &files[i % files.len()];
         let t0 = Instant::now();
         let radiograph = source::read_file(path)?;
-        let input = model.preprocess(&radiograph);
+        let input = model.preprocess(&radiograph)?;
         let t1 = Instant::now();
         let sex = if i % 2 == 0 { Sex::Male } else { Sex::Female };
-        model.infer(&input, sex)?;
+        let one = model.infer(&input, sex)?;
         let t2 = Instant::now();
         // The whole reading: every test-time view (one pass when TTA is off).
-        if views > 1 {
-            model.infer_views(&input, sex)?;
-        }
+        let estimate = if views > 1 { model.infer_views(&input, sex)? } else { one };
         let t3 = Instant::now();
+        // What predict and serve add with the quality gate on: the image statistics, then
+        // the likeness score of the image turned three ways and mirrored. Run whatever the
+        // gate decides, so every run times the same work.
+        if config.quality.enabled {
+            let _verdict = quality::check_radiograph(&radiograph);
+            if let Some(centre) = estimate.centre_ood_score {
+                model.turn_to_upright(&radiograph, sex, centre)?;
+                model.looks_mirrored(&radiograph, sex, centre)?;
+            }
+        }
+        let t4 = Instant::now();
         if i >= args.warmup {
             pre.push(t1 - t0);
             inf.push(t2 - t1);
             reading.push(if views > 1 { t3 - t2 } else { t2 - t1 });
+            checks.push(t4 - t3);
         }
     }
     let timed: Duration = pre.iter().chain(reading.iter()).sum();
     let per_s = args.runs as f64 / timed.as_secs_f64();
+    let per_s_checked = args.runs as f64 / (timed + checks.iter().sum::<Duration>()).as_secs_f64();
     let (pre50, pre95) = (percentile_ms(&mut pre, 0.50), percentile_ms(&mut pre, 0.95));
     let (inf50, inf95) = (percentile_ms(&mut inf, 0.50), percentile_ms(&mut inf, 0.95));
     let (read50, read95) = (percentile_ms(&mut reading, 0.50), percentile_ms(&mut reading, 0.95));
+    let (check50, check95) = (percentile_ms(&mut checks, 0.50), percentile_ms(&mut checks, 0.95));
     let rss = peak_rss_kib();
     let profile_runs = args.runs.max(1);
     let ops = if args.ops {
-        let input = model.preprocess(&source::read_file(&files[0])?);
+        let input = model.preprocess(&source::read_file(&files[0])?)?;
         Some(model.op_profile(&input, Sex::Male, profile_runs)?)
     } else {
         None
@@ -105,6 +119,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             "views": views,
             "reading_ms_p50": read50, "reading_ms_p95": read95,
             "images_per_s": per_s,
+            "quality_gate": config.quality.enabled,
+            "gate_passes": gate_passes,
+            "gate_checks_ms_p50": check50, "gate_checks_ms_p95": check95,
+            "images_per_s_with_gate": per_s_checked,
             "peak_rss_mib": rss.map(|k| k as f64 / 1024.0),
             "ops": ops.as_ref().map(|ops| ops.iter().map(|t| serde_json::json!({
                 "op": t.op, "nodes": t.nodes, "ms_per_pass": op_ms(t),
@@ -129,6 +147,19 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         println!("inference:   p50 {inf50:.2} ms, p95 {inf95:.2} ms (one pass)");
         println!("reading:     p50 {read50:.2} ms, p95 {read95:.2} ms ({views} view(s))");
         println!("throughput:  {per_s:.1} images/s (decode + preprocess + reading)");
+        if config.quality.enabled {
+            println!(
+                "gate checks: p50 {check50:.2} ms, p95 {check95:.2} ms (image statistics + \
+                 {gate_passes} pass(es): the model's orientation and mirror checks)"
+            );
+            println!(
+                "with gate:   {per_s_checked:.1} images/s (as predict and serve with [quality] \
+                 enabled: {} passes per image)",
+                views + gate_passes
+            );
+        } else {
+            println!("gate checks: none ([quality] enabled = false: the views are all)");
+        }
         match rss {
             Some(k) => println!("peak RSS:    {:.1} MiB", k as f64 / 1024.0),
             None => println!("peak RSS:    unavailable on this OS"),
@@ -148,6 +179,25 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Passes of the network the quality gate adds to a reading: three turns for a model with
+/// `ood.orientation_margin` (square input only), one mirror for `ood.mirror_margin`.
+fn gate_passes(config: &Config, model: &boneage::Model) -> usize {
+    let Some(rule) = model.contract.likeness.filter(|_| config.quality.enabled) else {
+        return 0;
+    };
+    let p = &model.contract.preprocess;
+    let turns = if rule.orientation_margin.is_some() {
+        if p.width == p.height {
+            3
+        } else {
+            1
+        }
+    } else {
+        0
+    };
+    turns + usize::from(rule.mirror_margin.is_some())
 }
 
 fn percentile_ms(v: &mut [Duration], q: f64) -> f64 {

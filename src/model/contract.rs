@@ -104,25 +104,121 @@ impl LikenessRule {
     }
 }
 
+/// The metadata key of the test-time views.
+const TTA_SHIFTS: &str = "preprocess.tta_shifts_px";
+
 /// The graph's outputs: the reading, then optionally the likeness score.
 pub const OUTPUT_READING: &str = "bone_age_months";
 pub const OUTPUT_LIKENESS: &str = "ood_score";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ContractError {
-    #[error("metadata key `{0}` is missing")]
+    /// A required key, or one that another key present needs (docs/model-contract.md).
+    #[error("metadata key `{0}` is missing (required, or needed by another key the file has); re-export the model with models/train/export.py, which writes every key")]
     Missing(&'static str),
     #[error("metadata key `{key}` has value {value:?}, expected {expected}")]
     Invalid { key: &'static str, value: String, expected: &'static str },
-    #[error("input `{name}` has shape {found:?}, expected {expected:?}")]
-    Shape { name: String, found: Vec<usize>, expected: Vec<usize> },
+    /// A graph input declared other than the metadata (or the contract) says: the program
+    /// would feed it tensors of the wrong size, which a runtime may accept and misread.
+    #[error("graph input `{name}` is declared as {found}, but {source_of_expected} needs {expected}; re-export the model so that its metadata describes its graph (models/train/export.py writes both from one setting)")]
+    Shape { name: String, found: String, expected: String, source_of_expected: String },
     #[error("graph has inputs {found:?}, expected [\"image\", \"male\"]")]
     Inputs { found: Vec<String> },
     #[error("graph has outputs {found:?}, expected [\"bone_age_months\"] or [\"bone_age_months\", \"ood_score\"] with metadata key `ood.threshold`")]
     Outputs { found: Vec<String> },
 }
 
+/// One dimension of a graph input as the ONNX file declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(i64),
+    /// A named (`dim_param`) or unknown size; the name where the file gives one.
+    Symbolic(String),
+}
+
+/// A graph input's element type and shape as the ONNX file declares them, whichever
+/// runtime read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredInput {
+    /// Whether the elements are 32-bit floats.
+    pub float32: bool,
+    /// The element type as the runtime names it, for messages.
+    pub type_name: String,
+    /// `None`: no shape declared.
+    pub shape: Option<Vec<Dim>>,
+}
+
+impl std::fmt::Display for DeclaredInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let type_name = if self.float32 { "float32" } else { &self.type_name };
+        match &self.shape {
+            None => write!(f, "{type_name} with no shape"),
+            Some(dims) => {
+                let dims: Vec<String> = dims
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(n) => n.to_string(),
+                        Dim::Symbolic(name) if name.is_empty() => "?".into(),
+                        Dim::Symbolic(name) => name.clone(),
+                    })
+                    .collect();
+                write!(f, "{type_name} [{}]", dims.join(", "))
+            }
+        }
+    }
+}
+
+/// The graph's inputs, in this order.
+pub const INPUT_IMAGE: &str = "image";
+pub const INPUT_MALE: &str = "male";
+
 impl Contract {
+    /// Checks the declared type and shape of the graph's inputs against the contract:
+    /// `image` float32 `[1, C, H, W]` as the metadata says, `male` float32 `[1, 1]`. The
+    /// batch dimension may be symbolic (an export with a dynamic batch axis); every other
+    /// dimension must be the number the program feeds.
+    ///
+    /// # Errors
+    /// [`ContractError::Shape`] naming the input, its declared shape, and what the
+    /// metadata says instead.
+    pub fn check_inputs(
+        &self,
+        image: &DeclaredInput,
+        male: &DeclaredInput,
+    ) -> Result<(), ContractError> {
+        let p = &self.preprocess;
+        let check = |name: &str, declared: &DeclaredInput, expected: &[usize], source: String| {
+            let fits = declared.float32
+                && declared.shape.as_ref().is_some_and(|dims| {
+                    dims.len() == expected.len()
+                        && dims.iter().zip(expected).enumerate().all(|(axis, (d, &want))| match d {
+                            Dim::Fixed(n) => usize::try_from(*n).is_ok_and(|n| n == want),
+                            Dim::Symbolic(_) => axis == 0,
+                        })
+                });
+            if fits {
+                return Ok(());
+            }
+            let dims: Vec<String> = expected.iter().map(usize::to_string).collect();
+            Err(ContractError::Shape {
+                name: name.to_string(),
+                found: declared.to_string(),
+                expected: format!("float32 [{}]", dims.join(", ")),
+                source_of_expected: source,
+            })
+        };
+        check(
+            INPUT_IMAGE,
+            image,
+            &[1, p.channels, p.height, p.width],
+            format!(
+                "the metadata (preprocess.channels {}, preprocess.height {}, preprocess.width {})",
+                p.channels, p.height, p.width
+            ),
+        )?;
+        check(INPUT_MALE, male, &[1, 1], "the contract".to_string())
+    }
+
     /// # Errors
     /// [`ContractError`] for the first missing or malformed key.
     pub fn from_metadata(meta: &HashMap<String, String>) -> Result<Contract, ContractError> {
@@ -145,10 +241,11 @@ impl Contract {
         };
         let positive = |key: &'static str, allow_zero: bool| -> Result<f32, ContractError> {
             let v = get(key)?;
+            let expected = if allow_zero { "a number of 0 or more" } else { "a positive number" };
             v.parse::<f32>()
                 .ok()
                 .filter(|x| x.is_finite() && (*x > 0.0 || (allow_zero && *x == 0.0)))
-                .ok_or_else(|| invalid(key, v, "a positive number"))
+                .ok_or_else(|| invalid(key, v, expected))
         };
         let channels = match get("preprocess.channels")? {
             "1" => 1,
@@ -183,11 +280,10 @@ impl Contract {
             resize_filter,
             mean: positive("preprocess.mean", true)?,
             std: positive("preprocess.std", false)?,
-            tta_shifts_px: match meta.get("preprocess.tta_shifts_px") {
+            tta_shifts_px: match meta.get(TTA_SHIFTS) {
                 None => Vec::new(),
-                Some(v) => parse_shifts(v).ok_or_else(|| {
-                    invalid("preprocess.tta_shifts_px", v, "\"DX,DY;DX,DY;...\" in pixels")
-                })?,
+                Some(v) => parse_shifts(v)
+                    .ok_or_else(|| invalid(TTA_SHIFTS, v, "\"DX,DY;DX,DY;...\" in pixels"))?,
             },
         };
         // Optional, but a model reading in another unit must not be taken as months.
@@ -226,6 +322,11 @@ impl Contract {
             // An interval for flagged readings with no rule to flag them: a broken export.
             (None, Some(_)) => return Err(ContractError::Missing(WARN)),
         };
+        // A rule on the spread of the test-time views with no views to spread: a broken
+        // export, which would otherwise read one view and never flag anything.
+        if view_spread.is_some() && preprocess.tta_shifts_px.is_empty() {
+            return Err(ContractError::Missing(TTA_SHIFTS));
+        }
         let positive_f64 = |key| optional_positive(key, "a positive number");
         let orientation_margin = positive_f64("ood.orientation_margin")?;
         let mirror_margin = positive_f64("ood.mirror_margin")?;
@@ -438,10 +539,17 @@ mod tests {
         }
     }
 
+    /// [`sample`] with five test-time views, which a view-spread rule needs.
+    fn with_views() -> HashMap<String, String> {
+        let mut m = sample();
+        m.insert(TTA_SHIFTS.into(), "0,0;2,0;-2,0;0,2;0,-2".into());
+        m
+    }
+
     #[test]
     fn view_spread_rule_is_optional_and_checked() {
         assert_eq!(Contract::from_metadata(&sample()).unwrap().view_spread, None);
-        let mut m = sample();
+        let mut m = with_views();
         m.insert("uncertainty.view_spread_warn_months".into(), "4.42".into());
         let rule = Contract::from_metadata(&m).unwrap().view_spread.unwrap();
         assert_eq!(rule, ViewSpreadRule { warn_from_months: 4.42, interval95_months: None });
@@ -463,9 +571,106 @@ mod tests {
         assert!(e.contains("uncertainty.view_spread_warn_months"), "{e}");
     }
 
+    /// A rule on how far the test-time views may disagree, in a file that lists no views,
+    /// would read one view and never flag anything: a broken export, refused like a
+    /// flagged-reading interval without its rule.
+    #[test]
+    fn a_view_spread_rule_needs_the_views() {
+        for key in ["uncertainty.view_spread_warn_months", "uncertainty.interval95_flagged_months"]
+        {
+            let mut m = sample();
+            m.insert("uncertainty.view_spread_warn_months".into(), "4.42".into());
+            m.insert(key.into(), "4.42".into());
+            assert_eq!(Contract::from_metadata(&m), Err(ContractError::Missing(TTA_SHIFTS)));
+            let e = Contract::from_metadata(&m).unwrap_err().to_string();
+            assert!(e.contains("preprocess.tta_shifts_px"), "{e}");
+            m.insert(TTA_SHIFTS.into(), "0,0;2,0".into());
+            assert!(Contract::from_metadata(&m).unwrap().view_spread.is_some());
+        }
+    }
+
+    #[test]
+    fn mean_may_be_zero_std_may_not() {
+        let mut m = sample();
+        m.insert("preprocess.mean".into(), "0".into());
+        assert_eq!(Contract::from_metadata(&m).unwrap().preprocess.mean, 0.0);
+        for bad in ["-0.1", "NaN", "x"] {
+            m.insert("preprocess.mean".into(), bad.into());
+            let e = Contract::from_metadata(&m).unwrap_err().to_string();
+            assert!(e.contains("preprocess.mean") && e.contains("a number of 0 or more"), "{e}");
+        }
+        let mut m = sample();
+        m.insert("preprocess.std".into(), "0".into());
+        let e = Contract::from_metadata(&m).unwrap_err().to_string();
+        assert!(e.contains("preprocess.std") && e.contains("a positive number"), "{e}");
+    }
+
+    fn declared(dims: &[Dim]) -> DeclaredInput {
+        DeclaredInput { float32: true, type_name: "Float32".into(), shape: Some(dims.to_vec()) }
+    }
+
+    fn fixed(dims: &[i64]) -> DeclaredInput {
+        declared(&dims.iter().map(|&n| Dim::Fixed(n)).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn graph_inputs_must_have_the_shape_the_metadata_says() {
+        let c = Contract::from_metadata(&sample()).unwrap();
+        let male = fixed(&[1, 1]);
+        c.check_inputs(&fixed(&[1, 1, 100, 100]), &male).unwrap();
+        // A dynamic batch axis is fine; any other symbolic axis is not.
+        let batch = Dim::Symbolic("batch".into());
+        let f = |n| Dim::Fixed(n);
+        c.check_inputs(&declared(&[batch.clone(), f(1), f(100), f(100)]), &male).unwrap();
+        c.check_inputs(&fixed(&[1, 1, 100, 100]), &declared(&[Dim::Symbolic(String::new()), f(1)]))
+            .unwrap();
+        let e = c
+            .check_inputs(&declared(&[f(1), f(1), batch.clone(), f(100)]), &male)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("float32 [1, 1, batch, 100]"), "{e}");
+        // The metadata says 128 px, the graph 100: the reading would be wrong, not refused.
+        let mut m = sample();
+        m.insert("preprocess.width".into(), "128".into());
+        m.insert("preprocess.height".into(), "128".into());
+        let c128 = Contract::from_metadata(&m).unwrap();
+        let e = c128.check_inputs(&fixed(&[1, 1, 100, 100]), &male).unwrap_err();
+        assert!(matches!(&e, ContractError::Shape { name, .. } if name == "image"), "{e:?}");
+        let e = e.to_string();
+        for part in [
+            "graph input `image` is declared as float32 [1, 1, 100, 100]",
+            "preprocess.height 128, preprocess.width 128",
+            "needs float32 [1, 1, 128, 128]",
+            "re-export the model",
+        ] {
+            assert!(e.contains(part), "{part:?} not in {e}");
+        }
+        // Three channels in the metadata, one in the graph.
+        let mut m = sample();
+        m.insert("preprocess.channels".into(), "3".into());
+        let e = Contract::from_metadata(&m)
+            .unwrap()
+            .check_inputs(&fixed(&[1, 1, 100, 100]), &male)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("preprocess.channels 3") && e.contains("[1, 3, 100, 100]"), "{e}");
+        // Wrong rank, type or no shape at all; `male` checked against the contract.
+        let e = c.check_inputs(&fixed(&[1, 100, 100]), &male).unwrap_err().to_string();
+        assert!(e.contains("float32 [1, 100, 100]"), "{e}");
+        let int = DeclaredInput { float32: false, type_name: "int64".into(), ..fixed(&[1, 1]) };
+        let e = c.check_inputs(&fixed(&[1, 1, 100, 100]), &int).unwrap_err().to_string();
+        assert!(e.contains("`male` is declared as int64 [1, 1]"), "{e}");
+        assert!(e.contains("the contract needs float32 [1, 1]"), "{e}");
+        let shapeless = DeclaredInput { shape: None, ..fixed(&[]) };
+        let e = c.check_inputs(&shapeless, &male).unwrap_err().to_string();
+        assert!(e.contains("float32 with no shape"), "{e}");
+        assert!(c.check_inputs(&fixed(&[1, 1, 100, 100]), &fixed(&[1, 2])).is_err());
+        assert!(c.check_inputs(&fixed(&[2, 1, 100, 100]), &male).is_err());
+    }
+
     #[test]
     fn flagged_readings_get_the_wider_interval() {
-        let mut m = sample();
+        let mut m = with_views();
         m.insert("uncertainty.view_spread_warn_months".into(), "4.42".into());
         m.insert("uncertainty.interval95_flagged_months".into(), "12".into());
         let c = Contract::from_metadata(&m).unwrap();

@@ -14,7 +14,8 @@ mod ort;
 mod tract;
 
 pub use contract::{
-    Contract, ContractError, Fit, LikenessRule, Preprocess, ResizeFilter, ViewSpreadRule,
+    Contract, ContractError, DeclaredInput, Dim, Fit, LikenessRule, Preprocess, ResizeFilter,
+    ViewSpreadRule,
 };
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,9 @@ pub enum ModelError {
     Contract { path: PathBuf, source: ContractError },
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The image cannot be made into the model's input (pixels that are not numbers).
+    #[error(transparent)]
+    Pixels(#[from] preprocess::NonFinitePixels),
     /// The configured backend cannot run here (not compiled in, library or provider missing).
     #[error("backend \"{backend}\" unavailable: {reason}")]
     Unavailable { backend: &'static str, reason: String },
@@ -231,8 +235,11 @@ impl Model {
     }
 
     /// Preprocesses per the contract; split from [`Model::infer`] so `bench` can time both.
-    pub fn preprocess(&self, radiograph: &Radiograph) -> Input {
-        preprocess::to_input(&radiograph.pixels, &self.contract.preprocess)
+    ///
+    /// # Errors
+    /// [`ModelError::Pixels`] for pixels that are not numbers.
+    pub fn preprocess(&self, radiograph: &Radiograph) -> Result<Input, ModelError> {
+        Ok(preprocess::to_input(&radiograph.pixels, &self.contract.preprocess)?)
     }
 
     /// # Errors
@@ -271,7 +278,7 @@ impl Model {
     ) -> Result<Option<u32>, ModelError> {
         let Some(rule) = self.contract.likeness else { return Ok(None) };
         let Some(margin) = rule.orientation_margin else { return Ok(None) };
-        let input = self.preprocess(radiograph);
+        let input = self.preprocess(radiograph)?;
         let mut best: Option<(u32, f64)> = None;
         for quarter_turns in 1..4 {
             let Some(turned) = preprocess::rotated_ccw(&input, quarter_turns) else { continue };
@@ -300,7 +307,7 @@ impl Model {
     ) -> Result<bool, ModelError> {
         let Some(rule) = self.contract.likeness else { return Ok(false) };
         let Some(margin) = rule.mirror_margin else { return Ok(false) };
-        let input = preprocess::mirrored(&self.preprocess(radiograph));
+        let input = preprocess::mirrored(&self.preprocess(radiograph)?);
         Ok(self.clear_gain(&input, sex, centre_ood_score, margin, rule)?.is_some())
     }
 
@@ -392,7 +399,7 @@ impl Model {
     /// # Errors
     /// As [`Model::infer`].
     pub fn estimate(&mut self, radiograph: &Radiograph, sex: Sex) -> Result<Estimate, ModelError> {
-        let input = self.preprocess(radiograph);
+        let input = self.preprocess(radiograph)?;
         self.infer_views(&input, sex)
     }
 }
@@ -473,7 +480,7 @@ mod tests {
         c.precision = Precision::F16;
         let mut f16_model = Model::load(&c).unwrap();
         assert_eq!(f16_model.backend_name(), "tract (f16)");
-        let input = f32_model.preprocess(&radiograph);
+        let input = f32_model.preprocess(&radiograph).unwrap();
         let a = f32_model.infer(&input, Sex::Female).unwrap().bone_age_months;
         let b = f16_model.infer(&input, Sex::Female).unwrap().bone_age_months;
         assert!((a - b).abs() < 0.5, "f32 {a} vs f16 {b}");
@@ -495,6 +502,61 @@ mod tests {
         );
         c.backend = BackendKind::Tract;
         assert_eq!(describe_backend(&c), "tract (f16)");
+    }
+
+    /// A copy of the shipped model in `dir` with metadata values replaced byte for byte
+    /// (`from` and `to` of equal length, so the protobuf stays valid).
+    fn patched_model(dir: &Path, edits: &[(&[u8], &[u8])]) -> PathBuf {
+        let mut bytes = std::fs::read(config(BackendKind::Tract).path).unwrap();
+        for (from, to) in edits {
+            assert_eq!(from.len(), to.len());
+            let at = bytes.windows(from.len()).position(|w| w == *from).unwrap();
+            bytes[at..at + to.len()].copy_from_slice(to);
+        }
+        let path = dir.join("patched.onnx");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// tract's input facts replace the graph's declared shapes, so metadata saying 128 px
+    /// over a graph made for 100 px loaded and read 65.0 instead of 69.5 months; 3 channels
+    /// failed deep in tract. Both are refused at load, naming the keys and the graph's shape.
+    #[test]
+    fn metadata_that_disagrees_with_the_graph_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let size: &[(&[u8], &[u8])] = &[
+            (b"preprocess.width\x12\x03100", b"preprocess.width\x12\x03128"),
+            (b"preprocess.height\x12\x03100", b"preprocess.height\x12\x03128"),
+        ];
+        let channels: &[(&[u8], &[u8])] =
+            &[(b"preprocess.channels\x12\x011", b"preprocess.channels\x12\x013")];
+        for (edits, wanted) in [
+            (size, "preprocess.height 128, preprocess.width 128) needs float32 [1, 1, 128, 128]"),
+            (channels, "(preprocess.channels 3, preprocess.height 100, preprocess.width 100) needs float32 [1, 3, 100, 100]"),
+        ] {
+            let mut c = config(BackendKind::Tract);
+            c.path = patched_model(dir.path(), edits);
+            // The metadata alone is still a valid contract (model-info shows it).
+            Model::read_contract(&c.path).unwrap();
+            for backend in [BackendKind::Tract, BackendKind::Auto] {
+                c.backend = backend;
+                let e = Model::load(&c).err().unwrap();
+                assert!(
+                    matches!(e, ModelError::Contract { source: ContractError::Shape { .. }, .. }),
+                    "{e}"
+                );
+                let msg = e.to_string();
+                assert!(msg.contains("graph input `image` is declared as float32 [1, 1, 100, 100]"), "{msg}");
+                assert!(msg.contains(wanted) && msg.contains("re-export the model"), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shipped_graph_has_the_inputs_its_metadata_says() {
+        let mut c = config(BackendKind::Tract);
+        c.tta = false;
+        Model::load(&c).unwrap();
     }
 
     #[test]

@@ -17,9 +17,11 @@ use ort::execution_providers::{
 };
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::tensor::TensorElementType;
+use ort::value::{TensorRef, ValueType};
 
-use super::{Backend, Contract, ContractError, Inferred, ModelError};
+use super::contract::{INPUT_IMAGE, INPUT_MALE};
+use super::{Backend, Contract, ContractError, DeclaredInput, Dim, Inferred, ModelError};
 use crate::config::{BackendKind, ExecutionProviderKind, ModelConfig};
 use crate::preprocess::Input;
 
@@ -241,13 +243,40 @@ impl OrtBackend {
 
         let contract_err = |source| ModelError::Contract { path: path.clone(), source };
         let inputs: Vec<String> = session.inputs.iter().map(|i| i.name.clone()).collect();
-        if inputs != ["image", "male"] {
+        if inputs != [INPUT_IMAGE, INPUT_MALE] {
             return Err(contract_err(ContractError::Inputs { found: inputs }));
         }
         let outputs: Vec<String> = session.outputs.iter().map(|o| o.name.clone()).collect();
         contract.check_outputs(&outputs).map_err(contract_err)?;
+        let declared = |i: usize| declared(&session.inputs[i].input_type);
+        contract.check_inputs(&declared(0), &declared(1)).map_err(contract_err)?;
         let name = format!("ort ({})", names.join(", "));
         Ok((contract, OrtBackend { session, name }))
+    }
+}
+
+/// A graph input's element type and shape as ONNX Runtime reports them (a symbolic
+/// dimension as -1, with its name beside it).
+fn declared(value_type: &ValueType) -> DeclaredInput {
+    match value_type {
+        ValueType::Tensor { ty, shape, dimension_symbols } => DeclaredInput {
+            float32: *ty == TensorElementType::Float32,
+            type_name: ty.to_string(),
+            shape: Some(
+                shape
+                    .iter()
+                    .enumerate()
+                    .map(|(axis, &n)| {
+                        if n >= 0 {
+                            Dim::Fixed(n)
+                        } else {
+                            Dim::Symbolic(dimension_symbols.get(axis).cloned().unwrap_or_default())
+                        }
+                    })
+                    .collect(),
+            ),
+        },
+        other => DeclaredInput { float32: false, type_name: format!("{other:?}"), shape: None },
     }
 }
 
@@ -278,8 +307,10 @@ impl Backend for OrtBackend {
             TensorRef::from_array_view((input.shape, input.data.as_slice())).map_err(err)?;
         let male = [male];
         let male = TensorRef::from_array_view(([1usize, 1], &male[..])).map_err(err)?;
-        let outputs =
-            self.session.run(ort::inputs!["image" => image, "male" => male]).map_err(err)?;
+        let outputs = self
+            .session
+            .run(ort::inputs![INPUT_IMAGE => image, INPUT_MALE => male])
+            .map_err(err)?;
         let scalar = |i: usize| -> Result<f32, ModelError> {
             let (_, values) = outputs[i].try_extract_tensor::<f32>().map_err(err)?;
             values

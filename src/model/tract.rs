@@ -11,7 +11,8 @@ use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
-use super::{Backend, Contract, ContractError, Inferred, ModelError, OpTime};
+use super::contract::{INPUT_IMAGE, INPUT_MALE};
+use super::{Backend, Contract, ContractError, DeclaredInput, Dim, Inferred, ModelError, OpTime};
 use crate::config::{BackendKind, Precision};
 use crate::preprocess::Input;
 
@@ -56,6 +57,39 @@ fn contract_of(path: &Path, proto: &tract_onnx::pb::ModelProto) -> Result<Contra
         .map_err(|source| ModelError::Contract { path: path.to_path_buf(), source })
 }
 
+/// The element type and shape the file declares for the graph input `name` (an input with
+/// no tensor type reads as a non-float without a shape, which the contract refuses).
+fn declared(proto: &tract_onnx::pb::ModelProto, name: &str) -> DeclaredInput {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    use tract_onnx::pb::type_proto::Value as TypeValue;
+    let tensor = proto
+        .graph
+        .as_ref()
+        .and_then(|g| g.input.iter().find(|i| i.name == name))
+        .and_then(|i| i.r#type.as_ref())
+        .and_then(|t| t.value.as_ref())
+        .map(|TypeValue::TensorType(t)| t);
+    let Some(tensor) = tensor else {
+        return DeclaredInput { float32: false, type_name: "untyped input".into(), shape: None };
+    };
+    let float = tract_onnx::pb::tensor_proto::DataType::Float as i32;
+    let type_name = match tract_onnx::pb::tensor_proto::DataType::try_from(tensor.elem_type) {
+        Ok(t) => format!("{t:?}").to_lowercase(),
+        Err(_) => format!("ONNX type {}", tensor.elem_type),
+    };
+    let shape = tensor.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(Value::DimValue(n)) => Dim::Fixed(*n),
+                Some(Value::DimParam(p)) => Dim::Symbolic(p.clone()),
+                None => Dim::Symbolic(String::new()),
+            })
+            .collect()
+    });
+    DeclaredInput { float32: tensor.elem_type == float, type_name, shape }
+}
+
 pub(super) fn read_contract(path: &Path) -> Result<Contract, ModelError> {
     let proto = proto(path)?;
     contract_of(path, &proto)
@@ -75,6 +109,7 @@ impl TractBackend {
             .as_ref()
             .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
             .unwrap_or_default();
+        let (image, male) = (declared(&proto, INPUT_IMAGE), declared(&proto, INPUT_MALE));
         let mut model =
             tract_onnx::onnx().model_for_proto_model(&proto).map_err(|e| load_err(path, e))?;
         // The protobuf holds a full copy of the weights: free it before optimizing, which
@@ -87,10 +122,13 @@ impl TractBackend {
             .iter()
             .map(|o| model.node(o.node).name.clone())
             .collect();
-        if names != ["image", "male"] {
+        if names != [INPUT_IMAGE, INPUT_MALE] {
             return Err(contract_err(ContractError::Inputs { found: names }));
         }
         contract.check_outputs(&outputs).map_err(contract_err)?;
+        // The facts set below replace the graph's declared shapes, so a graph made for
+        // another input size would otherwise load and read wrongly.
+        contract.check_inputs(&image, &male).map_err(contract_err)?;
         model = model
             .with_input_fact(0, f32::fact([1, p.channels, p.height, p.width]).into())
             .and_then(|m| m.with_input_fact(1, f32::fact([1, 1]).into()))

@@ -47,9 +47,12 @@ pub fn find_thin(pixels: &GrayImage) -> Option<Border> {
 }
 
 /// Bands from `min_fraction` (at least one line) up to, not including, `max_fraction` of
-/// the side.
+/// the side; none in an image without pixels.
 fn find_within(pixels: &GrayImage, min_fraction: f64, max_fraction: f64) -> Option<Border> {
     let (w, h) = pixels.dimensions();
+    if w == 0 || h == 0 {
+        return None;
+    }
     // Along the lines of an edge (top and bottom: the width), and across them.
     let length = |edge: usize| if edge < 2 { w } else { h };
     let side = |edge: usize| if edge < 2 { h } else { w };
@@ -184,6 +187,18 @@ mod tests {
             [Border { top: 60, ..Border::default() }, Border { left: 7, ..Border::default() }]
         {
             assert_eq!(find(&framed(&plain, border, 1.0)), None);
+        }
+    }
+
+    /// An image without pixels (a DICOM file with Rows or Columns 0) has no border and
+    /// no band, rather than a panic; one line of pixels has none either.
+    #[test]
+    fn empty_and_one_line_images_have_no_border() {
+        for (w, h) in [(0, 0), (0, 100), (100, 0), (1, 100), (100, 1), (1, 1)] {
+            let img = GrayImage::from_pixel(w, h, image::Luma([1.0]));
+            assert_eq!((find(&img), find_thin(&img)), (None, None), "{w}x{h}");
+            let mut img = img;
+            assert_eq!(set_aside(&mut img), None, "{w}x{h}");
         }
     }
 

@@ -30,41 +30,77 @@ pub(super) fn jpeg_evidence(stream: &[u8]) -> Option<String> {
     })
 }
 
-/// What a JPEG header says of how much was lost.
+/// What a JPEG header says of how much was lost, and of the frame's size.
 pub(super) struct JpegHeader {
     /// The frame is coded by a lossless process (SOF3, SOF7, SOF11 or SOF15).
     pub lossless: bool,
     /// The IJG quality of its luminance table ([`ijg_quality`]), when it has one.
     pub quality: Option<u8>,
+    /// Lines, samples per line and components, as its frame header (SOF) says: what a
+    /// decoder sizes its buffers by. Lines may be 0 (set by a later DNL segment).
+    pub height: u16,
+    pub width: u16,
+    pub components: u8,
 }
 
 /// Reads the header segments of a JPEG stream up to its first scan; `None` when it is not
-/// one (no SOI, or the walk meets something that is not a segment before a frame header).
+/// one (no SOI) or no frame header comes before the first scan. Markers are found as
+/// decoders find them (libjpeg, and the `jpeg-decoder` the DICOM library uses): past
+/// bytes that are not a marker and past fill bytes (0xFF), so that the frame header read
+/// here is the one a decoder sizes its image by. The first frame header counts (a decoder
+/// refuses a second).
 pub(super) fn jpeg_header(stream: &[u8]) -> Option<JpegHeader> {
-    const SOI: u16 = 0xFFD8;
-    const DQT: u16 = 0xFFDB;
-    const SOS: u16 = 0xFFDA;
+    const DQT: u8 = 0xDB;
+    const SOS: u8 = 0xDA;
+    const EOI: u8 = 0xD9;
     let be16 = |at: usize| Some(u16::from_be_bytes(stream.get(at..at + 2)?.try_into().ok()?));
-    if be16(0)? != SOI {
+    if stream.get(..2)? != [0xFF, 0xD8] {
         return None;
     }
-    let (mut at, mut luminance, mut lossless) = (2, None, None);
-    while let (Some(marker), Some(length)) = (be16(at), be16(at + 2).map(usize::from)) {
-        if marker == SOS || marker & 0xFF00 != 0xFF00 || length < 2 {
+    let (mut at, mut luminance, mut frame) = (2, None, None);
+    while let Some(marker) = next_marker(stream, &mut at) {
+        match marker {
+            SOS | EOI => break,
+            // Markers without a length: TEM, RSTn, SOI.
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        let length = usize::from(be16(at)?);
+        if length < 2 {
             break;
         }
-        let body = stream.get(at + 4..at + 2 + length)?;
+        let body = stream.get(at + 2..at + length)?;
         match marker {
             DQT if luminance.is_none() => luminance = table_zero(body),
-            // Start-of-frame markers: C0-CF less DHT (C4), JPG (C8) and DAC (CC).
-            0xFFC0..=0xFFCF if ![0xFFC4, 0xFFC8, 0xFFCC].contains(&marker) => {
-                lossless = Some(matches!(marker & 0x0F, 3 | 7 | 11 | 15));
+            // Start-of-frame markers: C0-CF less DHT (C4), JPG (C8) and DAC (CC). The body:
+            // precision, lines, samples per line, components.
+            0xC0..=0xCF if ![0xC4, 0xC8, 0xCC].contains(&marker) && frame.is_none() => {
+                let b16 = |i: usize| Some(u16::from_be_bytes(body.get(i..i + 2)?.try_into().ok()?));
+                let size = (b16(1), b16(3), body.get(5).copied());
+                let (Some(height), Some(width), Some(components)) = size else { return None };
+                frame = Some((matches!(marker & 0x0F, 3 | 7 | 11 | 15), height, width, components));
             }
             _ => {}
         }
-        at += 2 + length;
+        at += length;
     }
-    Some(JpegHeader { lossless: lossless?, quality: luminance.map(|t| ijg_quality(&t)) })
+    let (lossless, height, width, components) = frame?;
+    let quality = luminance.map(|t| ijg_quality(&t));
+    Some(JpegHeader { lossless, quality, height, width, components })
+}
+
+/// The next marker's code from `at` (moved past it), as a decoder reads markers: bytes up
+/// to an 0xFF skipped, then fill bytes (0xFF), and a stuffed zero is no marker.
+fn next_marker(stream: &[u8], at: &mut usize) -> Option<u8> {
+    loop {
+        *at += stream.get(*at..)?.iter().position(|&b| b == 0xFF)?;
+        *at += stream.get(*at..)?.iter().position(|&b| b != 0xFF)?;
+        let code = *stream.get(*at)?;
+        *at += 1;
+        if code != 0 {
+            return Some(code);
+        }
+    }
 }
 
 /// Table 0 of a DQT segment's body (the luminance table, by every encoder's convention),
@@ -144,13 +180,41 @@ mod tests {
         }
     }
 
+    /// A frame header of one 16x16 component: precision 8, 16 lines, 16 samples, then the
+    /// component's id, sampling factors and table.
+    fn sof(marker: u8) -> Vec<u8> {
+        let body = [0x00, 0x0B, 0x08, 0x00, 0x10, 0x00, 0x10, 0x01, 0x01, 0x11, 0x00];
+        [&[0xFF, 0xD8, 0xFF, marker][..], &body, &[0xFF, 0xDA, 0x00, 0x02]].concat()
+    }
+
     /// A lossless frame (SOF3) gives no evidence; a stream without tables still names JPEG.
     #[test]
     fn lossless_frames_and_missing_tables() {
-        let sof = |marker: u8| [0xFF, 0xD8, 0xFF, marker, 0x00, 0x02, 0xFF, 0xDA, 0x00, 0x02];
         assert_eq!(jpeg_evidence(&sof(0xC3)), None);
         assert_eq!(jpeg_evidence(&sof(0xC0)).as_deref(), Some("JPEG"));
         assert_eq!(jpeg_evidence(&sof(0xC1)).as_deref(), Some("JPEG"));
+    }
+
+    /// The frame's size is read as a decoder reads it: past fill bytes and bytes between
+    /// segments that are no marker, the first frame header only; none before the first
+    /// scan, or a frame header cut short, is no header.
+    #[test]
+    fn frame_size_is_read_as_decoders_find_it() {
+        let size = |s: &[u8]| jpeg_header(s).map(|h| (h.width, h.height, h.components));
+        let whole = encoded(80);
+        assert_eq!(size(&whole), Some((64, 64, 1)));
+        assert_eq!(size(&sof(0xC0)), Some((16, 16, 1)));
+        // Fill bytes before the marker, and junk before that (libjpeg skips both).
+        let padded = [&[0xFF, 0xD8, 0x00, 0x12, 0xFF, 0xFF, 0xFF][..], &sof(0xC1)[3..]].concat();
+        assert_eq!(size(&padded), Some((16, 16, 1)));
+        // A second frame header is not read (a decoder refuses it).
+        let second = [0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x7F, 0x00, 0x00, 0x10, 0x01, 0x01, 0x11, 0x00];
+        let twice = [&sof(0xC0)[..15], &second, &[0xFF, 0xDA, 0x00, 0x02]].concat();
+        assert_eq!(size(&twice), Some((16, 16, 1)));
+        let no_frame = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x0B];
+        assert_eq!(size(&no_frame), None);
+        let cut = sof(0xC0);
+        assert_eq!(size(&cut[..10]), None);
     }
 
     /// Damaged headers give the plain evidence (lossy unless shown lossless), never a panic.

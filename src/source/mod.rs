@@ -221,6 +221,11 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> 
     } else {
         raster::decode(path, bytes)?
     };
+    // Before the border search, which needs at least a line of pixels each way.
+    let (width, height) = radiograph.pixels.dimensions();
+    if width < MIN_SIDE_PX || height < MIN_SIDE_PX {
+        return Err(SourceError::new(path, SourceErrorKind::TooSmall { width, height }));
+    }
     if let Some(b) = border::set_aside(&mut radiograph.pixels) {
         log::info!(
             "{}: bright unexposed border set to background (top {}, bottom {}, left {}, \
@@ -231,10 +236,6 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> 
             b.left,
             b.right
         );
-    }
-    let (width, height) = radiograph.pixels.dimensions();
-    if width < MIN_SIDE_PX || height < MIN_SIDE_PX {
-        return Err(SourceError::new(path, SourceErrorKind::TooSmall { width, height }));
     }
     Ok(radiograph)
 }

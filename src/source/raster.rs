@@ -66,6 +66,9 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
                 },
             ));
         }
+        if tiff_has_float_samples(bytes) {
+            return Err(float_refusal(path, name));
+        }
     }
     // Size from the header first: a small file can declare a huge image (a PNG bomb), which
     // must be refused before any pixel memory is taken.
@@ -82,6 +85,9 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
     decoder.set_limits(output).map_err(decode_err)?;
     // A camera's JPEG (or a TIFF) may be stored sideways with a tag saying how to turn it;
     // every viewer shows it upright, so must this, or the gate refuses it as turned.
+    if matches!(decoder.color_type(), image::ColorType::Rgb32F | image::ColorType::Rgba32F) {
+        return Err(float_refusal(path, name));
+    }
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
@@ -118,6 +124,34 @@ fn lossy_note(format: ImageFormat, bytes: &[u8]) -> Option<String> {
         .then(|| lossy::jpeg_evidence(bytes))
         .flatten()
         .map(|how| lossy::note(&how))
+}
+
+/// Floating-point samples have no defined grey scale (0-1? 0-1000?) and can hold NaN,
+/// which would pass into the model as a plausible but wrong reading: refused, grey and
+/// colour alike.
+fn float_refusal(path: &Path, format: &'static str) -> SourceError {
+    SourceError::new(
+        path,
+        SourceErrorKind::Unsupported {
+            format,
+            reason: "its samples are floating-point numbers, which have no defined grey scale \
+                     and can hold values that are not numbers (NaN)"
+                .into(),
+        },
+    )
+}
+
+/// Whether a TIFF's first image declares floating-point samples (SampleFormat 3).
+fn tiff_has_float_samples(bytes: &[u8]) -> bool {
+    const IEEE_FLOAT: u16 = 3;
+    let Ok(mut decoder) = tiff::decoder::Decoder::new(std::io::Cursor::new(bytes)) else {
+        return false;
+    };
+    decoder
+        .find_tag_unsigned_vec::<u16>(tiff::tags::Tag::SampleFormat)
+        .ok()
+        .flatten()
+        .is_some_and(|formats| formats.contains(&IEEE_FLOAT))
 }
 
 /// How many full-size pages a TIFF holds, counting up to 2: reduced-resolution copies
@@ -404,6 +438,41 @@ mod tests {
         let standard = png16(1024, Some(12));
         assert!((top(&standard, 63) - 64512.0 / 65535.0).abs() < 1e-4);
         assert!(top(&standard, 20) < 0.5);
+    }
+
+    /// Floating-point TIFFs, grey or colour, are refused by name (a NaN pixel in an RGB
+    /// float TIFF once read as a plausible age).
+    #[test]
+    fn floating_point_tiffs_are_refused() {
+        use tiff::encoder::{colortype, TiffEncoder};
+        let mut rgb: Vec<f32> = (0..64u32 * 64 * 3).map(|i| (i % 97) as f32 / 97.0).collect();
+        rgb[300] = f32::NAN;
+        let grey: Vec<f32> = (0..64u32 * 64).map(|i| (i % 97) as f32 / 97.0).collect();
+        let mut out = std::io::Cursor::new(Vec::new());
+        TiffEncoder::new(&mut out)
+            .unwrap()
+            .write_image::<colortype::RGB32Float>(64, 64, &rgb)
+            .unwrap();
+        let rgb_tiff = out.into_inner();
+        let mut out = std::io::Cursor::new(Vec::new());
+        TiffEncoder::new(&mut out)
+            .unwrap()
+            .write_image::<colortype::Gray32Float>(64, 64, &grey)
+            .unwrap();
+        let grey_tiff = out.into_inner();
+        for (what, tiff) in [("rgb", &rgb_tiff), ("grey", &grey_tiff)] {
+            assert!(tiff_has_float_samples(tiff), "{what}");
+            let e = decode(Path::new("f.tif"), tiff).unwrap_err();
+            assert!(matches!(e.kind, SourceErrorKind::Unsupported { .. }), "{what}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains("floating-point") && msg.contains("8- or 16-bit"), "{msg}");
+        }
+        let mut out = std::io::Cursor::new(Vec::new());
+        TiffEncoder::new(&mut out)
+            .unwrap()
+            .write_image::<colortype::Gray16>(64, 64, &[1000u16; 64 * 64])
+            .unwrap();
+        assert!(!tiff_has_float_samples(&out.into_inner()));
     }
 
     /// A TIFF of two radiographs is refused (the decoder would read the first alone); one

@@ -7,10 +7,14 @@
 //! Every length the parser would act on (elements, sequences, items, fragments) is
 //! therefore checked here first to fit in what is left of the file, walking the data set
 //! as the parser will: the file meta, then the data set in its transfer syntax (Implicit
-//! or Explicit VR, either byte order), into sequences and items. What the walk cannot
-//! follow (truncation, a token out of place) is left to the parser, whose errors already
-//! say so. A deflated data set is inflated first (up to the memory one file may take) and
-//! the inflated data walked.
+//! or Explicit VR, either byte order), into sequences and items. A file cut off inside a
+//! header is left to the parser, whose errors already say so; a token the walk cannot
+//! follow anywhere else (an element where a sequence item must stand, a delimiter inside
+//! an item of defined length) is refused here, since the bytes after it would go
+//! unchecked. A stray item delimiter at the top level is stepped over and a stray sequence
+//! delimiter checked as an element, and the items of a VR UN sequence are read in the
+//! file's syntax, all as the parser reads them. A deflated data set is inflated first (up
+//! to the memory one file may take) and the inflated data walked.
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
@@ -25,28 +29,39 @@ const MAX_DEPTH: usize = 32;
 #[derive(Debug, PartialEq)]
 pub(super) struct Damaged(pub(super) String);
 
-/// Checks a Part 10 file's lengths, from its "DICM" marker at `meta_at`.
-pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<(), Damaged> {
+/// Where a Part 10 file's data set starts and the transfer syntax its file meta names, as
+/// the walk read them: what a reader needs when the parser refuses the file meta itself.
+#[derive(Debug, PartialEq)]
+pub(super) struct DataSet {
+    pub(super) at: usize,
+    pub(super) syntax: String,
+}
+
+/// Checks a Part 10 file's lengths, from its "DICM" marker at `meta_at`; where its data set
+/// starts and in what syntax, or `None` when the file meta cannot be followed (no transfer
+/// syntax, or cut off), which the parser then reports.
+pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<Option<DataSet>, Damaged> {
     let start = meta_at + 4;
     let mut meta = Walker::new(bytes, start, true, false);
     let Some(syntax) = meta.meta_group()? else {
-        return Ok(()); // Malformed meta: the parser says what is wrong.
+        return Ok(None);
     };
     let (explicit, big_endian) = match syntax.as_str() {
         uids::IMPLICIT_VR_LITTLE_ENDIAN => (false, false),
         // Explicit VR Big Endian (retired, still met in archives).
         "1.2.840.10008.1.2.2" => (true, true),
         uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
-            let Some(inflated) = inflate(bytes.get(meta.at..).unwrap_or_default())? else {
-                return Ok(()); // A damaged stream: the parser says so.
-            };
-            let mut walker = Walker::new(&inflated, 0, true, false);
-            walker.place = " of the inflated data set";
-            return walker.data_set(inflated.len(), 0);
+            if let Some(inflated) = inflate(bytes.get(meta.at..).unwrap_or_default())? {
+                let mut walker = Walker::new(&inflated, 0, true, false);
+                walker.place = " of the inflated data set";
+                walker.data_set(inflated.len(), 0)?;
+            } // else a damaged stream: the parser says so.
+            return Ok(Some(DataSet { at: meta.at, syntax }));
         }
         _ => (true, false),
     };
-    Walker::new(bytes, meta.at, explicit, big_endian).data_set(bytes.len(), 0)
+    Walker::new(bytes, meta.at, explicit, big_endian).data_set(bytes.len(), 0)?;
+    Ok(Some(DataSet { at: meta.at, syntax }))
 }
 
 /// Most a deflated data set may inflate to: the memory one file's decoding may take.
@@ -72,7 +87,7 @@ fn inflate(deflated: &[u8]) -> Result<Option<Vec<u8>>, Damaged> {
 
 /// Checks a bare data set (no file meta) read as Implicit or Explicit VR Little Endian.
 pub(super) fn check_bare(bytes: &[u8], explicit: bool) -> Result<(), Damaged> {
-    Walker::new(bytes, 0, explicit, false).data_set(bytes.len(), 0)
+    Walker::new(bytes, 0, explicit, false).data_set(bytes.len(), 0).map(|_| ())
 }
 
 /// A position in the file and how its elements are encoded.
@@ -86,11 +101,14 @@ struct Walker<'a> {
 }
 
 /// What the walk met where an element was expected.
+#[derive(Debug, PartialEq)]
 enum Step {
     /// An element or item was checked and passed.
     Next,
-    /// An item or sequence ended, or the data ran out or could not be followed.
-    Stop,
+    /// An item delimiter ended the item (of undefined length) being walked.
+    ItemEnd,
+    /// The file ends inside a header: a cut-off file, which the parser reports.
+    Eof,
 }
 
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -117,17 +135,23 @@ impl<'a> Walker<'a> {
     /// The file meta group (always Explicit VR Little Endian): its lengths checked, and
     /// the transfer syntax it names; `None` when it cannot be followed. Read as the parser
     /// reads it: Group Length (0002,0000) first, then every element in that many bytes,
-    /// whatever its tag says.
+    /// whatever its tag says; without Group Length (which the parser refuses, and the
+    /// caller then reads past), the elements of group 0002.
     fn meta_group(&mut self) -> Result<Option<String>, Damaged> {
-        let Some((tags::FILE_META_INFORMATION_GROUP_LENGTH, _, 4, value_at)) = self.header() else {
-            return Ok(None);
+        let Some((first, _, length, value_at)) = self.header() else { return Ok(None) };
+        let end = if first == tags::FILE_META_INFORMATION_GROUP_LENGTH && length == 4 {
+            let Some(group_length) = self.u32_at(value_at) else { return Ok(None) };
+            self.at = value_at + 4;
+            Some(self.at.saturating_add(group_length as usize))
+        } else {
+            None
         };
-        let Some(group_length) = self.u32_at(value_at) else { return Ok(None) };
-        self.at = value_at + 4;
-        let end = self.at.saturating_add(group_length as usize);
         let mut syntax = None;
-        while self.at < end {
+        while end.is_none_or(|end| self.at < end) {
             let Some((tag, _, length, value_at)) = self.header() else { return Ok(None) };
+            if end.is_none() && tag.group() != 0x0002 {
+                break;
+            }
             self.fits(tag, length, value_at, self.bytes.len())?;
             let value = self.bytes.get(value_at..value_at + length as usize).unwrap_or_default();
             if tag == tags::TRANSFER_SYNTAX_UID {
@@ -140,35 +164,38 @@ impl<'a> Walker<'a> {
     }
 
     /// The elements from here to `end` (a defined length's end, or the file's), or to the
-    /// end of an item of undefined length.
-    fn data_set(&mut self, end: usize, depth: usize) -> Result<(), Damaged> {
+    /// end of an item of undefined length (`depth` above 0).
+    fn data_set(&mut self, end: usize, depth: usize) -> Result<Step, Damaged> {
         while self.at < end {
-            if let Step::Stop = self.element(end, depth)? {
-                break;
+            match self.element(end, depth)? {
+                Step::Next => {}
+                stop => return Ok(stop),
             }
         }
-        Ok(())
+        Ok(Step::Next)
     }
 
     /// One element: its length checked, and a sequence's or encapsulated pixel data's
     /// items walked.
     fn element(&mut self, end: usize, depth: usize) -> Result<Step, Damaged> {
-        let Some((tag, vr, length, value_at)) = self.header() else { return Ok(Step::Stop) };
-        if tag == ITEM_END || tag == SEQUENCE_END {
+        let Some((tag, vr, length, value_at)) = self.header() else { return Ok(Step::Eof) };
+        if tag == ITEM_END {
             self.at = value_at;
-            return Ok(Step::Stop);
+            // Outside any sequence the parser skips it (its length unread) and reads on.
+            return Ok(if depth == 0 { Step::Next } else { Step::ItemEnd });
         }
+        // A sequence delimiter where an element is expected is, for the parser, an element
+        // like any other, of the length it declares: it is checked as one.
         if length == UNDEFINED {
             self.at = value_at;
             return if tag == tags::PIXEL_DATA {
                 self.fragments()
             } else {
-                // A sequence; one of VR UN with undefined length is coded Implicit VR.
-                let explicit = self.explicit && vr != Some(VR::UN);
-                let outer = std::mem::replace(&mut self.explicit, explicit);
-                let step = self.items(end, depth + 1);
-                self.explicit = outer;
-                step
+                // A sequence, whatever its VR. The standard codes the items of one of VR UN
+                // in Implicit VR, but the parser reads them in the file's syntax (an
+                // Implicit VR item read as Explicit VR takes its next tag for a length of
+                // 3.7 GB), and so does the walk.
+                self.items(end, depth + 1)
             };
         }
         self.fits(tag, length, value_at, end)?;
@@ -192,7 +219,7 @@ impl<'a> Walker<'a> {
             )));
         }
         while self.at < end {
-            let Some((tag, _, length, value_at)) = self.header() else { return Ok(Step::Stop) };
+            let Some((tag, _, length, value_at)) = self.header() else { return Ok(Step::Eof) };
             match tag {
                 SEQUENCE_END => {
                     self.at = value_at;
@@ -200,16 +227,30 @@ impl<'a> Walker<'a> {
                 }
                 ITEM if length == UNDEFINED => {
                     self.at = value_at;
-                    self.data_set(end, depth)?;
+                    if self.data_set(end, depth)? == Step::Eof {
+                        return Ok(Step::Eof);
+                    }
                 }
                 ITEM => {
                     self.fits(tag, length, value_at, end)?;
                     self.at = value_at;
                     let item_end = value_at + length as usize;
-                    self.data_set(item_end, depth)?;
+                    match self.data_set(item_end, depth)? {
+                        Step::Eof => return Ok(Step::Eof),
+                        // An item of defined length has no delimiter; one that also ends
+                        // with one is read alike by both, anywhere else they part ways.
+                        Step::ItemEnd if self.at != item_end => {
+                            let at = self.at.saturating_sub(8);
+                            let place = "in an item of defined length";
+                            return Err(self.out_of_place(at, ITEM_END, place));
+                        }
+                        _ => {}
+                    }
                     self.at = item_end;
                 }
-                _ => return Ok(Step::Stop),
+                _ => {
+                    return Err(self.out_of_place(self.at, tag, "where a sequence item must stand"))
+                }
             }
         }
         Ok(Step::Next)
@@ -218,9 +259,8 @@ impl<'a> Walker<'a> {
     /// The fragments of encapsulated pixel data, to its sequence delimiter.
     fn fragments(&mut self) -> Result<Step, Damaged> {
         loop {
-            // Items and delimiters are read alike in every syntax (see `header`); anything
-            // else ends the walk.
-            let Some((tag, _, length, value_at)) = self.header() else { return Ok(Step::Stop) };
+            // Items and delimiters are read alike in every syntax (see `header`).
+            let Some((tag, _, length, value_at)) = self.header() else { return Ok(Step::Eof) };
             match tag {
                 SEQUENCE_END => {
                     self.at = value_at;
@@ -230,9 +270,25 @@ impl<'a> Walker<'a> {
                     self.fits(tag, length, value_at, self.bytes.len())?;
                     self.at = value_at + length as usize;
                 }
-                _ => return Ok(Step::Stop),
+                _ => {
+                    return Err(self.out_of_place(
+                        self.at,
+                        tag,
+                        "where a fragment of the pixel data must stand",
+                    ))
+                }
             }
         }
+    }
+
+    /// A token the walk cannot follow, as the parser would not either: what stands after
+    /// it would go unchecked.
+    fn out_of_place(&self, at: usize, tag: Tag, place: &str) -> Damaged {
+        Damaged(format!(
+            "its header holds {tag} at byte {at}{} {place}; the file is damaged (a length or \
+             tag corrupted): copy or export it again",
+            self.place
+        ))
     }
 
     /// An element header at the current position: tag, VR (explicit only), length, and
@@ -316,7 +372,8 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "dcm") {
                 let bytes = std::fs::read(&path).unwrap();
-                assert_eq!(check_part10(&bytes, 128), Ok(()), "{}", path.display());
+                let found = check_part10(&bytes, 128);
+                assert!(matches!(found, Ok(Some(_))), "{}: {found:?}", path.display());
                 checked += 1;
             }
         }
@@ -409,14 +466,14 @@ mod tests {
             [vec![0; 128], b"DICM".to_vec(), meta.clone(), z.finish().unwrap()].concat()
         };
         let lo = [&[0x08, 0x00, 0x30, 0x10][..], b"LO", &4u16.to_le_bytes(), b"HAND"].concat();
-        assert_eq!(check_part10(&part10(&lo), 128), Ok(()));
+        assert!(check_part10(&part10(&lo), 128).is_ok());
         let ut =
             [&[0x08, 0x00, 0x30, 0x10][..], b"UT", &[0, 0], &0xF000_0000u32.to_le_bytes()].concat();
         let err = check_part10(&part10(&ut), 128).unwrap_err();
         assert!(err.0.contains("of the inflated data set"), "{}", err.0);
         // Not a deflate stream: left to the parser.
         let garbage = [vec![0; 128], b"DICM".to_vec(), meta.clone(), vec![0xFF; 64]].concat();
-        assert_eq!(check_part10(&garbage, 128), Ok(()));
+        assert!(check_part10(&garbage, 128).is_ok());
     }
 
     /// The file meta is read as the parser reads it: every element within its group
@@ -430,7 +487,7 @@ mod tests {
         // (0002,0003) Media Storage SOP Instance UID, its group damaged to 2102.
         let at = bytes.windows(4).position(|w| w == [0x02, 0x00, 0x03, 0x00]).unwrap();
         bytes[at + 1] = 0x21;
-        assert_eq!(check_part10(&bytes, 128), Ok(()));
+        assert!(matches!(check_part10(&bytes, 128), Ok(Some(_))));
         // Then a data-set VR damaged into one the standard lacks, read as UN.
         let lo = bytes.windows(2).position(|w| w == b"LO").unwrap();
         bytes[lo] = 0x8D;
@@ -453,5 +510,114 @@ mod tests {
     fn truncation_is_left_to_the_parser() {
         let cut = [implicit(0x0008, 0x0060, b"CR"), vec![0x10, 0x00, 0x10]].concat();
         assert_eq!(check_bare(&cut, false), Ok(()));
+    }
+
+    /// A fixture with `extra` put before the element whose tag (little endian) is
+    /// `before`.
+    fn fixture_with(before: [u8; 4], extra: &[u8]) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dicom/jls-lossless.dcm");
+        let bytes = std::fs::read(path).unwrap();
+        let at = bytes.windows(4).rposition(|w| w == before).unwrap();
+        [&bytes[..at], extra, &bytes[at..]].concat()
+    }
+
+    /// A private OB element declaring 0xF0000000 bytes, Explicit VR.
+    fn huge_ob() -> Vec<u8> {
+        [&[0x09, 0x00, 0x01, 0x10][..], b"OB", &[0, 0], &0xF000_0000u32.to_le_bytes()].concat()
+    }
+
+    /// A stray item or sequence delimiter at the top level does not end the walk: the
+    /// parser reads past it, so a damaged length after it is still found (one such file of
+    /// 10 kB took 4 GB to parse).
+    #[test]
+    fn stray_delimiters_at_the_top_level_are_walked_past() {
+        const PATIENT_ID: [u8; 4] = [0x10, 0x00, 0x20, 0x00];
+        const PIXEL_DATA: [u8; 4] = [0xE0, 0x7F, 0x10, 0x00];
+        for (delimiter, length) in [(0xE00D, 0), (0xE00D, 4), (0xE0DD, 0)] {
+            let stray = header(0xFFFE, delimiter, length);
+            let bytes = fixture_with(PATIENT_ID, &stray);
+            assert!(matches!(check_part10(&bytes, 128), Ok(Some(_))), "{delimiter:X}");
+            let pixel_data = bytes.windows(4).rposition(|w| w == PIXEL_DATA).unwrap();
+            let damaged = [&bytes[..pixel_data], &huge_ob(), &bytes[pixel_data..]].concat();
+            let err = check_part10(&damaged, 128).unwrap_err();
+            assert!(err.0.contains("(0009,1001)") && err.0.contains("4026531840"), "{}", err.0);
+        }
+    }
+
+    /// A token the parser would not follow either is refused, not the end of the walk:
+    /// an element where a sequence item must stand, a fragment that is not an item, and an
+    /// item delimiter inside an item of defined length (short of its end).
+    #[test]
+    fn tokens_out_of_place_are_refused() {
+        let sequence = [
+            implicit(0x0008, 0x0060, b"CR"),
+            header(0x0008, 0x1110, UNDEFINED),
+            implicit(0x0008, 0x1150, b"1.2\0"),
+            header(0xFFFE, 0xE0DD, 0),
+        ]
+        .concat();
+        let err = check_bare(&sequence, false).unwrap_err();
+        assert!(err.0.contains("(0008,1150) at byte 18 where a sequence item must"), "{}", err.0);
+
+        let fragments = [
+            implicit(0x0008, 0x0060, b"CR"),
+            header(0x7FE0, 0x0010, UNDEFINED),
+            header(0xFFFE, 0xE000, 0),
+            implicit(0x0009, 0x0010, b"AB"),
+        ]
+        .concat();
+        assert!(check_bare(&fragments, false).unwrap_err().0.contains("fragment of the pixel"));
+
+        let item = |delimiter_at_end: bool| {
+            let inside = if delimiter_at_end {
+                [implicit(0x0008, 0x1150, b"1.2\0"), header(0xFFFE, 0xE00D, 0)].concat()
+            } else {
+                [header(0xFFFE, 0xE00D, 0), implicit(0x0008, 0x1150, b"1.2\0")].concat()
+            };
+            let length = u32::try_from(inside.len()).unwrap();
+            [
+                implicit(0x0008, 0x0060, b"CR"),
+                header(0x0008, 0x1110, UNDEFINED),
+                header(0xFFFE, 0xE000, length),
+                inside,
+                header(0xFFFE, 0xE0DD, 0),
+            ]
+            .concat()
+        };
+        assert_eq!(check_bare(&item(true), false), Ok(()));
+        let err = check_bare(&item(false), false).unwrap_err();
+        assert!(err.0.contains("(FFFE,E00D) at byte 26 in an item of defined"), "{}", err.0);
+    }
+
+    /// A sequence of VR UN and undefined length is walked as the parser reads it, in the
+    /// file's own syntax: Implicit VR items inside it (as the standard codes them) read as
+    /// Explicit VR make a length of the next tag, which the parser would reserve (pydicom's
+    /// UN_sequence.dcm, 674 bytes, took 3.7 GB).
+    #[test]
+    fn un_sequences_are_read_in_the_files_syntax() {
+        let un = |inner: &[u8]| {
+            [
+                &[0x08, 0x00, 0x60, 0x00][..],
+                b"CS",
+                &2u16.to_le_bytes(),
+                b"CR",
+                &[0x09, 0x00, 0x10, 0x10],
+                b"UN",
+                &[0, 0],
+                &UNDEFINED.to_le_bytes(),
+                &header(0xFFFE, 0xE000, UNDEFINED),
+                inner,
+                &header(0xFFFE, 0xE00D, 0),
+                &header(0xFFFE, 0xE0DD, 0),
+            ]
+            .concat()
+        };
+        let explicit =
+            [&[0x08, 0x00, 0x50, 0x11][..], b"UI", &4u16.to_le_bytes(), b"1.2\0"].concat();
+        assert_eq!(check_bare(&un(&explicit), true), Ok(()));
+        let implicit = [header(0x0008, 0x1115, UNDEFINED), header(0xFFFE, 0xE000, UNDEFINED)];
+        let err = check_bare(&un(&implicit.concat()), true).unwrap_err();
+        assert!(err.0.contains("(0008,1115)") && err.0.contains("3758161918"), "{}", err.0);
     }
 }

@@ -193,7 +193,7 @@ impl Shutter {
 pub(super) fn hidden(
     width: u32,
     height: u32,
-    stored: Option<(&[i64], Padding)>,
+    stored: Option<(&[i32], Padding)>,
     shutter: Option<&Shutter>,
 ) -> Option<Vec<bool>> {
     if stored.is_none() && shutter.is_none() {
@@ -202,7 +202,7 @@ pub(super) fn hidden(
     let mut hidden = vec![false; (width as usize) * (height as usize)];
     if let Some((values, padding)) = stored {
         for (h, &v) in hidden.iter_mut().zip(values) {
-            *h = padding.contains(v);
+            *h = padding.contains(i64::from(v));
         }
     }
     if let Some(shutter) = shutter {

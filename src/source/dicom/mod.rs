@@ -12,8 +12,9 @@
 //! A header that names another modality or body part is refused, and a right-side marker
 //! becomes a note ([`subject`]), and so does lossy compression ([`lossy`]).
 //! Patient facts: PatientSex, the age (PatientBirthDate vs StudyDate/AcquisitionDate/
-//! ContentDate, else PatientAge), PatientID and AccessionNumber, when present; tags present
-//! but unusable become notes on the reading.
+//! ContentDate, else PatientAge), PatientID and AccessionNumber (held to the rules typed
+//! ids meet), when present; tags present but unusable, or changed, become notes on the
+//! reading.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -35,7 +36,9 @@ mod subject;
 use mask::{Padding, Shutter};
 
 use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
-use crate::report::{iso_date, months_between_dates, Age, AgeSource, Sex, MAX_AGE_MONTHS};
+use crate::report::{
+    iso_date, months_between_dates, Age, AgeSource, Sex, MAX_AGE_MONTHS, MAX_EXAM_ID_CHARS,
+};
 
 /// How a DICOM file begins: as Part 10 says, "DICM" and the file meta after a 128-byte
 /// preamble (or, from some writers, with no preamble), or as a bare data set with no file
@@ -74,20 +77,27 @@ pub(super) fn is_dicom(bytes: &[u8]) -> bool {
 }
 
 /// The DICOM object in `bytes`, with file meta (made up for a bare data set: its transfer
-/// syntax as guessed, its SOP class and instance as the data set says).
+/// syntax as guessed, its SOP class and instance as the data set says; and so for a Part 10
+/// file whose file meta the library refuses while its data set is sound).
 fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
-    let layout = layout(bytes);
-    let checked = match layout {
-        Some(Layout::Part10 { meta_at }) => lengths::check_part10(bytes, meta_at),
-        Some(Layout::Bare { explicit_vr }) => lengths::check_bare(bytes, explicit_vr),
-        _ => Ok(()),
-    };
-    checked.map_err(|lengths::Damaged(why)| why)?;
-    match layout {
-        Some(Layout::Part10 { meta_at }) => OpenFileOptions::new()
-            .from_reader(&bytes[meta_at..])
-            .map_err(|e| format!("cannot parse: {e}")),
+    let damaged = |lengths::Damaged(why)| why;
+    match layout(bytes) {
+        Some(Layout::Part10 { meta_at }) => {
+            let data_set = lengths::check_part10(bytes, meta_at).map_err(damaged)?;
+            match OpenFileOptions::new().from_reader(&bytes[meta_at..]) {
+                Ok(obj) => Ok(obj),
+                Err(e @ dicom_object::ReadError::ParseMetaDataSet { .. }) => {
+                    read_past_meta(bytes, data_set, &e)
+                }
+                Err(e) => Err(format!(
+                    "cannot parse: {}; the file is damaged or not standard DICOM: copy or export \
+                     it again",
+                    causes(&e)
+                )),
+            }
+        }
         Some(Layout::Bare { explicit_vr }) => {
+            lengths::check_bare(bytes, explicit_vr).map_err(damaged)?;
             let uid = if explicit_vr {
                 uids::EXPLICIT_VR_LITTLE_ENDIAN
             } else {
@@ -96,20 +106,14 @@ fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
             let ts = TransferSyntaxRegistry.get(uid).ok_or("no transfer syntax")?;
             let obj = InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| {
                 format!(
-                    "cannot parse this DICOM data set without file meta (read as {}): {e}; \
+                    "cannot parse this DICOM data set without file meta (read as {}): {}; \
                      export it as a DICOM Part 10 file",
-                    ts.name()
+                    ts.name(),
+                    causes(&e)
                 )
             })?;
-            let sop_class = text(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
-            let sop_instance = text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
-            obj.with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uid)
-                    .media_storage_sop_class_uid(sop_class)
-                    .media_storage_sop_instance_uid(sop_instance),
-            )
-            .map_err(|e| format!("cannot use this DICOM data set without file meta: {e}"))
+            with_made_up_meta(obj, uid)
+                .map_err(|e| format!("cannot use this DICOM data set without file meta: {e}"))
         }
         Some(Layout::BareBigEndian) => Err("it is a big-endian DICOM data set without file \
                                              meta (a retired encoding); export it as a DICOM \
@@ -117,6 +121,52 @@ fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
             .into()),
         None => Err("not a DICOM file".into()),
     }
+}
+
+/// A Part 10 file whose file meta the library refuses (a value longer than its VR allows,
+/// Group Length missing, an empty version, as some writers make them): its data set read
+/// from where the length check found it, in the transfer syntax the meta names. When that
+/// fails too, the error names the meta's fault and how to mend it.
+fn read_past_meta(
+    bytes: &[u8],
+    data_set: Option<lengths::DataSet>,
+    meta_error: &dicom_object::ReadError,
+) -> Result<DefaultDicomObject, String> {
+    let refused = || {
+        format!(
+            "its file meta (group 0002) is malformed ({}); export the file again, or rewrite \
+             its file meta, e.g. `dcmconv IN.dcm OUT.dcm` (DCMTK)",
+            causes(meta_error)
+        )
+    };
+    let Some(lengths::DataSet { at, syntax }) = data_set else { return Err(refused()) };
+    let Some(ts) = TransferSyntaxRegistry.get(&syntax) else { return Err(refused()) };
+    let obj = bytes
+        .get(at..)
+        .and_then(|rest| InMemDicomObject::read_dataset_with_ts(rest, ts).ok())
+        .ok_or_else(refused)?;
+    log::warn!(
+        "file meta malformed ({}); its data set was read as {}",
+        causes(meta_error),
+        ts.name()
+    );
+    with_made_up_meta(obj, ts.uid()).map_err(|_| refused())
+}
+
+/// A data set with file meta made up from it: `syntax`, and the SOP class and instance
+/// the data set names.
+fn with_made_up_meta(
+    obj: InMemDicomObject,
+    syntax: &str,
+) -> Result<DefaultDicomObject, dicom_object::WithMetaError> {
+    let sop_class = text(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
+    let sop_instance = text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
+    obj.with_meta(
+        FileMetaTableBuilder::new()
+            .transfer_syntax(syntax)
+            .media_storage_sop_class_uid(sop_class)
+            .media_storage_sop_instance_uid(sop_instance),
+    )
 }
 
 pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceError> {
@@ -142,7 +192,7 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
              file (e.g. `gdcmconv --raw IN.dcm OUT.dcm`)"
         )));
     }
-    check_jpeg2000_size(&obj, &ts).map_err(dicom_err)?;
+    check_frame_size(&obj, &ts).map_err(dicom_err)?;
     // Subsampled colour stored uncompressed: the pixel library sizes its frames as if it
     // were not subsampled and fails with "Frame #0 is out of range", which names nothing.
     let photometric = text(&obj, tags::PHOTOMETRIC_INTERPRETATION).unwrap_or_default();
@@ -196,6 +246,8 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         }
         _ => None,
     };
+    // Not needed past here: the image below is as large again.
+    drop(stored);
     let options = ConvertOptions::new()
         .with_voi_lut(voi.map_or(VoiLutOption::First, VoiLutOption::Custom))
         .force_16bit();
@@ -241,12 +293,14 @@ fn guarded<T>(
 }
 
 /// The stored values of the first frame, before Rescale Slope/Intercept, sign-extended
-/// by Pixel Representation: what Pixel Padding Value is compared with.
-fn stored_values(decoded: &DecodedPixelData) -> Result<Vec<i64>, dicom_pixeldata::Error> {
+/// by Pixel Representation: what Pixel Padding Value is compared with. As `i32`, which
+/// holds every value of the 8 and 16 bits the library converts, at half the memory of
+/// `i64` (a 40-megapixel frame: 160 MB rather than 320).
+fn stored_values(decoded: &DecodedPixelData) -> Result<Vec<i32>, dicom_pixeldata::Error> {
     let options = ConvertOptions::new()
         .with_modality_lut(ModalityLutOption::Override(Rescale::new(1.0, 0.0)))
         .with_voi_lut(VoiLutOption::Identity);
-    decoded.to_vec_frame_with_options::<i64>(0, &options)
+    decoded.to_vec_frame_with_options::<i32>(0, &options)
 }
 
 /// For a file with no window and no VOI LUT: a linear window from the darkest to the
@@ -256,7 +310,7 @@ fn stored_values(decoded: &DecodedPixelData) -> Result<Vec<i64>, dicom_pixeldata
 /// a few grey levels.
 fn visible_window(
     decoded: &DecodedPixelData,
-    stored: &[i64],
+    stored: &[i32],
     hidden: Option<&[bool]>,
 ) -> Result<WindowLevel, dicom_pixeldata::Error> {
     let rescale = decoded.rescale()?.first().copied().unwrap_or(Rescale::new(1.0, 0.0));
@@ -265,7 +319,7 @@ fn visible_window(
         .iter()
         .zip(hidden)
         .filter(|&(_, h)| !h)
-        .map(|(&v, _)| rescale.apply(v as f64))
+        .map(|(&v, _)| rescale.apply(f64::from(v)))
         .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     Ok(WindowLevel { width: (hi - lo).max(1.0), center: (lo + hi) / 2.0 })
 }
@@ -391,23 +445,50 @@ fn is_jpeg2000(uid: &str) -> bool {
     )
 }
 
-/// Refuses a JPEG 2000 frame whose codestream size or component count differs from
-/// Rows, Columns and Samples per Pixel: the pixel library would write past its buffer.
-fn check_jpeg2000_size(obj: &InMemDicomObject, ts: &str) -> Result<(), String> {
-    if !is_jpeg2000(ts) {
+/// JPEG transfer syntaxes (ISO/IEC 10918-1: Baseline, Extended, the retired processes,
+/// Lossless).
+fn is_jpeg(uid: &str) -> bool {
+    uid.strip_prefix("1.2.840.10008.1.2.4.")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| (50..=66).contains(&n) || n == 70)
+}
+
+/// Refuses a compressed frame whose size or component count differs from Rows, Columns
+/// and Samples per Pixel, where the pixel library decodes it: its JPEG 2000 adapter sizes
+/// its buffer by the header and writes the frame past it; its JPEG one decodes whatever
+/// size the frame header says (65000x65000 patched into a 3 kB file took 4 GB and 28 s
+/// before failing) and a smaller frame comes out with black lines. The codecs of
+/// [`native`] (JPEG-LS, 12-bit JPEG, JPEG XL) check their frames as they decode them.
+fn check_frame_size(obj: &InMemDicomObject, ts: &str) -> Result<(), String> {
+    let (name, (width, height, components)) = if is_jpeg2000(ts) {
+        let Some(first) = obj
+            .element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .and_then(|e| e.value().fragments())
+            .and_then(|f| f.first())
+        else {
+            return Ok(());
+        };
+        let Some(size) = jpeg2000_size(first) else {
+            return Ok(()); // Not a bare codestream (a JP2 wrapper): left to the decoder.
+        };
+        ("JPEG 2000", size)
+    } else if is_jpeg(ts)
+        && native::Codec::for_syntax(ts, unsigned(obj, tags::BITS_STORED)).is_none()
+    {
+        let Some(frame) = first_frame(obj) else {
+            return Ok(()); // Not encapsulated: the library says so.
+        };
+        let Some(header) = crate::source::lossy::jpeg_header(&frame) else {
+            return Err("its JPEG data has no frame header before its first scan (it is \
+                        damaged, or not JPEG); re-export the image"
+                .into());
+        };
+        let size = (header.width.into(), header.height.into(), header.components.into());
+        ("JPEG", size)
+    } else {
         return Ok(());
-    }
-    let Some(first) = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .and_then(|e| e.value().fragments())
-        .and_then(|f| f.first())
-    else {
-        return Ok(());
-    };
-    let Some((width, height, components)) = jpeg2000_size(first) else {
-        return Ok(()); // Not a bare codestream (a JP2 wrapper): left to the decoder.
     };
     let get = |tag| unsigned(obj, tag);
     let header = (get(tags::COLUMNS), get(tags::ROWS), get(tags::SAMPLES_PER_PIXEL));
@@ -416,7 +497,7 @@ fn check_jpeg2000_size(obj: &InMemDicomObject, ts: &str) -> Result<(), String> {
     }
     let shown = |v: Option<u32>| v.map_or("missing".to_string(), |v| v.to_string());
     Err(format!(
-        "its JPEG 2000 data is {width}x{height} with {components} component(s), but Columns, \
+        "its {name} data is {width}x{height} with {components} component(s), but Columns, \
          Rows and Samples per Pixel say {}x{} with {}; the file is inconsistent, re-export it",
         shown(header.0),
         shown(header.1),
@@ -490,7 +571,7 @@ fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
         .or_else(|| text(obj, tags::ACQUISITION_DATE))
         .or_else(|| text(obj, tags::CONTENT_DATE));
     let stated = text(obj, tags::PATIENT_AGE);
-    let (age, notes) = chronological_age(
+    let (age, mut notes) = chronological_age(
         stated.as_deref(),
         text(obj, tags::PATIENT_BIRTH_DATE).as_deref(),
         exam.as_deref(),
@@ -505,10 +586,73 @@ fn patient_info(obj: &DefaultDicomObject) -> PatientInfo {
         age_source: age.map(|(_, source)| source),
         age_unit_months,
         exam_date: exam.as_deref().and_then(iso_date),
-        patient_id: text(obj, tags::PATIENT_ID),
-        accession: text(obj, tags::ACCESSION_NUMBER),
+        patient_id: header_id(obj, tags::PATIENT_ID, "PatientID", &mut notes),
+        accession: header_id(obj, tags::ACCESSION_NUMBER, "AccessionNumber", &mut notes),
         notes,
     }
+}
+
+/// An id from the header (PatientID, AccessionNumber) under the rules a typed one meets
+/// ([`crate::report::parse_exam_id`]): no control characters, at most
+/// [`MAX_EXAM_ID_CHARS`] characters. Control characters are dropped, an ISO 2022 escape
+/// sequence whole (a character-set switch this program does not decode, which would
+/// otherwise leave its ESC byte in reports, the store and on the screen), and an id too
+/// long is cut; a note says so, since the id then differs from what the sending system
+/// shows. One with nothing printable left is not used.
+fn header_id(
+    obj: &InMemDicomObject,
+    tag: dicom_object::Tag,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let value = text(obj, tag)?;
+    let (mut escapes, mut controls) = (false, false);
+    let mut kept = String::new();
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            escapes = true;
+            // ESC, intermediate bytes (0x20-0x2F), a final byte (0x30-0x7E): ISO 2022.
+            while chars.next_if(|c| ('\u{20}'..='\u{2f}').contains(c)).is_some() {}
+            chars.next_if(|c| ('\u{30}'..='\u{7e}').contains(c));
+        } else if c.is_control() {
+            controls = true;
+        } else {
+            kept.push(c);
+        }
+    }
+    let long = kept.chars().count() > MAX_EXAM_ID_CHARS;
+    let kept: String = kept.chars().take(MAX_EXAM_ID_CHARS).collect();
+    let kept = kept.trim().to_string();
+    if kept == value {
+        return Some(kept);
+    }
+    let changes: Vec<String> = [
+        escapes.then(|| {
+            "ISO 2022 escape codes removed (character-set switches this program does not \
+             decode)"
+                .to_string()
+        }),
+        controls.then(|| "control characters removed".to_string()),
+        long.then(|| format!("cut to its first {MAX_EXAM_ID_CHARS} characters")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let changes = changes.join(", ");
+    if kept.is_empty() {
+        notes.push(format!(
+            "the file's {name} has no printable characters ({changes}) and was not used: give \
+             the id with the request (--id) if it matters"
+        ));
+        return None;
+    }
+    notes.push(format!(
+        "the file's {name} was changed to meet the rules for ids: {changes}; it reads {kept:?}, \
+         which may differ from what the sending system shows: check it against the patient \
+         record, or give the id with the request (--id)"
+    ));
+    Some(kept)
 }
 
 /// The chronological age from PatientAge and the birth and exam dates, and a note for
@@ -641,6 +785,36 @@ mod tests {
         for damaged in ["01\u{b5}", "\u{b5}10Y", "0\u{b5}Y", "+10Y", "-10Y", " 10Y", "1.5Y", ""] {
             assert_eq!(parse_age_string(damaged), None, "{damaged:?}");
         }
+    }
+
+    /// Ids from the header meet the rules typed ids meet: an ISO 2022 escape sequence and
+    /// other control characters dropped, at most 64 characters, and a note saying so; a
+    /// plain id passes as it is, one with nothing printable is left out.
+    #[test]
+    fn header_ids_meet_the_rules_for_ids() {
+        let id = |value: &str| {
+            let mut o = InMemDicomObject::new_empty();
+            o.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(value)));
+            let mut notes = Vec::new();
+            (header_id(&o, tags::PATIENT_ID, "PatientID", &mut notes), notes)
+        };
+        assert_eq!(id("RSNA-1381 "), (Some("RSNA-1381".into()), vec![]));
+        assert_eq!(id("M\u{fc}LLER"), (Some("M\u{fc}LLER".into()), vec![]));
+        // ISO 2022 IR 87 left undecoded: ESC $ B (to JIS X 0208) and ESC ( B (back).
+        let (kept, notes) = id("\u{1b}$B%d%^%@\u{1b}(B01");
+        assert_eq!(kept.as_deref(), Some("%d%^%@01"));
+        assert!(notes.len() == 1 && notes[0].contains("PatientID was changed"), "{notes:?}");
+        assert!(notes[0].contains("ISO 2022 escape codes") && notes[0].contains("--id"));
+        let (kept, notes) = id("A\tB\u{7}C");
+        assert_eq!(kept.as_deref(), Some("ABC"));
+        assert!(notes[0].contains("ids: control characters removed; it reads"), "{notes:?}");
+        let (kept, notes) = id(&"7".repeat(70));
+        assert_eq!(kept, Some("7".repeat(64)));
+        assert!(notes[0].contains("cut to its first 64 characters"), "{notes:?}");
+        assert!(kept.is_some_and(|k| crate::report::parse_exam_id(&k).is_ok()));
+        let (kept, notes) = id("\u{1b}$B\u{1b}(B");
+        assert_eq!(kept, None);
+        assert!(notes[0].contains("no printable characters"), "{notes:?}");
     }
 
     #[test]
@@ -867,6 +1041,95 @@ mod tests {
         let e = result.expect("no panic").unwrap_err().to_string();
         assert!(e.contains("100x100 with 1 component(s)") && e.contains("say 50x60 with 1"), "{e}");
         assert_eq!(jpeg2000_size(&[0xFF, 0x4F, 0xFF, 0x51, 0, 41]), None, "cut short");
+    }
+
+    /// A JPEG frame of another size than Rows and Columns say is refused before the
+    /// library decodes it (it sizes its buffers by the frame header: one patched to
+    /// 65000x65000 took 4 GB), in Baseline and in Lossless alike; one that matches is read.
+    #[test]
+    fn jpeg_frame_must_match_its_header() {
+        let path = fixture("dicom/jls-lossless.dcm");
+        let jpeg = |w: u32, h: u32| {
+            let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x + 2 * y) as u8]));
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+                .encode_image(&img)
+                .unwrap();
+            out
+        };
+        let file = |syntax: &str, stream: Vec<u8>| {
+            let mut obj = dicom_object::open_file(&path).unwrap();
+            obj.update_meta(|meta| meta.transfer_syntax = syntax.into());
+            let put = |o: &mut DefaultDicomObject, tag, v: u16| {
+                o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+            };
+            put(&mut obj, tags::BITS_ALLOCATED, 8);
+            put(&mut obj, tags::BITS_STORED, 8);
+            put(&mut obj, tags::HIGH_BIT, 7);
+            let fragments = dicom_core::value::PixelFragmentSequence::new_fragments(vec![stream]);
+            obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, fragments));
+            let mut bytes = Vec::new();
+            obj.write_all(&mut bytes).unwrap();
+            let result = std::panic::catch_unwind(|| decode(&path, &bytes).map(|r| r.pixels));
+            result.expect("no panic").map_err(|e| e.to_string())
+        };
+        let pixels = file(uids::JPEG_BASELINE8_BIT, jpeg(100, 100)).unwrap();
+        assert_eq!(pixels.dimensions(), (100, 100));
+        let e = file(uids::JPEG_BASELINE8_BIT, jpeg(100, 88)).unwrap_err();
+        assert!(
+            e.contains(
+                "its JPEG data is 100x88 with 1 component(s), but Columns, Rows and Samples \
+                 per Pixel say 100x100 with 1"
+            ),
+            "{e}"
+        );
+        // The frame header (after SOI and the JFIF and table segments) patched to claim
+        // 65000x65000.
+        let mut huge = jpeg(100, 100);
+        let sof = huge.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        huge[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]);
+        let e = file(uids::JPEG_BASELINE8_BIT, huge.clone()).unwrap_err();
+        assert!(e.contains("is 65000x65000 with 1 component(s)"), "{e}");
+        huge[sof + 1] = 0xC3; // Lossless (process 14)
+        let e = file(uids::JPEG_LOSSLESS_SV1, huge.clone()).unwrap_err();
+        assert!(e.contains("is 65000x65000 with 1 component(s)"), "{e}");
+        let e = file(uids::JPEG_BASELINE8_BIT, huge[..sof].to_vec()).unwrap_err();
+        assert!(e.contains("no frame header before its first scan"), "{e}");
+        assert!(is_jpeg(uids::JPEG_LOSSLESS) && is_jpeg(uids::JPEG_EXTENDED12_BIT));
+        assert!(!is_jpeg(uids::JPEGLS_LOSSLESS) && !is_jpeg("1.2.840.10008.1.2.4.5"));
+    }
+
+    /// File meta the library refuses while the data set is sound (a value longer than its
+    /// VR allows, Group Length left out, as some writers make them) is read past: the data
+    /// set in the syntax the meta names. Meta that names no syntax is refused with its
+    /// fault and the fix.
+    #[test]
+    fn malformed_file_meta_is_read_past_or_explained() {
+        let path = fixture("dicom/jls-lossless.dcm");
+        let mut obj = dicom_object::open_file(&path).unwrap();
+        obj.update_meta(|m| m.implementation_version_name = Some("VENDOR_WRITER_V1.2.3".into()));
+        let mut long = Vec::new();
+        obj.write_all(&mut long).unwrap();
+        assert!(
+            OpenFileOptions::new().from_reader(&long[128..]).is_err(),
+            "the library refuses it"
+        );
+        let good = std::fs::read(&path).unwrap();
+        // Group Length (0002,0000) UL 4 taken out.
+        let at = good.windows(6).position(|w| w == [2, 0, 0, 0, b'U', b'L']).unwrap();
+        let no_group_length = [&good[..at], &good[at + 12..]].concat();
+        for bytes in [long, no_group_length] {
+            let r = decode(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(r.pixels.dimensions(), (100, 100));
+            assert_eq!(r.patient.patient_id.as_deref(), Some("RSNA-1381"));
+        }
+        // (0002,0010) Transfer Syntax UID made (0002,0017).
+        let mut no_syntax = good.clone();
+        let at = good.windows(6).position(|w| w == [2, 0, 0x10, 0, b'U', b'I']).unwrap();
+        no_syntax[at + 2] = 0x17;
+        let e = decode(&path, &no_syntax).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("its file meta (group 0002) is malformed (Could not parse"), "{e}");
+        assert!(e.contains("`dcmconv IN.dcm OUT.dcm`"), "{e}");
     }
 
     /// Subsampled colour stored uncompressed is refused by what it is, not by the pixel
