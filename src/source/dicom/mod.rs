@@ -224,8 +224,18 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
             dicom_err(format!("cannot decode pixel data (transfer syntax {ts}): {}", causes(&e)))
         })?;
     let monochrome = decoded.photometric_interpretation().is_monochrome();
-    let has_voi =
-        guarded(path, || Ok(decoded.window()?.is_some() || decoded.voi_lut_sequence()?.is_some()))?;
+    let voi_lut_read = guarded(path, || Ok(decoded.voi_lut_sequence()?.is_some()))?;
+    let has_voi = voi_lut_read || guarded(path, || Ok(decoded.window()?.is_some()))?;
+    // The library drops a VOI LUT it cannot read (one of 65536 entries, given as 0, or an
+    // output depth it does not take) without a word; the grey levels then come from the
+    // window or the image's range, which can move the reading, so the reader is told.
+    let voi_lut_note = (!voi_lut_read && has_items(&obj, tags::VOILUT_SEQUENCE)).then(|| {
+        "the file's VOI LUT (its grey-level curve for display) could not be read and was not \
+         applied; the grey levels come from its window, or from the image's range, and may \
+         differ from how the modality shows it: compare the reading with the image, or \
+         export it again with the LUT applied"
+            .to_string()
+    });
     let stored = if monochrome && (padding.is_some() || shutter.is_some() || !has_voi) {
         Some(guarded(path, || stored_values(&decoded))?)
     } else {
@@ -269,7 +279,13 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         format: "DICOM",
         colour_fraction: raster::colour_fraction(&img),
         patient: PatientInfo {
-            notes: [subject_notes, lossy_note.into_iter().collect(), info.notes].concat(),
+            notes: [
+                subject_notes,
+                lossy_note.into_iter().collect(),
+                voi_lut_note.into_iter().collect(),
+                info.notes,
+            ]
+            .concat(),
             ..info
         },
     })
@@ -515,6 +531,15 @@ fn jpeg2000_size(codestream: &[u8]) -> Option<(u32, u32, u16)> {
     let (x, y, x0, y0) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
     let components = u16::from_be_bytes(codestream.get(40..42)?.try_into().ok()?);
     Some((x.checked_sub(x0)?, y.checked_sub(y0)?, components))
+}
+
+/// Whether `tag` is a sequence with at least one item.
+fn has_items(obj: &InMemDicomObject, tag: dicom_object::Tag) -> bool {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.items().map(|items| !items.is_empty()))
+        .unwrap_or(false)
 }
 
 /// An error with the causes behind it, which the library's top-level message leaves out.
@@ -1041,6 +1066,38 @@ mod tests {
         let e = result.expect("no panic").unwrap_err().to_string();
         assert!(e.contains("100x100 with 1 component(s)") && e.contains("say 50x60 with 1"), "{e}");
         assert_eq!(jpeg2000_size(&[0xFF, 0x4F, 0xFF, 0x51, 0, 41]), None, "cut short");
+    }
+
+    /// A VOI LUT the library cannot read (65536 entries, given as 0 in its descriptor) is
+    /// not applied, and the reading says so; a file without one gets no such note.
+    #[test]
+    fn a_voi_lut_that_cannot_be_read_is_named() {
+        let path = fixture("dicom/jls-lossless.dcm");
+        let note = |obj: &dicom_object::DefaultDicomObject| {
+            let mut bytes = Vec::new();
+            obj.write_all(&mut bytes).unwrap();
+            let notes = decode(&path, &bytes).unwrap().patient.notes;
+            notes.iter().any(|n| n.contains("VOI LUT (its grey-level curve"))
+        };
+        let mut obj = dicom_object::open_file(&path).unwrap();
+        assert!(!note(&obj));
+        let with_lut = |entries: u32| {
+            let mut obj = obj.clone();
+            let mut item = InMemDicomObject::new_empty();
+            let first = u16::try_from(entries).unwrap_or(0); // 65536 is written as 0
+            let descriptor = PrimitiveValue::U16([first, 0, 16].into_iter().collect());
+            item.put(DataElement::new(tags::LUT_DESCRIPTOR, VR::US, descriptor));
+            let data: Vec<u16> = (0..entries).rev().map(|v| (v * 65536 / entries) as u16).collect();
+            item.put(DataElement::new(tags::LUT_DATA, VR::OW, PrimitiveValue::U16(data.into())));
+            let sequence = dicom_core::value::DataSetSequence::from(vec![item]);
+            obj.put(DataElement::new(tags::VOILUT_SEQUENCE, VR::SQ, sequence));
+            obj
+        };
+        // One the library reads is applied, without the note.
+        assert!(!note(&with_lut(4096)));
+        assert!(note(&with_lut(65536)));
+        obj.put(DataElement::new(tags::VOILUT_SEQUENCE, VR::SQ, PrimitiveValue::Empty));
+        assert!(!note(&obj), "an empty sequence holds no LUT");
     }
 
     /// A JPEG frame of another size than Rows and Columns say is refused before the
