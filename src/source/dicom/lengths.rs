@@ -35,6 +35,10 @@ pub(super) struct Damaged(pub(super) String);
 pub(super) struct DataSet {
     pub(super) at: usize,
     pub(super) syntax: String,
+    /// Where the top-level Pixel Data element ends, when the walk met one (not for a
+    /// deflated data set): bytes after it that the parser cannot read (padding some
+    /// writers leave) can be left out.
+    pub(super) pixel_end: Option<usize>,
 }
 
 /// Checks a Part 10 file's lengths, from its "DICM" marker at `meta_at`; where its data set
@@ -56,12 +60,13 @@ pub(super) fn check_part10(bytes: &[u8], meta_at: usize) -> Result<Option<DataSe
                 walker.place = " of the inflated data set";
                 walker.data_set(inflated.len(), 0)?;
             } // else a damaged stream: the parser says so.
-            return Ok(Some(DataSet { at: meta.at, syntax }));
+            return Ok(Some(DataSet { at: meta.at, syntax, pixel_end: None }));
         }
         _ => (true, false),
     };
-    Walker::new(bytes, meta.at, explicit, big_endian).data_set(bytes.len(), 0)?;
-    Ok(Some(DataSet { at: meta.at, syntax }))
+    let mut walker = Walker::new(bytes, meta.at, explicit, big_endian);
+    walker.data_set(bytes.len(), 0)?;
+    Ok(Some(DataSet { at: meta.at, syntax, pixel_end: walker.pixel_end }))
 }
 
 /// Most a deflated data set may inflate to: the memory one file's decoding may take.
@@ -98,6 +103,8 @@ struct Walker<'a> {
     big_endian: bool,
     /// Where the byte offsets in messages count from, when not the file's start.
     place: &'static str,
+    /// Where the top-level Pixel Data element ended, once walked.
+    pixel_end: Option<usize>,
 }
 
 /// What the walk met where an element was expected.
@@ -119,7 +126,7 @@ const UNDEFINED: u32 = u32::MAX;
 impl<'a> Walker<'a> {
     /// A walk from byte `at`, whose messages count bytes from the file's start.
     fn new(bytes: &'a [u8], at: usize, explicit: bool, big_endian: bool) -> Self {
-        Walker { bytes, at, explicit, big_endian, place: "" }
+        Walker { bytes, at, explicit, big_endian, place: "", pixel_end: None }
     }
 
     fn u16_at(&self, at: usize) -> Option<u16> {
@@ -189,7 +196,11 @@ impl<'a> Walker<'a> {
         if length == UNDEFINED {
             self.at = value_at;
             return if tag == tags::PIXEL_DATA {
-                self.fragments()
+                let step = self.fragments()?;
+                if depth == 0 && step == Step::Next {
+                    self.pixel_end = Some(self.at);
+                }
+                Ok(step)
             } else {
                 // A sequence, whatever its VR. The standard codes the items of one of VR UN
                 // in Implicit VR, but the parser reads them in the file's syntax (an
@@ -206,6 +217,9 @@ impl<'a> Walker<'a> {
             self.items(value_end, depth + 1)?;
         }
         self.at = value_end;
+        if depth == 0 && tag == tags::PIXEL_DATA {
+            self.pixel_end = Some(value_end);
+        }
         Ok(Step::Next)
     }
 

@@ -89,11 +89,25 @@ fn open(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
                 Err(e @ dicom_object::ReadError::ParseMetaDataSet { .. }) => {
                     read_past_meta(bytes, data_set, &e)
                 }
-                Err(e) => Err(format!(
-                    "cannot parse: {}; the file is damaged or not standard DICOM: copy or export \
-                     it again",
-                    causes(&e)
-                )),
+                Err(e) => {
+                    // Padding after the pixel data (zeros some writers append) is not an
+                    // element the parser can read; the image before it is whole.
+                    let end = data_set.and_then(|d| d.pixel_end).filter(|&end| end < bytes.len());
+                    if let Some(obj) = end.and_then(|end| {
+                        OpenFileOptions::new().from_reader(&bytes[meta_at..end]).ok()
+                    }) {
+                        let left = bytes.len() - end.unwrap_or_default();
+                        log::warn!(
+                            "{left} bytes after the pixel data could not be read and were left out"
+                        );
+                        return Ok(obj);
+                    }
+                    Err(format!(
+                        "cannot parse: {}; the file is damaged or not standard DICOM: copy or \
+                         export it again",
+                        causes(&e)
+                    ))
+                }
             }
         }
         Some(Layout::Bare { explicit_vr }) => {
@@ -139,7 +153,7 @@ fn read_past_meta(
             causes(meta_error)
         )
     };
-    let Some(lengths::DataSet { at, syntax }) = data_set else { return Err(refused()) };
+    let Some(lengths::DataSet { at, syntax, .. }) = data_set else { return Err(refused()) };
     let Some(ts) = TransferSyntaxRegistry.get(&syntax) else { return Err(refused()) };
     let obj = bytes
         .get(at..)
@@ -1066,6 +1080,18 @@ mod tests {
         let e = result.expect("no panic").unwrap_err().to_string();
         assert!(e.contains("100x100 with 1 component(s)") && e.contains("say 50x60 with 1"), "{e}");
         assert_eq!(jpeg2000_size(&[0xFF, 0x4F, 0xFF, 0x51, 0, 41]), None, "cut short");
+    }
+
+    /// Zeros a writer appended after the pixel data are left out, and the image read as
+    /// without them (the parser failed on them: "Could not read data set token").
+    #[test]
+    fn padding_after_the_pixel_data_is_left_out() {
+        let path = fixture("dicom/jls-lossless.dcm");
+        let bytes = std::fs::read(&path).unwrap();
+        let clean = decode(&path, &bytes).unwrap().pixels;
+        let mut padded = bytes.clone();
+        padded.extend([0u8; 1024]);
+        assert_eq!(decode(&path, &padded).unwrap().pixels, clean);
     }
 
     /// A VOI LUT the library cannot read (65536 entries, given as 0 in its descriptor) is
