@@ -1085,3 +1085,34 @@ fn dicom_damage_sizes_and_header_ids() {
     assert!((months(&lines[6]) - torch).abs() < 0.5, "{}", lines[6]);
     assert!(!stderr(&out).contains("internal error"), "{}", stderr(&out));
 }
+
+/// Eight bits stored in sixteen allocated (some exports of 8-bit images) read as the 8-bit
+/// image, MONOCHROME2 and MONOCHROME1 alike: the decoder's output spans 256 values, and
+/// read on 0-65535 the image was refused as uniform.
+#[test]
+fn eight_bits_stored_in_sixteen_read_as_eight_bit() {
+    let (id, male, _, torch) = first();
+    let dir = tempfile::tempdir().unwrap();
+    let gray = image::open(val_image(&id)).unwrap().to_luma8();
+    let mut args = Vec::new();
+    for monochrome1 in [false, true] {
+        let mut obj = dicom_of(&gray, monochrome1, 1.0, &[]);
+        let pixels: Vec<u16> =
+            gray.pixels().map(|p| u16::from(if monochrome1 { 255 - p[0] } else { p[0] })).collect();
+        for (tag, value) in [(tags::BITS_STORED, 8u16), (tags::HIGH_BIT, 7)] {
+            obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+        }
+        obj.remove_element(tags::WINDOW_CENTER);
+        obj.remove_element(tags::WINDOW_WIDTH);
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into())));
+        let path = dir.path().join(format!("bs8-{monochrome1}.dcm"));
+        save_dicom(obj, &path);
+        args.push(path_str(&path).to_string());
+    }
+    args.extend(["--sex".into(), if male { "m" } else { "f" }.into()]);
+    let (out, lines) = predict_json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    for v in &lines {
+        assert!((months(v) - torch).abs() < 0.1, "{v} vs {torch}");
+    }
+}

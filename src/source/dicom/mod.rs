@@ -277,6 +277,23 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         .force_16bit();
     let img = guarded(path, || decoded.to_dynamic_image_with_options(0, &options))?;
     let mut pixels = raster::to_gray(&img);
+    // With 8 bits stored or fewer (in 16 allocated) the library's window or LUT output
+    // still spans only 256 values, 0-255 (MONOCHROME1: 65280-65535, inverted on 16 bits),
+    // though the image is 16-bit: read on 0-65535 it was near black (or white) and refused
+    // as uniform. Those 256 values are read as the 8-bit image they are.
+    if let (true, image::DynamicImage::ImageLuma16(g)) = (decoded.bits_stored() <= 8, &img) {
+        let (lo, hi) = g.pixels().fold((u16::MAX, 0), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
+        let base = match (lo, hi) {
+            (_, 0..=255) => Some(0.0),
+            (65280.., _) => Some(65280.0),
+            _ => None,
+        };
+        if let Some(base) = base {
+            for (p, v) in pixels.pixels_mut().zip(g.pixels()) {
+                p[0] = (f32::from(v[0]) - base) / 255.0;
+            }
+        }
+    }
     if presentation == Presentation::Inverse {
         pixels.pixels_mut().for_each(|p| p[0] = 1.0 - p[0]);
     }
