@@ -279,6 +279,10 @@ pub struct DisplayConfig {
     /// PNG size (px); a framebuffer has its own.
     pub width: u32,
     pub height: u32,
+    /// How far the picture is turned clockwise before it is written to a framebuffer
+    /// (0, 90, 180 or 270 degrees), for a panel mounted turned the other way.
+    #[serde(default)]
+    pub rotate: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -572,6 +576,14 @@ impl Config {
                     expected: format!("{min} to {max} pixels"),
                 });
             }
+        }
+        if ![0, 90, 180, 270].contains(&self.display.rotate) {
+            return Err(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "display.rotate",
+                value: self.display.rotate.to_string(),
+                expected: "0, 90, 180 or 270 (degrees clockwise)".into(),
+            });
         }
         if self.hot_folder.enabled {
             // Checked lexically, like the camera folder below.
@@ -925,6 +937,10 @@ mod tests {
         assert!(e.to_string().contains("`display.width` = 100: 160 to 3840"), "{e}");
         let e = Config::parse("[display]\nheight = 5000\n", Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("`display.height` = 5000"), "{e}");
+        let e = Config::parse("[display]\nrotate = 45\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("`display.rotate` = 45: 0, 90, 180 or 270"), "{e}");
+        let c = Config::parse("[display]\nrotate = 270\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.display.rotate, 270);
     }
 
     #[test]

@@ -42,6 +42,27 @@ impl Canvas {
         self.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect()
     }
 
+    /// This canvas turned `quarter_turns` quarter turns clockwise (0 to 3): what a panel
+    /// mounted turned the other way must be sent to show it upright.
+    pub fn rotated(&self, quarter_turns: u8) -> Canvas {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let at = |x: usize, y: usize| self.pixels[y * w + x];
+        let turns = quarter_turns % 4;
+        let (out_w, out_h) = if turns % 2 == 1 { (h, w) } else { (w, h) };
+        let mut pixels = Vec::with_capacity(w * h);
+        for y in 0..out_h {
+            for x in 0..out_w {
+                pixels.push(match turns {
+                    1 => at(y, h - 1 - x),
+                    2 => at(w - 1 - x, h - 1 - y),
+                    3 => at(w - 1 - y, x),
+                    _ => at(x, y),
+                });
+            }
+        }
+        Canvas { width: out_w as u32, height: out_h as u32, pixels }
+    }
+
     fn index(&self, p: Point) -> Option<usize> {
         let (x, y) = (u32::try_from(p.x).ok()?, u32::try_from(p.y).ok()?);
         (x < self.width && y < self.height).then(|| y as usize * self.width as usize + x as usize)
@@ -88,6 +109,25 @@ impl DrawTarget for Canvas {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A quarter turn clockwise puts the bottom-left corner at the top left; turns undo
+    /// each other and four make the original.
+    #[test]
+    fn rotation_turns_clockwise() {
+        let mut c = Canvas::new(3, 2);
+        for (i, p) in c.pixels.iter_mut().enumerate() {
+            *p = Rgb888::new(i as u8, 0, 0); // row-major: (x, y) is red 3y + x
+        }
+        let red = |c: &Canvas| c.pixels().iter().map(|p| p.r()).collect::<Vec<_>>();
+        let quarter = c.rotated(1);
+        assert_eq!((quarter.width(), quarter.height()), (2, 3));
+        // Clockwise: the left column, read upwards, becomes the top row.
+        assert_eq!(red(&quarter), [3, 0, 4, 1, 5, 2]);
+        assert_eq!(red(&c.rotated(2)), [5, 4, 3, 2, 1, 0]);
+        assert_eq!(red(&c.rotated(3)), [2, 5, 1, 4, 0, 3]);
+        assert_eq!(quarter.rotated(3), c);
+        assert_eq!(c.rotated(4), c);
+    }
 
     #[test]
     fn fill_is_clipped_to_the_canvas() {

@@ -237,18 +237,23 @@ pub struct FramebufferBackend {
     path: PathBuf,
     file: File,
     geometry: Geometry,
+    /// Drawn at the panel's size as mounted: turned by `quarter_turns` before writing.
     canvas: Canvas,
+    /// Quarter turns clockwise (0 to 3), from `[display] rotate`.
+    quarter_turns: u8,
     buffer: Vec<u8>,
 }
 
 impl FramebufferBackend {
-    /// Opens `path` and reads its geometry.
+    /// Opens `path` and reads its geometry; screens are turned `rotate` degrees clockwise
+    /// (0, 90, 180 or 270, checked by the config) before they are written.
     ///
     /// # Errors
     /// [`DisplayError::NoDevice`] when the device does not exist, [`DisplayError::Permission`]
     /// when the user may not write it, [`DisplayError::Unsupported`] for a pixel format we
     /// cannot write or a file that is not a framebuffer, [`DisplayError::Device`] otherwise.
-    pub fn open(path: &Path) -> Result<FramebufferBackend, DisplayError> {
+    pub fn open(path: &Path, rotate: u16) -> Result<FramebufferBackend, DisplayError> {
+        let quarter_turns = ((rotate / 90) % 4) as u8;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -279,12 +284,18 @@ impl FramebufferBackend {
             var.bits_per_pixel,
             fix.line_length
         );
-        let canvas = Canvas::new(geometry.width, geometry.height);
+        // Screens are drawn upright, at the panel's size as mounted, then turned.
+        let canvas = if quarter_turns % 2 == 1 {
+            Canvas::new(geometry.height, geometry.width)
+        } else {
+            Canvas::new(geometry.width, geometry.height)
+        };
         Ok(FramebufferBackend {
             path: path.to_path_buf(),
             file,
             geometry,
             canvas,
+            quarter_turns,
             buffer: Vec::new(),
         })
     }
@@ -300,7 +311,11 @@ impl FramebufferBackend {
     /// [`DisplayError::Device`] when the write fails.
     pub fn show(&mut self, screen: &Screen) -> Result<(), DisplayError> {
         draw::draw_screen(&mut self.canvas, screen).unwrap_or_else(|never| match never {});
-        self.geometry.encode(&self.canvas, &mut self.buffer);
+        if self.quarter_turns == 0 {
+            self.geometry.encode(&self.canvas, &mut self.buffer);
+        } else {
+            self.geometry.encode(&self.canvas.rotated(self.quarter_turns), &mut self.buffer);
+        }
         self.file.write_all_at(&self.buffer, self.geometry.write_offset()).map_err(|source| {
             DisplayError::Device { path: self.path.clone(), what: "write the screen", source }
         })
@@ -466,7 +481,7 @@ mod tests {
 
     #[test]
     fn missing_device_says_what_to_do() {
-        let e = FramebufferBackend::open(Path::new("/dev/fb-does-not-exist")).unwrap_err();
+        let e = FramebufferBackend::open(Path::new("/dev/fb-does-not-exist"), 0).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("/dev/fb-does-not-exist: no such device"), "{msg}");
         assert!(msg.contains("[display]") && msg.contains("backend = \"png\""), "{msg}");
@@ -474,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_framebuffer_is_refused() {
-        let e = FramebufferBackend::open(Path::new("/dev/null")).unwrap_err();
+        let e = FramebufferBackend::open(Path::new("/dev/null"), 0).unwrap_err();
         assert!(e.to_string().contains("not a framebuffer"), "{e}");
     }
 }

@@ -120,7 +120,7 @@ impl Display {
                 Display::Png(PngBackend::new(&config.png_path, config.width, config.height))
             }
             DisplayBackend::Framebuffer => {
-                Display::Framebuffer(FramebufferBackend::open(&config.device)?)
+                Display::Framebuffer(FramebufferBackend::open(&config.device, config.rotate)?)
             }
         })
     }
