@@ -214,32 +214,17 @@ pub fn run(
     // The hot folder's listing error last logged, while it lasts.
     let mut folder_error: Option<String> = None;
     let mut stopped = None;
-    // A display missing at start (its driver bound after the service started) is tried
-    // again until it opens, then shows the idle screen.
-    let mut next_display_try = display_error.as_ref().map(|_| Instant::now() + DISPLAY_RETRY);
-    // One that opened but then failed to draw (a driver rebound, a panel unplugged) is
-    // opened again and redrawn as often, so the panel does not keep an old result.
+    // A display missing at start (its driver bound after the service started), or one
+    // that failed to draw later (a driver rebound, a panel unplugged), is opened again
+    // every DISPLAY_RETRY and shown the screen it missed, so the panel never keeps an
+    // older result.
     let mut next_redraw = Instant::now() + DISPLAY_RETRY;
     while !shutdown.load(Ordering::Relaxed) {
-        if next_display_try.is_none() && Instant::now() >= next_redraw {
+        if Instant::now() >= next_redraw {
             if service.redraw_after_failure(|| Display::open(&config.display)) == Some(true) {
                 log::warn!("display drawing again after an error");
             }
             next_redraw = Instant::now() + DISPLAY_RETRY;
-        }
-        if let Some(at) = next_display_try.filter(|at| Instant::now() >= *at) {
-            next_display_try = match Display::open(&config.display) {
-                Ok(d) => {
-                    log::warn!("display opened; showing the idle screen");
-                    service.set_display(d);
-                    service.show_ready();
-                    None
-                }
-                Err(e) => {
-                    service.set_display_error(&e.to_string());
-                    Some(at + DISPLAY_RETRY)
-                }
-            };
         }
         // These run until shutdown; one that has ended (a panic, a listener that failed)
         // leaves a unit that looks alive but no longer answers: stop, to be restarted.

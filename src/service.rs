@@ -311,7 +311,8 @@ impl Service {
     }
 
     /// Records why a configured display could not be opened, for STATUS (otherwise it
-    /// would read `none`, as on a unit without one).
+    /// would read `none`, as on a unit without one); the screens it misses meanwhile are
+    /// drawn by [`Service::redraw_after_failure`] once it opens.
     pub fn set_display_error(&self, error: &str) {
         if lock(&self.display).is_none() {
             *lock(&self.display_health) = Some(Some(format!("cannot open: {error}")));
@@ -327,20 +328,27 @@ impl Service {
         *lock(&self.display) = Some(display);
     }
 
-    /// Draws `screen` if a display is attached.
+    /// Draws `screen` if a display is attached; one configured but not open yet keeps it
+    /// for [`Service::redraw_after_failure`].
     pub fn show(&self, screen: &Screen) {
-        if let Some(d) = lock(&self.display).as_mut() {
-            let outcome = d.show(screen).err().map(|e| e.to_string());
-            if let Some(e) = &outcome {
-                log::warn!("display: {e}");
+        match lock(&self.display).as_mut() {
+            Some(d) => {
+                let outcome = d.show(screen).err().map(|e| e.to_string());
+                if let Some(e) = &outcome {
+                    log::warn!("display: {e}");
+                }
+                self.record_drawing(screen, outcome);
             }
-            self.record_drawing(screen, outcome);
+            None if matches!(*lock(&self.display_health), Some(Some(_))) => {
+                *lock(&self.failed_screen) = Some(screen.clone());
+            }
+            None => {}
         }
     }
 
-    /// After a drawing error: opens the display again with `open` and draws the screen that
-    /// failed, unless a later one was drawn meanwhile. `None` when nothing failed, else
-    /// whether it is drawn now. Called every few seconds by the serve loop.
+    /// After a display failed to open or to draw: opens it (again) with `open` and draws the
+    /// screen it missed, unless a later one was drawn meanwhile. `None` when nothing is
+    /// missing, else whether it is drawn now. Called every few seconds by the serve loop.
     pub fn redraw_after_failure(
         &self,
         open: impl FnOnce() -> Result<Display, crate::display::DisplayError>,
@@ -354,7 +362,7 @@ impl Service {
                 *display = Some(reopened);
                 outcome
             }
-            Err(e) => Some(format!("cannot open it again: {e}")),
+            Err(e) => Some(format!("cannot open: {e}")),
         };
         let drawn = outcome.is_none();
         self.record_drawing(&screen, outcome);

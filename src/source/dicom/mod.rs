@@ -35,7 +35,7 @@ mod subject;
 
 use mask::{Padding, Shutter};
 
-use super::{raster, PatientInfo, Radiograph, SourceError, SourceErrorKind};
+use super::{raster, GrayImage, PatientInfo, Radiograph, SourceError, SourceErrorKind};
 use crate::report::{
     iso_date, months_between_dates, Age, AgeSource, Sex, MAX_AGE_MONTHS, MAX_EXAM_ID_CHARS,
 };
@@ -276,24 +276,8 @@ pub(super) fn decode(path: &Path, bytes: &[u8]) -> Result<Radiograph, SourceErro
         .with_voi_lut(voi.map_or(VoiLutOption::First, VoiLutOption::Custom))
         .force_16bit();
     let img = guarded(path, || decoded.to_dynamic_image_with_options(0, &options))?;
-    let mut pixels = raster::to_gray(&img);
-    // With 8 bits stored or fewer (in 16 allocated) the library's window or LUT output
-    // still spans only 256 values, 0-255 (MONOCHROME1: 65280-65535, inverted on 16 bits),
-    // though the image is 16-bit: read on 0-65535 it was near black (or white) and refused
-    // as uniform. Those 256 values are read as the 8-bit image they are.
-    if let (true, image::DynamicImage::ImageLuma16(g)) = (decoded.bits_stored() <= 8, &img) {
-        let (lo, hi) = g.pixels().fold((u16::MAX, 0), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
-        let base = match (lo, hi) {
-            (_, 0..=255) => Some(0.0),
-            (65280.., _) => Some(65280.0),
-            _ => None,
-        };
-        if let Some(base) = base {
-            for (p, v) in pixels.pixels_mut().zip(g.pixels()) {
-                p[0] = (f32::from(v[0]) - base) / 255.0;
-            }
-        }
-    }
+    let mut pixels =
+        narrow_output(&img, decoded.bits_stored()).unwrap_or_else(|| raster::to_gray(&img));
     if presentation == Presentation::Inverse {
         pixels.pixels_mut().for_each(|p| p[0] = 1.0 - p[0]);
     }
@@ -562,6 +546,26 @@ fn jpeg2000_size(codestream: &[u8]) -> Option<(u32, u32, u16)> {
     let (x, y, x0, y0) = (be32(8)?, be32(12)?, be32(16)?, be32(20)?);
     let components = u16::from_be_bytes(codestream.get(40..42)?.try_into().ok()?);
     Some((x.checked_sub(x0)?, y.checked_sub(y0)?, components))
+}
+
+/// The decoded image read on its 256 values, when 8 bits or fewer are stored in 16
+/// allocated: the library's window or LUT output then spans only 0-255 (MONOCHROME1:
+/// 65280-65535, inverted on 16 bits) though the image is 16-bit, and read on 0-65535 it
+/// was near black (or white) and refused as uniform. `None` for every other image.
+fn narrow_output(img: &image::DynamicImage, bits_stored: u16) -> Option<GrayImage> {
+    let image::DynamicImage::ImageLuma16(g) = img else { return None };
+    if bits_stored > 8 {
+        return None;
+    }
+    let (lo, hi) = g.pixels().fold((u16::MAX, 0), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
+    let base = match (lo, hi) {
+        (_, 0..=255) => 0.0,
+        (65280.., _) => 65280.0,
+        _ => return None,
+    };
+    Some(GrayImage::from_fn(g.width(), g.height(), |x, y| {
+        image::Luma([(f32::from(g.get_pixel(x, y)[0]) - base) / 255.0])
+    }))
 }
 
 /// Whether `tag` is a sequence with at least one item.
