@@ -391,16 +391,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`] on a read failure.
     pub fn history(&self, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{SELECT} ORDER BY id DESC LIMIT ?1"))
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], row_to_record)
-            .map_err(|e| self.err(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+        self.newest(None, limit)
     }
 
     /// The newest `limit` records of one exam id, newest first: how a client finds the
@@ -410,12 +401,19 @@ impl Store {
     /// # Errors
     /// [`StoreError`] on a read failure.
     pub fn history_of(&self, exam_id: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.newest(Some(exam_id), limit)
+    }
+
+    /// The newest `limit` records, of one exam id when given.
+    fn newest(&self, exam_id: Option<&str>, limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(&format!("{SELECT} WHERE exam_id = ?1 ORDER BY id DESC LIMIT ?2"))
+            .prepare(&format!(
+                "{SELECT} WHERE ?1 IS NULL OR exam_id = ?1 ORDER BY id DESC LIMIT ?2"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(rusqlite::params![exam_id, limit as i64], row_to_record)
+            .query_map(params![exam_id, limit as i64], row_to_record)
             .map_err(|e| self.err(e))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?;
